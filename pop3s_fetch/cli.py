@@ -1,5 +1,292 @@
-"""Placeholder until the CLI lands."""
+"""The command line: parse, call, report. No mail logic lives here.
+
+The only module that imports click. Heavy modules (rich, keyring, ssl, sqlite3) are imported
+inside the commands that need them, so ``--help`` and ``--version`` start fast.
+Every expected failure is a :class:`~pop3s_fetch.errors.Pop3sFetchError`, printed as one line
+with its exit code; anything else is a bug (exit 70), with a traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+from pop3s_fetch import __version__
+from pop3s_fetch.errors import ConfigError, CredentialError, ExitCode, Pop3sFetchError
+
+if TYPE_CHECKING:
+    from pop3s_fetch.config import Config
+    from pop3s_fetch.ui import Output
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+@dataclass
+class _Globals:
+    config_path: Path | None
+    debug: bool
+    verbose: int
+
+
+def _fail(err: Pop3sFetchError, account: str | None = None, *, debug: bool = False) -> NoReturn:
+    from pop3s_fetch.ui import error_line, write_traceback
+
+    click.echo(error_line(account, err), err=True)
+    if isinstance(err, ConfigError):
+        for problem in err.problems:
+            click.echo(f"  {problem}", err=True)
+    if debug:
+        write_traceback(err, sys.stderr)
+    sys.exit(int(err.exit_code))
+
+
+def _load_config(g: _Globals) -> Config:
+    from pop3s_fetch import config
+
+    return config.load(config.find_config_path(g.config_path, os.environ))
+
+
+def _output(g: _Globals, *, quiet: bool = False, progress: bool = True) -> Output:
+    from pop3s_fetch.ui import Output
+
+    return Output(quiet=quiet, progress=progress, debug=g.debug)
+
+
+def _setup_logging(g: _Globals) -> None:
+    if g.debug or g.verbose:
+        logging.basicConfig(
+            level=logging.DEBUG if g.debug else logging.INFO,
+            format="%(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="pop3s-fetch")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Configuration file (default: $POP3S_FETCH_CONFIG, then "
+    "$XDG_CONFIG_HOME/pop3s-fetch/config.toml).",
+)
+@click.option("-v", "--verbose", count=True, help="Say more about what happens.")
+@click.option(
+    "--debug", is_flag=True, help="Show the POP3 dialogue (passwords masked) and tracebacks."
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, verbose: int, debug: bool) -> None:
+    """Download mail from POP3 servers over verified TLS into Maildir or mbox.
+
+    \b
+    Start with:   pop3s-fetch demo
+    Then:         pop3s-fetch password set ACCOUNT && pop3s-fetch sync
+    """
+    ctx.obj = _Globals(config_path, debug, verbose)
+    _setup_logging(ctx.obj)
+
+
+@cli.command()
+@click.argument("accounts", nargs=-1)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="If another run holds an account, wait this long for it before giving up (exit 75).",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=4,
+    show_default=True,
+    help="Accounts synced at the same time.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only (for cron).")
+@click.option("--no-progress", is_flag=True, help="No progress display, even on a terminal.")
+@click.pass_obj
+def sync(
+    g: _Globals,
+    accounts: tuple[str, ...],
+    wait: float,
+    jobs: int,
+    quiet: bool,
+    no_progress: bool,
+) -> None:
+    """Download new mail for every account, or only the ACCOUNTS named.
+
+    Each message is written to the account's Maildir or mbox and recorded, so it is never
+    downloaded twice; with keep = false it is deleted from the server only after that.
+    Exit status 0 also when there was no new mail.
+    """
+    from pop3s_fetch import credentials
+    from pop3s_fetch.state import state_dir
+    from pop3s_fetch.sync import SyncOptions, sync_accounts
+    from pop3s_fetch.ui import ProgressReporter
+
+    selected = _load_config(g).select(list(accounts))
+    output = _output(g, quiet=quiet, progress=not no_progress)
+    reporter = ProgressReporter(output)
+    options = SyncOptions(state_dir=state_dir(os.environ), wait=wait)
+    pairs = [
+        (account, _password_getter(credentials.get_password, account.name)) for account in selected
+    ]
+    with reporter.live():
+        results = sync_accounts(pairs, options, reporter, jobs=jobs)
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        sys.exit(int(failed[0].exit_code))
+
+
+def _password_getter(get: Callable[[str], str], name: str) -> Callable[[], str]:
+    return lambda: get(name)
+
+
+@cli.command()
+@click.pass_obj
+def accounts(g: _Globals) -> None:
+    """List the configured accounts."""
+    config = _load_config(g)
+    for account in config.accounts.values():
+        port = "" if account.port == 995 else f":{account.port}"
+        keep = "keep" if account.keep else "delete after download"
+        click.echo(
+            f"{account.name}: {account.username}@{account.host}{port} -> "
+            f"{account.destination} ({account.format}, {keep})"
+        )
+
+
+@cli.group()
+def password() -> None:
+    """Store, check or delete an account's password in the OS keyring."""
+
+
+@password.command("set")
+@click.argument("account")
+@click.pass_obj
+def password_set(g: _Globals, account: str) -> None:
+    """Store ACCOUNT's password in the OS keyring.
+
+    On a terminal it is asked for twice without echo; otherwise the first line of standard
+    input is read (so it never has to appear in a command line or a shell history).
+    """
+    from pop3s_fetch import credentials
+
+    name = _load_config(g).select([account])[0].name
+    secret = _read_password(name)
+    credentials.set_password(name, secret)
+    click.echo(f'password for account "{name}" stored in the keyring', err=True)
+
+
+def _read_password(name: str) -> str:
+    if sys.stdin.isatty():
+        secret: str = click.prompt(
+            f'Password for account "{name}"',
+            hide_input=True,
+            confirmation_prompt=True,
+            err=True,
+        )
+        return secret
+    line = sys.stdin.readline()
+    secret = line.rstrip("\r\n")
+    if not secret:
+        raise CredentialError(
+            f'no password given for account "{name}" on standard input',
+            hint=f"pipe it in, e.g.: pass show mail | pop3s-fetch password set {name}",
+        )
+    return secret
+
+
+@password.command("delete")
+@click.argument("account")
+@click.pass_obj
+def password_delete(g: _Globals, account: str) -> None:
+    """Remove ACCOUNT's password from the OS keyring."""
+    from pop3s_fetch import credentials
+
+    del g  # the account need not be configured any more to clean up after it
+    credentials.delete_password(account)
+    click.echo(f'password for account "{account}" deleted from the keyring', err=True)
+
+
+@password.command("check")
+@click.argument("account")
+@click.pass_obj
+def password_check(g: _Globals, account: str) -> None:
+    """Check that a password for ACCOUNT is stored (it is never printed)."""
+    from pop3s_fetch import credentials
+
+    name = _load_config(g).select([account])[0].name
+    credentials.get_password(name)
+    click.echo(f'a password for account "{name}" is stored ({credentials.backend_description()})')
+
+
+@cli.command()
+@click.option(
+    "-d",
+    "--directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("pop3s-fetch-demo"),
+    show_default=True,
+    help="Where the demo writes its Maildir, mbox and state.",
+)
+@click.pass_obj
+def demo(g: _Globals, directory: Path) -> None:
+    """Run a real sync against a built-in POP3S server, with no setup.
+
+    Starts a POP3S server on 127.0.0.1 with a throwaway CA and sample messages (a 64 KiB
+    line, 8-bit text, lines starting with "From " and "."), syncs them into a Maildir and an
+    mbox under DIRECTORY, syncs again to show nothing is fetched twice, and reports.
+    """
+    from pop3s_fetch import demo as demo_module
+    from pop3s_fetch.ui import ProgressReporter
+
+    output = _output(g)
+    reporter = ProgressReporter(output)
+    with reporter.live():
+        report = demo_module.run(directory.resolve(), reporter)
+    for line in report.lines:
+        output.info(line)
+    if not report.ok:
+        sys.exit(int(ExitCode.SOFTWARE))
 
 
 def main() -> None:
-    """Entry point."""
+    """Console-script entry point: map every outcome to one line and a sysexits code."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        cli.main(standalone_mode=False, prog_name="pop3s-fetch")
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except click.ClickException as err:
+        err.show()
+        sys.exit(int(ExitCode.USAGE))
+    except Pop3sFetchError as err:
+        _fail(err, debug=debug)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as err:  # a bug: say so plainly, traceback on request
+        click.echo(
+            f"internal error (a bug in pop3s-fetch): {type(err).__name__}: {err} "
+            "(run again with --debug for the traceback, and please report it)",
+            err=True,
+        )
+        if debug:
+            from pop3s_fetch.ui import write_traceback
+
+            write_traceback(err, sys.stderr)
+        sys.exit(int(ExitCode.SOFTWARE))

@@ -1,0 +1,239 @@
+"""Per-account UIDL state: which messages are delivered, and a journal of deliveries in flight.
+
+One SQLite file per account under ``$XDG_STATE_HOME/pop3s-fetch/`` (mode 0600, directory 0700).
+A row is written *before* a message becomes visible in the destination (status ``pending``,
+with the exact target) and flipped to ``delivered`` once it is durable; a run that died in
+between leaves ``pending`` rows that the next run reconciles against the destination before it
+talks to the server. This store knows nothing of POP3 or of mailbox formats: targets are opaque.
+
+SQLite runs in WAL mode with ``synchronous=FULL``, so a returned commit survives a power cut;
+callers batch many messages per commit (group commit) because each commit costs an fsync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pop3s_fetch.errors import LockedError, StateError
+
+SCHEMA_VERSION = 1
+STATE_FILE_MODE = 0o600
+STATE_DIR_MODE = 0o700
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    uidl TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered')),
+    target TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    recorded_at REAL NOT NULL
+)
+"""
+
+
+def state_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_STATE_HOME/pop3s-fetch``, or ``~/.local/state/pop3s-fetch`` (XDG base dir spec)."""
+    base = environ.get("XDG_STATE_HOME", "")
+    if not base or not os.path.isabs(base):
+        home = environ.get("HOME") or str(Path.home())
+        base = os.path.join(home, ".local", "state")
+    return Path(base) / "pop3s-fetch"
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A delivery recorded before it became visible: what, and exactly where."""
+
+    uidl: str
+    size: int
+    target: str
+    offset: int
+    length: int
+    digest: str
+
+
+class StateStore:
+    """The UIDL store of one account. Use :func:`open_store`."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._db:
+                yield self._db
+        except sqlite3.Error as err:
+            raise _state_error(self.path, err) from err
+
+    def delivered(self) -> set[str]:
+        """UIDLs whose messages are durable in the destination."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT uidl FROM messages WHERE status = 'delivered'")
+            return {uidl for (uidl,) in rows}
+
+    def pending(self) -> list[Intent]:
+        """Deliveries recorded but not known to have completed (a previous run died)."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT uidl, size, target, offset, length, digest FROM messages"
+                " WHERE status = 'pending' ORDER BY offset, target"
+            )
+            return [Intent(*row) for row in rows]
+
+    def record_intents(self, intents: Sequence[Intent]) -> None:
+        """Journal deliveries about to become visible, in one durable commit."""
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO messages"
+                " (uidl, size, status, target, offset, length, digest, recorded_at)"
+                " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
+                [(i.uidl, i.size, i.target, i.offset, i.length, i.digest, now) for i in intents],
+            )
+
+    def mark_delivered(self, uidls: Iterable[str]) -> None:
+        """Flip journalled deliveries to delivered, in one durable commit."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE messages SET status = 'delivered' WHERE uidl = ?",
+                [(uidl,) for uidl in uidls],
+            )
+
+    def forget(self, uidls: Iterable[str]) -> None:
+        """Drop rows: failed intents, or messages gone from the server."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM messages WHERE uidl = ?", [(uidl,) for uidl in uidls])
+
+    def forget_absent(self, present: set[str]) -> int:
+        """Forget delivered messages no longer on the server, so the store stays small.
+
+        Only call this with a complete listing: a partial one would forget live messages
+        and so download them again.
+        """
+        gone = self.delivered() - present
+        if gone:
+            self.forget(gone)
+        return len(gone)
+
+
+def open_store(path: Path) -> StateStore:
+    """Open (creating if needed) an account's state file, private to the user.
+
+    Raises:
+        StateError: unreadable, corrupt, or written by a newer pop3s-fetch.
+    """
+    try:
+        path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, STATE_FILE_MODE)
+        try:
+            os.fchmod(fd, STATE_FILE_MODE)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise StateError(
+            f"cannot create the state file {path}: {err.strerror}",
+            hint=f"make {path.parent} writable by this user",
+        ) from err
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.isolation_level = "DEFERRED"  # explicit transactions via "with db:"
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise StateError(
+                f"the state file {path} was written by a newer pop3s-fetch "
+                f"(schema {version}, this one knows {SCHEMA_VERSION})",
+                hint="upgrade pop3s-fetch; nothing was downloaded or deleted",
+            )
+        with db:
+            db.execute(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("SELECT count(*) FROM messages").fetchone()
+    except sqlite3.Error as err:
+        raise _state_error(path, err) from err
+    return StateStore(path, db)
+
+
+def _state_error(path: Path, err: sqlite3.Error) -> StateError:
+    return StateError(
+        f"the state file {path} cannot be used: {err}",
+        hint="check the disk and the file's permissions; if it is corrupt, move it aside "
+        "(messages already downloaded will then be downloaded again)",
+    )
+
+
+class AccountLock:
+    """An exclusive lock per account, so two runs never sync the same mailbox at once."""
+
+    def __init__(self, path: Path, account: str) -> None:
+        self.path = path
+        self.account = account
+        self._fd: int | None = None
+
+    def acquire(self, wait: float = 0.0) -> None:
+        """Take the lock, waiting up to ``wait`` seconds.
+
+        Raises:
+            LockedError: another process holds it; the message names its pid.
+            StateError: the lock file cannot be created.
+        """
+        try:
+            self.path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, STATE_FILE_MODE)
+        except OSError as err:
+            raise StateError(
+                f"cannot create the lock file {self.path}: {err.strerror}",
+                hint=f"make {self.path.parent} writable by this user",
+            ) from err
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                    os.close(fd)
+                    raise LockedError(
+                        f'account "{self.account}" is being synced by another pop3s-fetch '
+                        f"(pid {holder or 'unknown'})",
+                        hint="wait for it to finish, or pass --wait SECONDS",
+                    ) from None
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> AccountLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,332 @@
+"""The order of operations for one account; the only module that knows it.
+
+The invariant everything here serves: **a message is deleted from the server only after it is
+durable in the destination and recorded as delivered.** The order for each batch of messages:
+
+1. RETR streams each message into a staged file (fsynced off the reading thread);
+2. the destination calls back to journal each message's exact target (state commit #1);
+3. the destination makes the batch visible and fsyncs it (link into new/ or append to mbox);
+4. the journal entries are marked delivered (state commit #2);
+5. only then may DELE be sent for them, and only a clean QUIT commits those DELEs.
+
+A crash between 2 and 4 leaves ``pending`` rows; the next run reconciles them against the
+destination *before any network traffic*: a message that made it is marked delivered (so it is
+never fetched again), one that did not is forgotten (and fetched again). Batching steps 2-4
+(group commit) keeps the number of fsyncs per batch constant rather than per message.
+
+This module knows no click, rich, keyring or TOML: callers pass an Account, a password getter
+and a Reporter.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pop3s_fetch import tls
+from pop3s_fetch.config import Account
+from pop3s_fetch.delivery import (
+    Destination,
+    MessageWriter,
+    Placement,
+    StagedMessage,
+    open_destination,
+)
+from pop3s_fetch.errors import AuthError, ExitCode, Pop3sFetchError, ProtocolError
+from pop3s_fetch.pop3 import RemoteMessage, Session
+from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
+
+logger = logging.getLogger(__name__)
+
+#: Group commit: publish (journal + link + fsync + mark) after this many messages or bytes.
+BATCH_MESSAGES = 128
+BATCH_BYTES = 16 * 1024 * 1024
+
+#: UIDLs are 1-70 characters in 0x21-0x7E (RFC 1939 section 7).
+_UIDL_CHARS = frozenset(range(0x21, 0x7F))
+
+
+class Reporter(Protocol):
+    """What the UI hears about a sync; calls may come from several threads at once."""
+
+    def started(self, account: str, phase: str) -> None:
+        """A phase began: "connecting", "listing", ..."""
+
+    def listed(self, account: str, messages: int, octets: int) -> None:
+        """This many new messages (of this total LIST size) are to be fetched."""
+
+    def fetched(self, account: str, message_octets: int) -> None:
+        """One more message is durable in the destination."""
+
+    def warned(self, account: str, text: str) -> None:
+        """Something the user should know that did not stop the sync."""
+
+    def finished(self, result: AccountResult) -> None:
+        """The account is done, successfully or not."""
+
+
+@dataclass
+class AccountResult:
+    """What one account's sync did; ``error`` is set when it failed."""
+
+    account: str
+    fetched: int = 0
+    octets: int = 0
+    deleted: int = 0
+    on_server: int = 0
+    recovered: int = 0
+    warnings: list[str] = field(default_factory=list)
+    error: Pop3sFetchError | None = None
+    duration: float = 0.0
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.error.exit_code if self.error else ExitCode.OK
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    """Run-wide settings that are not per account."""
+
+    state_dir: Path
+    wait: float = 0.0
+    context_factory: Callable[[Account], ssl.SSLContext] | None = None
+
+
+def sync_accounts(
+    accounts: Sequence[tuple[Account, Callable[[], str]]],
+    options: SyncOptions,
+    reporter: Reporter,
+    jobs: int = 1,
+) -> list[AccountResult]:
+    """Sync each (account, password getter) pair, ``jobs`` at a time; one failing stops no other."""
+    if jobs <= 1 or len(accounts) <= 1:
+        return [sync_account(a, pw, options, reporter) for a, pw in accounts]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(sync_account, a, pw, options, reporter) for a, pw in accounts]
+        return [f.result() for f in futures]
+
+
+def sync_account(
+    account: Account,
+    password: Callable[[], str],
+    options: SyncOptions,
+    reporter: Reporter,
+) -> AccountResult:
+    """Fetch every new message of one account; errors are returned in the result, not raised."""
+    result = AccountResult(account.name)
+    started = time.monotonic()
+    try:
+        with AccountLock(options.state_dir / f"{account.name}.lock", account.name) as lock:
+            lock.acquire(options.wait)
+            with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
+                destination = open_destination(account.destination, account.format)
+                try:
+                    _AccountSync(account, store, destination, options, reporter, result).run(
+                        password
+                    )
+                finally:
+                    destination.close()
+    except Pop3sFetchError as err:
+        result.error = err
+    result.duration = time.monotonic() - started
+    reporter.finished(result)
+    return result
+
+
+class _AccountSync:
+    """One run of one account: reconcile, connect, list, fetch in batches, delete, quit."""
+
+    def __init__(
+        self,
+        account: Account,
+        store: StateStore,
+        destination: Destination,
+        options: SyncOptions,
+        reporter: Reporter,
+        result: AccountResult,
+    ) -> None:
+        self.account = account
+        self.store = store
+        self.destination = destination
+        self.options = options
+        self.reporter = reporter
+        self.result = result
+        self.session: Session | None = None
+        self.staged: list[tuple[RemoteMessage, StagedMessage]] = []
+        self.staged_bytes = 0
+        self.writer: MessageWriter | None = None
+
+    def run(self, password: Callable[[], str]) -> None:
+        self.result.recovered = self.reconcile()
+        delivered = self.store.delivered()
+        secret = password()
+        self.reporter.started(self.account.name, "connecting")
+        context = self._context()
+        session = Session.connect(
+            self.account.host, self.account.port, context=context, timeout=self.account.timeout
+        )
+        self.session = session
+        try:
+            self._run_session(session, secret, delivered)
+        finally:
+            session.close()
+
+    def _context(self) -> ssl.SSLContext:
+        if self.options.context_factory is not None:
+            return self.options.context_factory(self.account)
+        return tls.client_context(self.account.ca_file)
+
+    def reconcile(self) -> int:
+        """Settle deliveries a killed run left in flight; before any network traffic."""
+        intents = self.store.pending()
+        if not intents:
+            return 0
+        outcomes = self.destination.reconcile([_placement(i) for i in intents])
+        made_it = [i.uidl for i, ok in zip(intents, outcomes, strict=True) if ok]
+        lost = [i.uidl for i, ok in zip(intents, outcomes, strict=True) if not ok]
+        self.store.mark_delivered(made_it)
+        self.store.forget(lost)
+        logger.info(
+            "%s: reconciled %d delivered, %d to fetch again",
+            self.account.name,
+            len(made_it),
+            len(lost),
+        )
+        return len(made_it)
+
+    def _run_session(self, session: Session, secret: str, delivered: set[str]) -> None:
+        session.capa()
+        try:
+            session.login(self.account.username, secret)
+        except AuthError as err:
+            err.hint = (
+                f"check username, then store the right password with: "
+                f"pop3s-fetch password set {self.account.name}"
+            )
+            raise
+        self.reporter.started(self.account.name, "listing")
+        listing = session.listing()
+        _check_uidls(listing)
+        self.result.on_server = len(listing)
+        new = [m for m in listing if m.uidl not in delivered]
+        self.reporter.listed(self.account.name, len(new), sum(m.size for m in new))
+        if not self.account.keep:
+            already = [m for m in listing if m.uidl in delivered]
+            session.queue_delete(already)
+            self.result.deleted += len(already)
+        retr_errors = self._fetch(session, new)
+        delete_errors = session.drain()
+        session.quit()
+        # Only now is the listing known complete and our deliveries recorded.
+        self.store.forget_absent({m.uidl for m in listing})
+        if delete_errors:
+            self.result.deleted -= len(delete_errors)
+            raise ProtocolError(
+                f"the server refused to delete {len(delete_errors)} message(s): {delete_errors[0]}",
+                hint="they were downloaded and will be deleted on a later run",
+            )
+        if retr_errors:
+            raise ProtocolError(
+                f"the server refused to send {len(retr_errors)} message(s): {retr_errors[0]}",
+                hint="the others were downloaded; the next run tries these again",
+            )
+
+    def _fetch(self, session: Session, new: Sequence[RemoteMessage]) -> list[str]:
+        """Stream every new message in, publishing in batches; return RETR refusals."""
+        errors: list[str] = []
+        self.reporter.started(self.account.name, "downloading")
+        try:
+            for item in session.retrieve(new, self._open_sink):
+                writer, self.writer = self.writer, None
+                if item.error is not None:
+                    if writer is not None:
+                        writer.abort()
+                    errors.append(f"message {item.message.number}: {item.error}")
+                    continue
+                assert writer is not None
+                # A LIST size that differs from what arrived is harmless: the terminating dot,
+                # not the size, marks a message complete. So it is not checked.
+                self.staged.append((item.message, writer.finish()))
+                self.staged_bytes += item.octets
+                if len(self.staged) >= BATCH_MESSAGES or self.staged_bytes >= BATCH_BYTES:
+                    self._publish()
+        except BaseException:
+            # The message being read is incomplete: discard it. Those already complete are
+            # whole (they had their terminating dot), so keep them rather than fetch again.
+            if self.writer is not None:
+                self.writer.abort()
+                self.writer = None
+            self._publish_quietly()
+            raise
+        self._publish()
+        return errors
+
+    def _open_sink(self, message: RemoteMessage) -> Callable[[bytes], None]:
+        self.writer = self.destination.open_message()
+        return self.writer.write
+
+    def _publish(self) -> None:
+        if not self.staged:
+            return
+        batch, self.staged, self.staged_bytes = self.staged, [], 0
+
+        def record(placements: list[Placement]) -> None:
+            self.store.record_intents(
+                [
+                    _intent(message.uidl, message.size, placement)
+                    for (message, _), placement in zip(batch, placements, strict=True)
+                ]
+            )
+
+        self.destination.publish([staged for _, staged in batch], record)
+        self.store.mark_delivered(message.uidl for message, _ in batch)
+        for _, staged in batch:
+            self.result.fetched += 1
+            self.result.octets += staged.size
+            self.reporter.fetched(self.account.name, staged.size)
+        if not self.account.keep and self.session is not None:
+            self.session.queue_delete([message for message, _ in batch])
+            self.result.deleted += len(batch)
+
+    def _publish_quietly(self) -> None:
+        """Publish what is complete while another error is already on its way up."""
+        try:
+            self._publish()
+        except Pop3sFetchError as err:
+            logger.debug("%s: could not publish after an error: %s", self.account.name, err)
+
+
+def _check_uidls(listing: Sequence[RemoteMessage]) -> None:
+    seen: dict[str, int] = {}
+    for message in listing:
+        uidl = message.uidl
+        if not 1 <= len(uidl) <= 70 or not set(uidl.encode("utf-8", "replace")) <= _UIDL_CHARS:
+            raise ProtocolError(
+                f"the server sent an invalid UIDL for message {message.number}: {uidl[:80]!r}",
+                hint="this is a server fault; nothing was downloaded or deleted",
+            )
+        if uidl in seen:
+            raise ProtocolError(
+                f"the server gave messages {seen[uidl]} and {message.number} the same UIDL "
+                f"{uidl!r}",
+                hint="with duplicate UIDLs messages cannot be told apart; nothing was "
+                "downloaded or deleted. Report this to the server's administrator",
+            )
+        seen[uidl] = message.number
+
+
+def _placement(intent: Intent) -> Placement:
+    return Placement(intent.target, intent.offset, intent.length, intent.digest)
+
+
+def _intent(uidl: str, size: int, placement: Placement) -> Intent:
+    return Intent(
+        uidl, size, placement.target, placement.offset, placement.length, placement.digest
+    )

@@ -1,0 +1,109 @@
+"""The body decoder: terminator, dot un-stuffing, CRLF -> LF, whatever the recv boundaries."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pop3s_fetch import pop3
+from pop3s_fetch.errors import ProtocolError
+
+
+class ChunkedSocket:
+    """Hands out pre-cut pieces, as TLS records arrive; then EOF."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self.pieces = list(pieces)
+
+    def recv(self, size: int) -> bytes:
+        assert size >= 1
+        return self.pieces.pop(0) if self.pieces else b""
+
+
+def wire(message: bytes) -> bytes:
+    """What an RFC 1939 server sends for a message stored with LF line ends (reference)."""
+    lines = message.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
+    return b"".join(line + b"\r\n" for line in stuffed) + b".\r\n"
+
+
+def expected(message: bytes) -> bytes:
+    return message if message.endswith(b"\n") or not message else message + b"\n"
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    edges = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
+    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
+
+
+def decode(pieces: list[bytes]) -> tuple[bytes, pop3._Reader]:
+    reader = pop3._Reader(ChunkedSocket(pieces))  # type: ignore[arg-type]
+    out: list[bytes] = []
+    reader.read_body(out.append)
+    return b"".join(out), reader
+
+
+lines = st.lists(
+    st.one_of(
+        st.sampled_from([b"", b".", b"..", b".\r", b"From x", b"\r", b"a.b", b". ", b"...x"]),
+        st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines=lines, points=st.lists(st.integers(min_value=0), max_size=12))
+def test_any_message_any_chunking_round_trips(lines: list[bytes], points: list[int]) -> None:
+    message = b"".join(line + b"\n" for line in lines)
+    data = wire(message) + b"+OK next\r\n"
+    body, reader = decode(cut(data, points))
+    assert body == message
+    assert reader.read_line() == b"+OK next"
+
+
+@pytest.mark.parametrize(
+    ("message", "decoded"),
+    [
+        (b"", b""),
+        (b".\n", b".\n"),
+        (b"..\n", b"..\n"),
+        (b"a\n.\nb\n", b"a\n.\nb\n"),
+        (b"no newline at end", b"no newline at end\n"),
+        (b"From me\n>From you\n", b"From me\n>From you\n"),
+        (b"\xe4\xf6\xfc 8-bit\n", b"\xe4\xf6\xfc 8-bit\n"),
+    ],
+)
+def test_known_cases(message: bytes, decoded: bytes) -> None:
+    body, _ = decode([wire(message)])
+    assert body == decoded
+
+
+def test_line_of_several_megabytes_is_passed_through_in_pieces() -> None:
+    long_line = b"x" * (3 * pop3.MAX_BUFFERED_LINE + 7)
+    message = b"Subject: long\n\n" + long_line + b"\n.dot\n"
+    data = wire(message)
+    pieces = [data[i : i + 16384] for i in range(0, len(data), 16384)]
+    got: list[bytes] = []
+    reader = pop3._Reader(ChunkedSocket(pieces))  # type: ignore[arg-type]
+    reader.read_body(got.append)
+    assert b"".join(got) == message
+    assert max(len(g) for g in got) <= pop3.MAX_BUFFERED_LINE + 16384
+
+
+def test_eof_before_terminator_is_an_error_not_a_message() -> None:
+    data = wire(b"Subject: cut\n\nbody\n")[:-3]  # no ".\r\n"
+    with pytest.raises(pop3.ConnectionClosed, match="closed the connection"):
+        decode([data])
+
+
+def test_status_line_over_the_limit_is_a_protocol_error() -> None:
+    reader = pop3._Reader(ChunkedSocket([b"+OK " + b"x" * 100_000 + b"\r\n"]))  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match="reply line longer than 8192 bytes"):
+        reader.read_line()

@@ -1,0 +1,107 @@
+"""The UIDL store and journal, and the per-account lock."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pop3s_fetch.errors import LockedError, StateError
+from pop3s_fetch.state import SCHEMA_VERSION, AccountLock, Intent, open_store, state_dir
+
+
+def intent(uidl: str, target: str = "") -> Intent:
+    return Intent(uidl, 100, target or f"name-{uidl}", 0, 100, "")
+
+
+def test_state_dir_follows_xdg() -> None:
+    assert state_dir({"XDG_STATE_HOME": "/x/state"}) == Path("/x/state/pop3s-fetch")
+    assert state_dir({"XDG_STATE_HOME": "relative", "HOME": "/h"}) == Path(
+        "/h/.local/state/pop3s-fetch"
+    )
+    assert state_dir({"HOME": "/h"}) == Path("/h/.local/state/pop3s-fetch")
+
+
+def test_journal_lifecycle(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "work.sqlite3"
+    with open_store(path) as store:
+        store.record_intents([intent("a"), intent("b")])
+        assert store.delivered() == set()
+        assert [i.uidl for i in store.pending()] == ["a", "b"]
+        store.mark_delivered(["a"])
+        store.forget(["b"])
+    with open_store(path) as store:  # durable across reopen
+        assert store.delivered() == {"a"}
+        assert store.pending() == []
+        assert store.forget_absent({"z"}) == 1
+        assert store.delivered() == set()
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "work.sqlite3"
+    with open_store(path) as store:
+        store.record_intents([intent("a")])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    for sibling in path.parent.iterdir():
+        assert stat.S_IMODE(sibling.stat().st_mode) == 0o600, sibling
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "work.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StateError) as caught:
+        open_store(path)
+    assert str(caught.value) == (
+        f"the state file {path} was written by a newer pop3s-fetch "
+        f"(schema {SCHEMA_VERSION + 1}, this one knows {SCHEMA_VERSION})"
+    )
+    assert caught.value.exit_code == 74
+
+
+def test_garbage_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "work.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StateError, match="cannot be used: file is not a database"):
+        open_store(path)
+
+
+def test_lock_names_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "work.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from pop3s_fetch.state import AccountLock;"
+            f"lock = AccountLock(Path({str(path)!r}), 'work'); lock.acquire();"
+            "print('locked', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(LockedError) as caught:
+            AccountLock(path, "work").acquire(wait=0)
+        assert str(caught.value) == (
+            f'account "work" is being synced by another pop3s-fetch (pid {holder.pid})'
+        )
+        assert caught.value.exit_code == 75
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+    with AccountLock(path, "work") as lock:  # released when the holder exits
+        lock.acquire()
+        assert path.read_text() == f"{os.getpid()}\n"

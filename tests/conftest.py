@@ -1,0 +1,9 @@
+"""Shared fixtures. The real-server and certificate fixtures live in ``tests/support``."""
+
+from __future__ import annotations
+
+pytest_plugins = [
+    "tests.support.certs",
+    "tests.support.dovecot",
+    "tests.support.secret_service",
+]

@@ -1,0 +1,309 @@
+"""Maildir delivery: write to tmp/, fsync, journal the name, link into new/, fsync new/.
+
+A message's bytes are stored exactly as given; nothing is parsed or rewritten. The file name
+is chosen when the message is opened and is the name the caller journals, so after a crash
+:meth:`Maildir.reconcile` can find the message in new/ or, once a mail reader has seen it,
+in cur/ with flags appended.
+
+It must not know about POP3, UIDLs, the state store or the configuration file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pop3s_fetch.delivery import (
+    FILE_MODE,
+    BufferedFdWriter,
+    Destination,
+    Placement,
+    RecordIntents,
+    StagedMessage,
+    delivery_error,
+    fsync_directory,
+    make_private_dirs,
+    unlink_quietly,
+)
+from pop3s_fetch.errors import DeliveryError
+
+SUBDIRECTORIES = ("tmp", "new", "cur")
+
+# fsync is slow and blocks; two workers keep the reading thread busy with the network
+# while earlier messages reach the disk.
+FSYNC_WORKERS = 2
+
+_name_counter = itertools.count(1)
+_name_counter_lock = threading.Lock()
+
+
+def unique_name(host: str) -> str:
+    """A Maildir base name: seconds, microseconds, pid, a per-process counter, random, host."""
+    with _name_counter_lock:
+        counter = next(_name_counter)
+    seconds, microseconds = divmod(time.time_ns() // 1000, 1_000_000)
+    return f"{seconds}.M{microseconds}P{os.getpid()}Q{counter}R{secrets.token_hex(8)}.{host}"
+
+
+def sanitise_hostname(hostname: str) -> str:
+    """Escape the two characters a Maildir name must not contain: "/" and the flag separator ":"."""
+    return hostname.replace("/", r"\057").replace(":", r"\072")
+
+
+@dataclass(eq=False, slots=True)
+class _StagedMaildirMessage(StagedMessage):
+    name: str
+    synced: Future[None]
+
+
+class Maildir(Destination):
+    """A Maildir, created with mode 0700 (and cur/, new/, tmp/) if missing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tmp = path / "tmp"
+        self._new = path / "new"
+        self._cur = path / "cur"
+        self._host = sanitise_hostname(socket.gethostname())
+        self._writers: set[_MaildirWriter] = set()
+        self._pending: set[_StagedMaildirMessage] = set()
+        self._create()
+        self._fsync_pool = ThreadPoolExecutor(FSYNC_WORKERS, thread_name_prefix="maildir-fsync")
+
+    def _create(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise DeliveryError(
+                f"cannot use {self.path} as a Maildir: it is not a directory",
+                hint="for a single mbox file set the destination kind to mbox",
+            )
+        try:
+            for subdirectory in SUBDIRECTORIES:
+                make_private_dirs(self.path / subdirectory)
+        except OSError as err:
+            raise delivery_error(err, "create the Maildir", self.path) from err
+        for directory in (self._tmp, self._new):
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise DeliveryError(
+                    f"cannot deliver into the Maildir {self.path}: {directory} is not writable",
+                    hint=f"not writable: check the permissions of {directory}",
+                )
+
+    # --- writing ------------------------------------------------------------------------
+
+    def open_message(self) -> _MaildirWriter:
+        while True:
+            name = unique_name(self._host)
+            path = self._tmp / name
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            except FileExistsError:
+                continue  # a name is unique only with overwhelming probability: draw again
+            except OSError as err:
+                raise delivery_error(err, "create the message file", path) from err
+            writer = _MaildirWriter(self, name, fd)
+            self._writers.add(writer)
+            return writer
+
+    def _stage(self, writer: _MaildirWriter, name: str, fd: int, size: int) -> StagedMessage:
+        """Hand the fsync and close to a worker so the caller can read the next message."""
+        self._writers.discard(writer)
+        staged = _StagedMaildirMessage(size, name, self._fsync_pool.submit(_fsync_and_close, fd))
+        self._pending.add(staged)
+        return staged
+
+    def _forget(self, writer: _MaildirWriter) -> None:
+        self._writers.discard(writer)
+
+    # --- publishing ---------------------------------------------------------------------
+
+    def publish(
+        self, staged: Sequence[StagedMessage], record_intents: RecordIntents
+    ) -> list[Placement]:
+        batch = self._take(staged)
+        linked = 0
+        try:
+            self._wait_until_synced(batch)
+            self._avoid_taken_names(batch)
+            placements = [Placement(message.name, 0, message.size, "") for message in batch]
+            record_intents(placements)
+            for message in batch:
+                self._link_into_new(message)
+                linked += 1
+            self._fsync_new()
+        finally:
+            for message in batch[linked:]:
+                unlink_quietly(self._tmp / message.name)
+        return placements
+
+    def _take(self, staged: Sequence[StagedMessage]) -> list[_StagedMaildirMessage]:
+        batch: list[_StagedMaildirMessage] = []
+        for message in staged:
+            if not isinstance(message, _StagedMaildirMessage) or message not in self._pending:
+                raise ValueError("publish() got a message not staged (or already published) here")
+            batch.append(message)
+        self._pending.difference_update(batch)
+        return batch
+
+    def _wait_until_synced(self, batch: Sequence[_StagedMaildirMessage]) -> None:
+        first_error: DeliveryError | None = None
+        for message in batch:  # wait for all, so no worker still holds a file we remove
+            try:
+                message.synced.result()
+            except OSError as err:
+                if first_error is None:
+                    first_error = delivery_error(
+                        err, "write the message file", self._tmp / message.name
+                    )
+                    first_error.__cause__ = err
+        if first_error is not None:
+            raise first_error
+
+    def _avoid_taken_names(self, batch: Sequence[_StagedMaildirMessage]) -> None:
+        """Rename a staged file whose name already exists in new/, before the name is journalled.
+
+        os.link() never overwrites, but once the name is journalled it cannot change, and a
+        foreign new/<name> would then be taken for our message by reconcile().
+        """
+        for message in batch:
+            while os.path.lexists(self._new / message.name):
+                self._rename_in_tmp(message)
+
+    def _rename_in_tmp(self, message: _StagedMaildirMessage) -> None:
+        old = self._tmp / message.name
+        new_name = unique_name(self._host)
+        try:
+            os.link(old, self._tmp / new_name)
+        except FileExistsError:
+            return  # the caller loops and draws another name
+        except OSError as err:
+            raise delivery_error(err, "rename the message file", old) from err
+        unlink_quietly(old)
+        message.name = new_name
+
+    def _link_into_new(self, message: _StagedMaildirMessage) -> None:
+        source = self._tmp / message.name
+        try:
+            os.link(source, self._new / message.name)
+        except OSError as err:
+            raise delivery_error(err, "link the message into", self._new / message.name) from err
+        try:
+            source.unlink()
+        except OSError as err:
+            # The message is visible; reconcile() recognises and removes the leftover.
+            raise delivery_error(err, "remove the temporary file", source) from err
+
+    def _fsync_new(self) -> None:
+        try:
+            fsync_directory(self._new)
+        except OSError as err:
+            raise delivery_error(err, "fsync the directory", self._new) from err
+
+    # --- recovery -----------------------------------------------------------------------
+
+    def reconcile(self, placements: Sequence[Placement]) -> list[bool]:
+        try:
+            in_new = set(os.listdir(self._new))
+            in_cur = {entry.split(":", 1)[0]: entry for entry in os.listdir(self._cur)}
+            in_tmp = set(os.listdir(self._tmp))
+        except OSError as err:
+            raise delivery_error(err, "list the Maildir", self.path) from err
+        outcomes: list[bool] = []
+        for placement in placements:
+            name = placement.target
+            if name in in_new:
+                found: Path | None = self._new / name
+            elif name in in_cur:
+                found = self._cur / in_cur[name]
+            else:
+                found = None
+            outcomes.append(self._settle(name, found, leftover=name in in_tmp))
+        return outcomes
+
+    def _settle(self, name: str, found: Path | None, *, leftover: bool) -> bool:
+        """Decide one placement and remove its tmp/ leftover, if any.
+
+        A leftover next to a visible file means we crashed between link and unlink; the two
+        must then be the same inode, otherwise the visible file is someone else's.
+        """
+        if not leftover:
+            return found is not None
+        temporary = self._tmp / name
+        try:
+            present = found is not None and os.path.samefile(temporary, found)
+        except FileNotFoundError:
+            present = found is not None  # a reader moved it, or the leftover went, meanwhile
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError as err:
+            raise delivery_error(err, "remove the leftover", temporary) from err
+        return present
+
+    def close(self) -> None:
+        for writer in list(self._writers):
+            writer.abort()
+        for message in self._pending:
+            with contextlib.suppress(OSError):  # the file is about to be removed anyway
+                message.synced.result()
+            unlink_quietly(self._tmp / message.name)
+        self._pending.clear()
+        self._fsync_pool.shutdown(wait=True)
+
+
+class _MaildirWriter:
+    """Streams one message into tmp/<name>, byte for byte."""
+
+    def __init__(self, maildir: Maildir, name: str, fd: int) -> None:
+        self._maildir = maildir
+        self._name = name
+        self._path = maildir.path / "tmp" / name
+        self._fd: int | None = fd
+        self._sink = BufferedFdWriter(fd)
+        self._size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._sink_or_fail()
+        self._size += len(chunk)
+        try:
+            self._sink.write(chunk)
+        except OSError as err:
+            self.abort()
+            raise delivery_error(err, "write the message file", self._path) from err
+
+    def finish(self) -> StagedMessage:
+        fd = self._sink_or_fail()
+        try:
+            self._sink.flush()
+        except OSError as err:
+            self.abort()
+            raise delivery_error(err, "write the message file", self._path) from err
+        self._fd = None
+        return self._maildir._stage(self, self._name, fd, self._size)
+
+    def abort(self) -> None:
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        unlink_quietly(self._path)
+        self._maildir._forget(self)
+
+    def _sink_or_fail(self) -> int:
+        if self._fd is None:
+            raise ValueError("this message was already finished or aborted")
+        return self._fd
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,582 @@
+"""mboxrd delivery: spool and quote each message, then append a batch under the mail locks.
+
+A message is quoted while it streams into a private spool file next to the mbox (every
+line matching ``^>*From `` gains one ">"), and its length and sha256 are computed on the way,
+so publishing needs neither the whole message in memory nor a second read. The append
+happens under the three locks other mail programs use (``<mbox>.lock``, flock, fcntl), is
+fsynced, and is truncated away again if anything fails.
+
+Because mbox has no per-message files, the caller's journal records each message's offset,
+length and digest; :meth:`Mbox.reconcile` checks them after a crash and removes a partial
+tail, but never touches bytes it cannot prove to be its own.
+
+It must not know about POP3, UIDLs, the state store or the configuration file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from pop3s_fetch.delivery import (
+    FILE_MODE,
+    LOCK_TIMEOUT,
+    BufferedFdWriter,
+    Destination,
+    Placement,
+    RecordIntents,
+    StagedMessage,
+    delivery_error,
+    fsync_directory,
+    make_private_dirs,
+    unlink_quietly,
+    write_all,
+)
+from pop3s_fetch.errors import DeliveryError, LockedError
+
+DEFAULT_SENDER = "MAILER-DAEMON"
+#: Only this much of a message is searched for its Return-Path header.
+HEADER_SNIFF_LIMIT = 64 * 1024
+#: A dotlock older than this whose owner is gone is left over from a crash.
+STALE_LOCK_AGE = 300.0
+LOCK_POLL_INTERVAL = 0.05
+COPY_BLOCK_SIZE = 1024 * 1024
+
+# A line needing one more ">"; the lookahead lets re.sub insert it without copying the line.
+_NEEDS_QUOTE = re.compile(rb"^(?=>*From )", re.MULTILINE)
+# An unfinished line that may still turn into ">*From ", so its fate is not yet known.
+_UNDECIDED = re.compile(rb">*(?:F(?:r(?:o(?:m)?)?)?)?")
+_RETURN_PATH = re.compile(rb"^return-path:[ \t]*(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_ANGLE_ADDRESS = re.compile(rb"<([^<>]*)>")
+_ENVELOPE_ADDRESS = re.compile(rb"[!-~]+")  # printable ASCII without spaces: one word
+
+
+class MboxrdQuoter:
+    """Applies mboxrd quoting to a stream cut at arbitrary places.
+
+    At most the first four bytes of a line ("From" minus the space) are held back: a run of
+    ">" at a line start can be passed on at once, because adding the extra ">" right
+    before the "From " gives the same bytes as adding it at the start of the line.
+    """
+
+    def __init__(self) -> None:
+        self._carry = b""
+        self._line_is_open = True  # the current line may still need quoting
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Return the quoted bytes that can be decided so far."""
+        parts: list[bytes] = []
+        if not self._line_is_open:
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                return [chunk]
+            parts.append(chunk[: newline + 1])
+            chunk = chunk[newline + 1 :]
+        data = self._carry + chunk
+        last_newline = data.rfind(b"\n")
+        parts.append(_NEEDS_QUOTE.sub(b">", data[: last_newline + 1]))
+        parts.append(self._decide_tail(data[last_newline + 1 :]))
+        return parts
+
+    def flush(self) -> bytes:
+        """Return what is held back at the end of the message (it was not a From line)."""
+        carry, self._carry, self._line_is_open = self._carry, b"", True
+        return carry
+
+    def _decide_tail(self, tail: bytes) -> bytes:
+        if _UNDECIDED.fullmatch(tail):
+            run = len(tail) - len(tail.lstrip(b">"))
+            self._carry, self._line_is_open = tail[run:], True
+            return tail[:run]
+        self._carry, self._line_is_open = b"", False
+        return _NEEDS_QUOTE.sub(b">", tail, count=1)
+
+
+def envelope_sender(head: bytes) -> str:
+    """The address for the From line: the Return-Path in the header block, else MAILER-DAEMON."""
+    match = _RETURN_PATH.search(_header_block(head))
+    if match is None:
+        return DEFAULT_SENDER
+    value = match.group(1).replace(b"\r", b"").replace(b"\n", b"")
+    bracketed = _ANGLE_ADDRESS.search(value)
+    address = (bracketed.group(1) if bracketed else value).strip()
+    if not _ENVELOPE_ADDRESS.fullmatch(address):
+        return DEFAULT_SENDER  # "<>" (a bounce), or nothing one word of ASCII could carry
+    return address.decode("ascii")
+
+
+def _header_block(head: bytes) -> bytes:
+    """The header lines: up to the first empty line, or all of ``head`` if none was seen."""
+    if head.startswith(b"\n"):
+        return b""
+    end = head.find(b"\n\n")
+    return head if end < 0 else head[: end + 1]
+
+
+def from_line(sender: str, when: float) -> bytes:
+    """``From <sender> <asctime in UTC>``, the separator line mbox readers look for."""
+    return f"From {sender} {time.asctime(time.gmtime(when))}\n".encode("ascii")
+
+
+@dataclass(eq=False, slots=True)
+class _StagedMboxMessage(StagedMessage):
+    spool: Path
+    from_line: bytes
+    body_length: int  # quoted bytes in the spool: what follows the From line
+    digest: str
+
+    @property
+    def length(self) -> int:
+        return len(self.from_line) + self.body_length
+
+
+class Mbox(Destination):
+    """An mboxrd file, created with mode 0600 (and parent directories 0700) if missing."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lock_timeout: float = LOCK_TIMEOUT,
+        stale_lock_age: float = STALE_LOCK_AGE,
+    ) -> None:
+        self.path = path
+        self._lock_timeout = lock_timeout
+        self._stale_lock_age = stale_lock_age
+        self._writers: set[_MboxWriter] = set()
+        self._pending: set[_StagedMboxMessage] = set()
+        self._create()
+
+    def _create(self) -> None:
+        if self.path.is_dir():
+            raise DeliveryError(
+                f"cannot use {self.path} as an mbox: it is a directory",
+                hint="for a Maildir set the destination kind to maildir",
+            )
+        try:
+            make_private_dirs(self.path.parent)
+            existed = self.path.exists()
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+            if not existed:
+                fsync_directory(self.path.parent)
+        except OSError as err:
+            raise delivery_error(err, "create the mbox", self.path) from err
+
+    def _lock(self) -> MboxLock:
+        return MboxLock(self.path, timeout=self._lock_timeout, stale_after=self._stale_lock_age)
+
+    # --- writing ------------------------------------------------------------------------
+
+    def open_message(self) -> _MboxWriter:
+        try:
+            fd, name = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".spool", dir=self.path.parent
+            )
+        except OSError as err:
+            raise delivery_error(err, "create a spool file in", self.path.parent) from err
+        writer = _MboxWriter(self, Path(name), fd)
+        self._writers.add(writer)
+        return writer
+
+    def _stage(self, writer: _MboxWriter, staged: _StagedMboxMessage) -> StagedMessage:
+        self._writers.discard(writer)
+        self._pending.add(staged)
+        return staged
+
+    def _forget(self, writer: _MboxWriter) -> None:
+        self._writers.discard(writer)
+
+    # --- publishing ---------------------------------------------------------------------
+
+    def publish(
+        self, staged: Sequence[StagedMessage], record_intents: RecordIntents
+    ) -> list[Placement]:
+        batch = self._take(staged)
+        try:
+            with self._lock() as fd:
+                start, separator = self._append_position(fd)
+                placements = _placements(batch, start + len(separator))
+                record_intents(placements)
+                self._append(fd, start, separator, batch)
+            return placements
+        finally:
+            for message in batch:
+                unlink_quietly(message.spool)
+
+    def _take(self, staged: Sequence[StagedMessage]) -> list[_StagedMboxMessage]:
+        batch: list[_StagedMboxMessage] = []
+        for message in staged:
+            if not isinstance(message, _StagedMboxMessage) or message not in self._pending:
+                raise ValueError("publish() got a message not staged (or already published) here")
+            batch.append(message)
+        self._pending.difference_update(batch)
+        return batch
+
+    def _append_position(self, fd: int) -> tuple[int, bytes]:
+        """Where the batch goes, and the newlines that end the last message with a blank line."""
+        try:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                raise DeliveryError(
+                    f"cannot append to {self.path}: it is not a regular file",
+                    hint="point the destination at an mbox file",
+                )
+            size = status.st_size
+            if size == 0:
+                return 0, b""
+            first, last = os.pread(fd, 5, 0), os.pread(fd, 2, max(0, size - 2))
+        except OSError as err:
+            raise delivery_error(err, "read the mbox", self.path) from err
+        if first != b"From ":
+            raise DeliveryError(
+                f"refusing to append to {self.path}: it is not an mbox file"
+                ' (it does not start with "From ")',
+                hint="point the destination at an mbox file, or at a path that does not exist yet",
+            )
+        if last.endswith(b"\n\n"):
+            return size, b""
+        return size, b"\n" if last.endswith(b"\n") else b"\n\n"
+
+    def _append(
+        self, fd: int, start: int, separator: bytes, batch: Sequence[_StagedMboxMessage]
+    ) -> None:
+        try:
+            os.lseek(fd, start, os.SEEK_SET)
+            write_all(fd, separator)
+            for message in batch:
+                write_all(fd, message.from_line)
+                copy_spool(message.spool, fd, message.body_length)
+            os.fsync(fd)
+        except BaseException as exc:  # even Ctrl-C must not leave half a message behind
+            self._truncate(fd, start)
+            if isinstance(exc, OSError):
+                raise delivery_error(exc, "append to the mbox", self.path) from exc
+            raise
+
+    def _truncate(self, fd: int, size: int) -> None:
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        except OSError as err:
+            raise delivery_error(err, "remove a partly written message from", self.path) from err
+
+    # --- recovery -----------------------------------------------------------------------
+
+    def reconcile(self, placements: Sequence[Placement]) -> list[bool]:
+        outcomes = [False] * len(placements)
+        with self._lock() as fd:
+            try:
+                size = os.fstat(fd).st_size
+                # Highest offset first: a partial tail must go before earlier ones are judged.
+                for index in sorted(
+                    range(len(placements)), key=lambda i: placements[i].offset, reverse=True
+                ):
+                    outcomes[index], size = self._settle(fd, placements[index], size)
+            except OSError as err:
+                raise delivery_error(err, "check the mbox", self.path) from err
+        return outcomes
+
+    def _settle(self, fd: int, placement: Placement, size: int) -> tuple[bool, int]:
+        """Decide one placement; return the outcome and the file size afterwards."""
+        end = placement.offset + placement.length
+        if size <= placement.offset:
+            return False, size
+        if size < end:
+            present = os.pread(fd, min(5, size - placement.offset), placement.offset)
+            if not b"From ".startswith(present):
+                return False, size  # not even the start of a From line: not ours to cut
+            self._truncate(fd, placement.offset)
+            return False, placement.offset
+        return _holds(fd, placement), size
+
+    def close(self) -> None:
+        for writer in list(self._writers):
+            writer.abort()
+        for message in self._pending:
+            unlink_quietly(message.spool)
+        self._pending.clear()
+
+
+def _placements(batch: Sequence[_StagedMboxMessage], offset: int) -> list[Placement]:
+    placements: list[Placement] = []
+    for message in batch:
+        placements.append(Placement("", offset, message.length, message.digest))
+        offset += message.length
+    return placements
+
+
+def _holds(fd: int, placement: Placement) -> bool:
+    """Whether the bytes at the placement are a From line followed by exactly our message."""
+    end = placement.offset + placement.length
+    if os.pread(fd, 5, placement.offset) != b"From ":
+        return False
+    body_start = _line_end(fd, placement.offset, end)
+    if body_start is None:
+        return False
+    digest = hashlib.sha256()
+    position = body_start
+    while position < end:
+        block = os.pread(fd, min(COPY_BLOCK_SIZE, end - position), position)
+        if not block:
+            return False
+        digest.update(block)
+        position += len(block)
+    return digest.hexdigest() == placement.digest
+
+
+def _line_end(fd: int, start: int, end: int) -> int | None:
+    """The offset just after the first newline in [start, end), or None."""
+    position = start
+    while position < end:
+        block = os.pread(fd, min(4096, end - position), position)
+        if not block:
+            return None
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(block)
+    return None
+
+
+def copy_spool(spool: Path, out_fd: int, length: int) -> None:
+    """Append ``length`` bytes of the spool at out_fd's position, in the kernel where possible."""
+    in_fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        copied = 0
+        while copied < length:
+            try:
+                sent = os.sendfile(out_fd, in_fd, copied, length - copied)
+            except OSError as err:
+                if copied or err.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+                _copy_blocks(in_fd, out_fd, length)
+                return
+            if sent == 0:
+                raise OSError(errno.EIO, f"spool file {spool} is shorter than it was written")
+            copied += sent
+    finally:
+        os.close(in_fd)
+
+
+def _copy_blocks(in_fd: int, out_fd: int, length: int) -> None:
+    copied = 0
+    while copied < length:
+        block = os.pread(in_fd, min(COPY_BLOCK_SIZE, length - copied), copied)
+        if not block:
+            raise OSError(errno.EIO, "spool file is shorter than it was written")
+        write_all(out_fd, block)
+        copied += len(block)
+
+
+class _MboxWriter:
+    """Quotes one message into a spool file, hashing and counting what it stores."""
+
+    def __init__(self, mbox: Mbox, spool: Path, fd: int) -> None:
+        self._mbox = mbox
+        self._spool = spool
+        self._fd: int | None = fd
+        self._sink = BufferedFdWriter(fd)
+        self._quoter = MboxrdQuoter()
+        self._head = bytearray()
+        self._digest = hashlib.sha256()
+        self._received = 0
+        self._stored = 0
+        self._ends_with_newline = False
+
+    def write(self, chunk: bytes) -> None:
+        self._require_open()
+        if not chunk:
+            return
+        self._received += len(chunk)
+        self._ends_with_newline = chunk.endswith(b"\n")
+        if len(self._head) < HEADER_SNIFF_LIMIT:
+            self._head += chunk[: HEADER_SNIFF_LIMIT - len(self._head)]
+        self._store(self._quoter.feed(chunk))
+
+    def finish(self) -> StagedMessage:
+        fd = self._require_open()
+        # mbox cannot represent a message without a final newline: one is added (documented).
+        ending = b"\n\n" if not self._ends_with_newline else b"\n"
+        self._store([self._quoter.flush(), ending])
+        try:
+            self._sink.flush()
+            os.close(fd)
+        except OSError as err:
+            self.abort()
+            raise delivery_error(err, "write the spool file", self._spool) from err
+        self._fd = None
+        staged = _StagedMboxMessage(
+            self._received,
+            self._spool,
+            from_line(envelope_sender(bytes(self._head)), time.time()),
+            self._stored,
+            self._digest.hexdigest(),
+        )
+        return self._mbox._stage(self, staged)
+
+    def abort(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):  # the spool is thrown away: a close error is moot
+            os.close(self._fd)
+        self._fd = None
+        unlink_quietly(self._spool)
+        self._mbox._forget(self)
+
+    def _store(self, parts: list[bytes]) -> None:
+        try:
+            for part in parts:
+                self._digest.update(part)
+                self._stored += len(part)
+                self._sink.write(part)
+        except OSError as err:
+            self.abort()
+            raise delivery_error(err, "write the spool file", self._spool) from err
+
+    def _require_open(self) -> int:
+        if self._fd is None:
+            raise ValueError("this message was already finished or aborted")
+        return self._fd
+
+
+class MboxLock:
+    """Holds ``<mbox>.lock``, an flock and an fcntl lock on the mbox; yields the open fd.
+
+    Mail readers and MDAs each honour one of the three, so all three are taken. Locks are
+    polled because none of them can notify a waiter across programs.
+
+    Close no other descriptor of the mbox while this is held: closing any descriptor of a
+    file drops the process's fcntl locks on it.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        timeout: float = LOCK_TIMEOUT,
+        stale_after: float = STALE_LOCK_AGE,
+    ) -> None:
+        self._path = path
+        self._dotlock = path.with_name(path.name + ".lock")
+        self._timeout = timeout
+        self._stale_after = stale_after
+        self._fd: int | None = None
+        self._holds_dotlock = False
+
+    def __enter__(self) -> int:
+        deadline = time.monotonic() + self._timeout
+        try:
+            self._wait_for(self._try_dotlock, deadline, f"its lock file {self._dotlock}")
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            self._wait_for(_try_flock(self._fd), deadline, "flock")
+            self._wait_for(_try_lockf(self._fd), deadline, "fcntl lock")
+        except OSError as err:
+            self._release()
+            raise delivery_error(err, "lock the mbox", self._path) from err
+        except BaseException:
+            self._release()
+            raise
+        return self._fd
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._release()
+
+    def _wait_for(self, attempt: Callable[[], bool], deadline: float, what: str) -> None:
+        while not attempt():
+            if time.monotonic() >= deadline:
+                raise LockedError(
+                    f"the mbox {self._path} stayed locked by another program ({what})"
+                    f" for more than {self._timeout:g} s",
+                    hint="another mail program is using it; try again later",
+                )
+            _pause(LOCK_POLL_INTERVAL)
+
+    def _try_dotlock(self) -> bool:
+        try:
+            fd = os.open(self._dotlock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            if self._dotlock_is_stale():
+                # Another waiter may remove a fresh lock between our check and this unlink;
+                # flock and fcntl still exclude it, so the window costs no mail.
+                unlink_quietly(self._dotlock)
+            return False
+        self._holds_dotlock = True
+        try:
+            write_all(fd, f"{os.getpid()}\n".encode("ascii"))
+        finally:
+            os.close(fd)
+        return True
+
+    def _dotlock_is_stale(self) -> bool:
+        try:
+            age = time.time() - self._dotlock.stat().st_mtime
+            content = self._dotlock.read_bytes()[:32]
+        except FileNotFoundError:
+            return False  # just released: the next attempt will take it
+        if age < self._stale_after:
+            return False
+        pid = int(content) if content.strip().isdigit() else None
+        return pid is None or not _process_alive(pid)
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # drops both the flock and the fcntl lock
+            self._fd = None
+        if self._holds_dotlock:
+            unlink_quietly(self._dotlock)
+            self._holds_dotlock = False
+
+
+def _try_flock(fd: int) -> Callable[[], bool]:
+    def attempt() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    return attempt
+
+
+def _try_lockf(fd: int) -> Callable[[], bool]:
+    def attempt() -> bool:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise
+        return True
+
+    return attempt
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
+
+
+def _pause(seconds: float) -> None:
+    """Wait between lock attempts; a separate name so tests can observe the waiting."""
+    time.sleep(seconds)

@@ -93,7 +93,7 @@ def _check(
         if account.format == "maildir"
         else _mbox_messages(account.destination)
     )
-    same = sorted(landed) == sorted(_as_stored(m, account.format) for m in originals)
+    same = sorted(landed) == sorted(_as_stored(m) for m in originals)
     report.ok = report.ok and same and second.fetched == 0
     verdict = "byte-identical to the server's copies" if same else "NOT identical (a bug!)"
     report.lines.append(
@@ -103,11 +103,10 @@ def _check(
     )
 
 
-def _as_stored(message: bytes, kind: str) -> bytes:
-    # mbox separates messages by a blank line, so a message is stored ending in a newline.
-    if kind == "mbox" and not message.endswith(b"\n"):
-        return message + b"\n"
-    return message
+def _as_stored(message: bytes) -> bytes:
+    # POP3 ends every message with a line end (RFC 1939 section 3), so one stored without a
+    # final newline can only arrive with one.
+    return message if message.endswith(b"\n") else message + b"\n"
 
 
 def _maildir_messages(path: Path) -> list[bytes]:

@@ -1,0 +1,202 @@
+"""Sync against the built-in server: the happy path, and every scripted server fault.
+
+For each fault, in Maildir and mbox, keep and delete: the run fails with the documented exit
+code and one clear message, nothing is lost, nothing is deleted that is not delivered, and
+the next run (fault gone) completes with every message exactly once, byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pop3s_fetch.config import Account
+from pop3s_fetch.server import Faults, MailStore, Pop3Server
+from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
+from tests.support.mail import as_stored, corpus, leftovers, read_destination
+
+PASSWORD = "correct horse battery staple"
+
+
+class NullReporter:
+    def started(self, account: str, phase: str) -> None: ...
+    def listed(self, account: str, messages: int, octets: int) -> None: ...
+    def fetched(self, account: str, message_octets: int) -> None: ...
+    def warned(self, account: str, text: str) -> None: ...
+    def finished(self, result: AccountResult) -> None: ...
+
+
+@dataclasses.dataclass
+class Rig:
+    server: Pop3Server
+    store: MailStore
+    account: Account
+    options: SyncOptions
+    originals: list[bytes]
+
+    def sync(self) -> AccountResult:
+        return sync_account(self.account, lambda: PASSWORD, self.options, NullReporter())
+
+    def landed(self) -> list[bytes]:
+        return read_destination(self.account.destination, self.account.format)
+
+    def expected(self) -> list[bytes]:
+        return sorted(as_stored(m, self.account.format) for m in self.originals)
+
+    def on_server(self) -> list[bytes]:
+        return sorted(message for _, message in self.store.messages())
+
+    def sessions(self) -> list[list[str]]:
+        return self.server.transcript
+
+
+@pytest.fixture(params=["maildir", "mbox"])
+def fmt(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=[True, False], ids=["keep", "delete"])
+def keep(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+@pytest.fixture
+def rig(
+    tmp_path: Path, server_ssl_context: ssl.SSLContext, ca_file: Path, fmt: str, keep: bool
+) -> Iterator[Rig]:
+    originals = corpus()
+    store = MailStore(originals)
+    server = Pop3Server(server_ssl_context, {"alice": (PASSWORD, store)})
+    with server:
+        account = Account(
+            name="test",
+            host="127.0.0.1",
+            port=server.port,
+            username="alice",
+            destination=tmp_path / ("Maildir" if fmt == "maildir" else "mail" / Path("inbox")),
+            format="maildir" if fmt == "maildir" else "mbox",
+            keep=keep,
+            ca_file=ca_file,
+            timeout=2.0,
+        )
+        yield Rig(server, store, account, SyncOptions(state_dir=tmp_path / "state"), originals)
+
+
+def test_sync_then_nothing_new(rig: Rig) -> None:
+    first = rig.sync()
+    assert first.error is None
+    assert first.fetched == len(rig.originals)
+    assert rig.landed() == rig.expected()
+    second = rig.sync()
+    assert second.error is None
+    assert second.fetched == 0
+    assert rig.landed() == rig.expected()
+    assert rig.on_server() == ([] if not rig.account.keep else sorted(rig.originals))
+    assert leftovers(rig.account.destination, rig.account.format) == []
+    retrs = [c for c in rig.sessions()[-1] if c.startswith("RETR")]
+    assert retrs == []
+
+
+def test_password_is_masked_in_the_transcript(rig: Rig) -> None:
+    rig.sync()
+    assert "PASS ***" in rig.sessions()[0]
+    assert all(PASSWORD not in line for line in rig.sessions()[0])
+
+
+# (fault, exit code, text in the error, whether complete messages survive the failed run)
+FAULTS = [
+    pytest.param(Faults(drop_mid_retr={3: 1000}), 75, "closed the connection", id="drop-mid-retr"),
+    pytest.param(Faults(drop_on=frozenset({"UIDL"})), 75, "closed the connection", id="drop-uidl"),
+    pytest.param(Faults(drop_on=frozenset({"LIST"})), 75, "closed the connection", id="drop-list"),
+    pytest.param(Faults(drop_on=frozenset({"QUIT"})), 75, "closed the connection", id="drop-quit"),
+    pytest.param(
+        Faults(err_on_retr=frozenset({2})), 76, "refused to send 1 message", id="err-retr"
+    ),
+    pytest.param(Faults(err_on_dele=frozenset({1})), 76, "refused to delete", id="err-dele"),
+    pytest.param(
+        Faults(hang_on=frozenset({"RETR"})), 75, "no reply from the server", id="hang-retr"
+    ),
+    pytest.param(
+        Faults(long_line_on=frozenset({"UIDL"})), 76, "reply line longer than", id="long-line"
+    ),
+    pytest.param(
+        Faults(no_terminator_retr=frozenset({2})), 75, "closed the connection", id="no-dot"
+    ),
+    pytest.param(Faults(duplicate_uidls=True), 76, "the same UIDL", id="duplicate-uidls"),
+    pytest.param(Faults(no_uidl=True), 76, "does not support UIDL", id="no-uidl"),
+]
+
+
+@pytest.mark.parametrize(("faults", "code", "text"), FAULTS)
+def test_fault_then_recovery(rig: Rig, faults: Faults, code: int, text: str) -> None:
+    if rig.account.keep and faults.err_on_dele:
+        pytest.skip("no DELE is sent when messages are kept")
+    rig.server.faults = faults
+    failed = rig.sync()
+    assert failed.error is not None, "the fault went unnoticed"
+    assert int(failed.error.exit_code) == code
+    assert text in str(failed.error)
+    assert "\n" not in str(failed.error)
+    landed = rig.landed()
+    assert len(landed) == len(set(landed)), "duplicate after a fault"
+    assert set(landed) <= set(rig.expected()), "a damaged message was delivered"
+    # Nothing may be gone from the server that is not safely in the destination.
+    gone = set(rig.originals) - set(rig.on_server())
+    assert {as_stored(m, rig.account.format) for m in gone} <= set(landed)
+
+    rig.server.faults = Faults()
+    again = rig.sync()
+    assert again.error is None, again.error
+    assert rig.landed() == rig.expected()
+    assert leftovers(rig.account.destination, rig.account.format) == []
+    assert rig.on_server() == ([] if not rig.account.keep else sorted(rig.originals))
+    final = rig.sync()
+    assert final.error is None
+    assert final.fetched == 0
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param(Faults(no_pipelining=True), id="no-pipelining"),
+        pytest.param(Faults(no_capa=True), id="no-capa"),
+        pytest.param(Faults(list_size_delta={1: 500, 2: -50}), id="list-size-wrong"),
+    ],
+)
+def test_server_quirks_still_sync(rig: Rig, faults: Faults) -> None:
+    rig.server.faults = faults
+    result = rig.sync()
+    assert result.error is None, result.error
+    assert rig.landed() == rig.expected()
+
+
+def test_delivered_but_not_deleted_is_deleted_without_download(rig: Rig) -> None:
+    if rig.account.keep:
+        pytest.skip("only with keep = false")
+    rig.server.faults = Faults(drop_on=frozenset({"QUIT"}))
+    assert rig.sync().error is not None
+    assert rig.on_server() == sorted(rig.originals)  # QUIT never committed
+    rig.server.faults = Faults()
+    result = rig.sync()
+    assert result.error is None
+    assert result.fetched == 0
+    assert result.deleted == len(rig.originals)
+    assert not [c for c in rig.sessions()[-1] if c.startswith("RETR")]
+    assert rig.on_server() == []
+
+
+def test_no_dele_before_delivery_is_recorded(rig: Rig) -> None:
+    if rig.account.keep:
+        pytest.skip("only with keep = false")
+    rig.sync()
+    commands = rig.sessions()[0]
+    # Each DELE n comes after RETR n; QUIT is last.
+    for index, command in enumerate(commands):
+        if command.startswith("DELE "):
+            number = command.split()[1]
+            assert f"RETR {number}" in commands[:index]
+    assert commands[-1] == "QUIT"

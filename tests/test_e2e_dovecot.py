@@ -6,6 +6,7 @@ and every test checks that it never shows up in anything the program printed or 
 
 from __future__ import annotations
 
+import secrets
 import stat
 from pathlib import Path
 
@@ -74,8 +75,9 @@ def test_maildir_byte_exact_and_second_run_fetches_nothing(
     first = keyring_cli.run("sync")
     assert first.code == 0, first.output
     assert first.stdout.startswith(f"work: {len(messages)} new messages (")
-    assert read_maildir(destination) == sorted(messages)
-    assert read_maildir(destination) == sorted(user.messages_on_server())
+    assert read_maildir(destination) == sorted(as_stored(m, "maildir") for m in messages)
+    on_server = user.messages_on_server()
+    assert read_maildir(destination) == sorted(as_stored(m, "maildir") for m in on_server)
     for file in (destination / "new").iterdir():
         assert stat.S_IMODE(file.stat().st_mode) == 0o600
 
@@ -147,23 +149,24 @@ def test_wrong_ca_exits_69_and_sends_no_credentials(
 def test_password_commands_against_the_real_keyring(
     keyring_cli: Cli, dovecot: DovecotServer
 ) -> None:
+    name = f"fresh-{secrets.token_hex(4)}"  # the keyring outlives a test; start clean
     user = dovecot.add_user([])
-    configure(keyring_cli, dovecot, user)
+    configure(keyring_cli, dovecot, user, name=name)
 
-    missing = keyring_cli.run("password", "check", "work")
+    missing = keyring_cli.run("password", "check", name)
     assert missing.code == 77
     assert missing.stderr == (
-        'error: no password stored for account "work" '
-        "(store one with: pop3s-fetch password set work)\n"
+        f'error: no password stored for account "{name}" '
+        f"(store one with: pop3s-fetch password set {name})\n"
     )
 
-    store_password(keyring_cli, user.password)
-    check = keyring_cli.run("password", "check", "work")
+    store_password(keyring_cli, user.password, name)
+    check = keyring_cli.run("password", "check", name)
     assert check.code == 0, check.output
-    assert check.stdout.startswith('a password for account "work" is stored (')
+    assert check.stdout.startswith(f'a password for account "{name}" is stored (')
     assert "SecretService" in check.stdout
 
-    delete = keyring_cli.run("password", "delete", "work")
+    delete = keyring_cli.run("password", "delete", name)
     assert delete.code == 0, delete.output
-    assert keyring_cli.run("password", "check", "work").code == 77
+    assert keyring_cli.run("password", "check", name).code == 77
     assert_no_leak(keyring_cli, user.password)

@@ -26,6 +26,7 @@ from pop3s_fetch.delivery import (
     FILE_MODE,
     BufferedFdWriter,
     Destination,
+    MessageWriter,
     Placement,
     RecordIntents,
     StagedMessage,
@@ -99,7 +100,7 @@ class Maildir(Destination):
 
     # --- writing ------------------------------------------------------------------------
 
-    def open_message(self) -> _MaildirWriter:
+    def open_message(self) -> MessageWriter:
         while True:
             name = unique_name(self._host)
             path = self._tmp / name

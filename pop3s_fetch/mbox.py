@@ -34,6 +34,7 @@ from pop3s_fetch.delivery import (
     LOCK_TIMEOUT,
     BufferedFdWriter,
     Destination,
+    MessageWriter,
     Placement,
     RecordIntents,
     StagedMessage,
@@ -178,7 +179,7 @@ class Mbox(Destination):
 
     # --- writing ------------------------------------------------------------------------
 
-    def open_message(self) -> _MboxWriter:
+    def open_message(self) -> MessageWriter:
         try:
             fd, name = tempfile.mkstemp(
                 prefix=f".{self.path.name}.", suffix=".spool", dir=self.path.parent
@@ -477,7 +478,12 @@ class MboxLock:
     def __enter__(self) -> int:
         deadline = time.monotonic() + self._timeout
         try:
-            self._wait_for(self._try_dotlock, deadline, f"its lock file {self._dotlock}")
+            try:
+                self._wait_for(self._try_dotlock, deadline, f"its lock file {self._dotlock}")
+            except OSError as err:
+                # Creating a dotlock needs write access to the directory, not to the mbox.
+                action = f"create the lock file {self._dotlock.name} in"
+                raise delivery_error(err, action, self._dotlock.parent) from err
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
             self._wait_for(_try_flock(self._fd), deadline, "flock")
             self._wait_for(_try_lockf(self._fd), deadline, "fcntl lock")

@@ -129,6 +129,24 @@ def test_failed_link_is_a_delivery_error_and_cleans_up(
     assert os.listdir(maildir_path / "tmp") == []
 
 
+def test_a_failed_file_fsync_stops_the_batch_before_the_journal(
+    maildir: Maildir, maildir_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    staged = [stage(maildir, MESSAGE)]
+    recorded: list[list[Placement]] = []
+
+    with pytest.raises(DeliveryError, match=r"cannot write the message file .*: disk full"):
+        maildir.publish(staged, recorded.append)
+
+    assert recorded == []
+    assert os.listdir(maildir_path / "new") == []
+    assert os.listdir(maildir_path / "tmp") == []
+
+
 # --- reconcile ----------------------------------------------------------------------------
 
 

@@ -10,13 +10,14 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pop3s_fetch import mbox as mbox_module
@@ -57,6 +58,19 @@ def test_quoting_does_not_depend_on_chunk_boundaries(data: bytes, cut_seeds: lis
     cuts = [seed % (len(data) + 1) for seed in cut_seeds]
 
     assert quote_in_chunks(data, cuts) == reference_quote(data)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=MAIL_LIKE, chunk_size=st.integers(min_value=1, max_value=9))
+def test_what_lands_in_the_mbox_is_the_quoted_message(data: bytes, chunk_size: int) -> None:
+    with tempfile.TemporaryDirectory() as directory, Mbox(Path(directory) / "inbox") as box:
+        [placement] = deliver(box, [data], chunk_size)
+        stored = (Path(directory) / "inbox").read_bytes()
+
+    ending = b"\n" if data.endswith(b"\n") else b"\n\n"
+    assert stored.split(b"\n", 1)[1] == reference_quote(data) + ending
+    assert placement.length == len(stored)
+    assert read_mboxrd(stored) == [data if data.endswith(b"\n") else data + b"\n"]
 
 
 @pytest.mark.parametrize(
@@ -322,6 +336,26 @@ def test_a_live_dotlock_is_respected(box: Mbox, mbox_path: Path) -> None:
         box.reconcile([])
 
     assert dotlock.exists()
+
+
+def test_a_dotlock_that_cannot_be_created_names_the_lock_file(
+    box: Mbox, mbox_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def refuse_lock_files(path: str | Path, flags: int, mode: int = 0o777, **kw: object) -> int:
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", refuse_lock_files)
+    with pytest.raises(DeliveryError) as caught:
+        box.reconcile([])
+
+    assert str(caught.value) == (
+        f"cannot create the lock file inbox.lock in {mbox_path.parent}: permission denied"
+    )
+    assert caught.value.hint == f"not writable: check the permissions of {mbox_path.parent}"
 
 
 def test_a_stale_dotlock_is_broken(box: Mbox, mbox_path: Path) -> None:

@@ -127,15 +127,30 @@ def test_dovecot_accepts_users_added_while_it_runs(dovecot: DovecotServer) -> No
 
 
 @pytest.mark.dovecot
-def test_dovecot_refuses_a_wrong_password(dovecot: DovecotServer) -> None:
+@pytest.mark.parametrize(
+    ("name", "password"),
+    [("user-that-was-never-added", "right-password"), (None, "wrong-password")],
+)
+def test_dovecot_refuses_a_wrong_login(
+    dovecot: DovecotServer, name: str | None, password: str
+) -> None:
     user = dovecot.add_user(password="right-password")
     session = connect(dovecot, dovecot.ca_file)
     try:
-        session.user(user.name)
-        with pytest.raises(poplib.error_proto, match=r"^b'-ERR \[AUTH\] "):
-            session.pass_("wrong-password")
+        session.user(name or user.name)
+        with pytest.raises(poplib.error_proto, match=r"^b'-ERR \[AUTH\] Authentication failed"):
+            session.pass_(password)
     finally:
         session.close()
+
+
+@pytest.mark.dovecot
+def test_dovecot_accepts_a_chosen_password(dovecot: DovecotServer) -> None:
+    user = dovecot.add_user([FIRST], password="chosen password")
+
+    assert user.password == "chosen password"
+    session = login(dovecot, user)
+    session.quit()
 
 
 @pytest.mark.dovecot
@@ -164,7 +179,9 @@ def test_dovecot_runs_from_its_own_config_only(dovecot: DovecotServer) -> None:
     assert "!include" not in config
     assert "/etc/dovecot" not in config
     assert f"port = {dovecot.port}" in config
-    assert "Error" not in dovecot.log_text()
+    startup = [line for line in dovecot.log_text().splitlines() if " master: " in line]
+    assert "starting up for pop3" in startup[0]
+    assert not [line for line in startup if "Warning" in line or "Error" in line or "Fatal" in line]
 
 
 @pytest.mark.parametrize("hostname", ["localhost", "127.0.0.1", "::1"])

@@ -52,7 +52,7 @@ def kill_session_leftovers(session_id: int, timeout: float) -> None:
     """Give a daemon's children ``timeout`` seconds to follow it out, then SIGKILL the rest.
 
     Servers are started with ``start_new_session=True``, so their session id is their pid and
-    every process they fork can be found here, however it was reparented.
+    every process they fork is found here even once reparented (unless it calls setsid()).
     """
     deadline = time.monotonic() + timeout
     while session_members(session_id) and time.monotonic() < deadline:

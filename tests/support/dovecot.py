@@ -100,7 +100,7 @@ def ensure_system_user(name: str) -> pwd.struct_passwd:
     """Return the system user ``name``, creating it (no home, no shell) if it is missing."""
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(name)
-    subprocess.run(
+    result = subprocess.run(
         [
             "useradd",
             "--system",
@@ -114,8 +114,12 @@ def ensure_system_user(name: str) -> pwd.struct_passwd:
         ],
         check=False,  # a parallel session may have created it meanwhile: getpwnam decides
         capture_output=True,
+        text=True,
     )
-    return pwd.getpwnam(name)
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise RuntimeError(f"cannot create the mail owner {name!r}: {result.stderr}") from None
 
 
 def free_port() -> int:
@@ -156,6 +160,8 @@ ssl_key = <{cert.key_file}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
+# Tests of refused logins need no brute-force protection; the default waits 2 seconds.
+auth_failure_delay = 0
 
 default_internal_user = {accounts.internal_user}
 default_internal_group = {accounts.internal_group}
@@ -185,7 +191,12 @@ service pop3-login {{
     ssl = yes
   }}
 {no_chroot}}}
+# Every test logs in from 127.0.0.1: without this, each refused login would slow the
+# following ones down by up to 15 seconds (Dovecot's per-IP authentication penalty).
 service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 {no_chroot}}}
 """
 

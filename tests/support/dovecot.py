@@ -261,6 +261,8 @@ class DovecotServer:
 
     def add_user(self, messages: Sequence[bytes] = (), password: str | None = None) -> DovecotUser:
         """Create a mailbox with a fresh name (and a random password unless one is given)."""
+        if password is not None and (":" in password or "\n" in password):
+            raise ValueError("a passwd-file password cannot hold ':' or a newline")
         name = f"user{next(_user_sequence)}"
         user = DovecotUser(
             name=name,

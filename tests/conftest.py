@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.certs",
     "tests.support.dovecot",
     "tests.support.secret_service",
+    "tests.support.cli",
 ]

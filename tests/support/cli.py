@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
 #: Variables that could leak the developer's own setup into a test run.
 _SCRUBBED = (
     "POP3S_FETCH_CONFIG",
@@ -94,6 +96,8 @@ def make_cli(tmp_path: Path, base_env: Mapping[str, str] | None = None) -> Cli:
             "XDG_STATE_HOME": str(home / "state"),
             "NO_COLOR": "1",
             "PYTHONUNBUFFERED": "1",
+            # so PYTHON_KEYRING_BACKEND can name tests.support.env_keyring in the child
+            "PYTHONPATH": str(_REPO_ROOT),
         }
     )
     env.update(base_env or {})

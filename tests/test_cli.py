@@ -1,0 +1,124 @@
+"""The command line as a new user meets it: help, typos, no keyring, a server that is down."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pop3s_fetch import __version__
+from tests.support.cli import Cli, account_toml
+
+
+def write_account(cli: Cli, port: int = 995, **overrides: object) -> None:
+    settings: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "username": "alice",
+        "destination": cli.home / "Maildir",
+    }
+    settings.update(overrides)
+    cli.write_config(account_toml("work", **settings))  # type: ignore[arg-type]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_version_and_help(cli: Cli) -> None:
+    version = cli.run("--version")
+    assert (version.code, version.stdout) == (0, f"pop3s-fetch, version {__version__}\n")
+    top = cli.run("--help")
+    assert top.code == 0
+    for command in ("sync", "accounts", "password", "demo"):
+        assert f"  {command}" in top.stdout
+    for args in (["sync"], ["accounts"], ["password"], ["password", "set"], ["demo"]):
+        assert cli.run(*args, "-h").code == 0, args
+
+
+def test_usage_error_is_64(cli: Cli) -> None:
+    result = cli.run("sync", "--jobs", "zero")
+    assert result.code == 64
+    assert "Invalid value for '-j' / '--jobs'" in result.stderr
+
+
+def test_no_config_file_says_where_it_looked(cli: Cli) -> None:
+    result = cli.run("sync")
+    assert result.code == 78
+    assert result.stderr.startswith(f"error: no configuration file at {cli.config_path}")
+    assert "config.example.toml" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_config_mistakes_are_all_reported(cli: Cli) -> None:
+    cli.write_config(
+        '[accounts.work]\nhost = "pop.example.com"\nport = "x"\nusernme = "alice"\n'
+        'destination = "~/Mail"\npassword = "hunter2"\n'
+    )
+    result = cli.run("sync")
+    assert result.code == 78
+    path = cli.config_path
+    assert result.stderr.splitlines() == [
+        f"error: {path}: 4 problems in the configuration",
+        f'  {path}: accounts.work.port: expected an integer 1-65535, got "x"',
+        f'  {path}: accounts.work.usernme: unknown key (did you mean "username"?)',
+        f"  {path}: accounts.work.password: passwords are not read from the config file; "
+        "store it in the OS keyring with: pop3s-fetch password set work",
+        f"  {path}: accounts.work.username: missing required key (set it here or in [defaults])",
+    ]
+    assert "hunter2" not in result.output
+
+
+def test_unknown_account_names_the_known_ones(cli: Cli) -> None:
+    write_account(cli)
+    result = cli.run("sync", "wrok")
+    assert result.code == 78
+    assert result.stderr == f'error: unknown account "wrok"; {cli.config_path} defines: work\n'
+
+
+def test_no_keyring_under_cron_is_77_and_one_line(cli: Cli) -> None:
+    write_account(cli)
+    result = cli.run("sync")
+    assert result.code == 77
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith('error: work: no usable OS keyring for account "work"')
+    assert "Traceback" not in result.output
+
+
+def test_password_set_without_input_does_not_prompt(cli: Cli) -> None:
+    write_account(cli)
+    result = cli.run("password", "set", "work")  # stdin is /dev/null: no terminal
+    assert result.code == 77
+    assert result.stderr == (
+        'error: no password given for account "work" on standard input '
+        "(pipe it in, e.g.: pass show mail | pop3s-fetch password set work)\n"
+    )
+
+
+def test_accounts_lists_the_configuration(cli: Cli) -> None:
+    write_account(cli, port=1995, fmt="mbox", keep=False)
+    result = cli.run("accounts")
+    assert result.code == 0
+    assert result.stdout == (
+        f"work: alice@127.0.0.1:1995 -> {cli.home / 'Maildir'} (mbox, delete after download)\n"
+    )
+
+
+def test_server_down_is_temporary_75(cli: Cli, tmp_path: Path) -> None:
+    port = closed_port()
+    write_account(cli, port=port)
+    result = cli.run(
+        "sync",
+        extra_env={
+            "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
+            "TEST_KEYRING_PASSWORD": "s3cret-for-test",
+        },
+    )
+    assert result.code == 75, result.output
+    assert result.stderr == (
+        f"error: work: cannot connect to 127.0.0.1:{port}: Connection refused "
+        "(check host and port, and that the server is up)\n"
+    )
+    assert "s3cret-for-test" not in result.output

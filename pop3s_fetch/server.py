@@ -21,11 +21,10 @@ import selectors
 import socket
 import ssl
 import threading
-import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 
 __all__ = [
     "FAULTABLE_VERBS",
@@ -34,6 +33,7 @@ __all__ = [
     "Faults",
     "MailStore",
     "Pop3Server",
+    "top_excerpt",
     "wire_form",
     "wire_size",
 ]
@@ -154,7 +154,7 @@ class Faults:
         for name in ("err_on_retr", "err_on_dele", "no_terminator_retr"):
             object.__setattr__(self, name, frozenset(getattr(self, name)))
         for name in ("drop_mid_retr", "list_size_delta"):
-            object.__setattr__(self, name, types.MappingProxyType(dict(getattr(self, name))))
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
 
 class MailStore:
@@ -327,8 +327,8 @@ class _Reply:
     ends_session: bool = False
 
 
-def _ok(text: str, data: bytes | None = None) -> _Reply:
-    return _Reply(f"+OK {text}", data)
+def _ok(text: str = "", data: bytes | None = None) -> _Reply:
+    return _Reply(f"+OK {text}" if text else "+OK", data)
 
 
 def _lines(lines: Iterable[str]) -> bytes:
@@ -583,7 +583,7 @@ class _Session:
 
     def _noop(self, argument: str) -> _Reply:
         _arguments(argument, 0, 0)
-        return _ok("")
+        return _ok()
 
 
 def _arguments(argument: str, least: int, most: int) -> list[str]:

@@ -163,6 +163,21 @@ def test_top_excerpt_is_header_blank_line_and_body_lines() -> None:
     assert top_excerpt(b"Subject: no body\n", 3) == b"Subject: no body\n"
 
 
+def test_the_demo_samples_hold_the_hard_cases() -> None:
+    messages = demo_messages()
+    lines = [line for message in messages for line in message.split(b"\n")]
+    assert len(messages) == 8
+    assert any(len(line) == 64 * 1024 for line in lines)
+    assert any(len(line) > 100_000 for line in lines)
+    assert {b".", b"..", b"From ", b">From an already quoted line."} <= set(lines)
+    assert any(not message.endswith(b"\n") for message in messages)
+    assert any(message.startswith(b"Return-Path: <") for message in messages)
+    assert any(b"charset=iso-8859-1" in message and b"\xfc" in message for message in messages)
+    assert any(len(message) > 300_000 and b"base64" in message for message in messages)
+    assert all(b"\r" not in message for message in messages)
+    assert demo_messages() == messages
+
+
 # Mail store
 
 
@@ -297,7 +312,7 @@ def test_retr_sends_the_wire_form_and_the_terminator(raw: RawClient, store: Mail
     message = store.messages()[4][1]  # the dots and "From " lines
     assert raw.command("RETR 5") == f"+OK {wire_size(message)} octets\r\n".encode()
     assert raw.body() == wire_form(message)
-    assert raw.command("NOOP") == b"+OK \r\n"
+    assert raw.command("NOOP") == b"+OK\r\n"
 
 
 def test_retr_of_a_large_message(
@@ -336,7 +351,7 @@ def test_unknown_commands_are_refused(raw: RawClient) -> None:
     assert raw.command("XYZZY") == b"-ERR unknown command\r\n"
     raw.login()
     assert raw.command("APOP alice abc") == b"-ERR unknown command\r\n"
-    assert raw.command("noop") == b"+OK \r\n"  # verbs are case-insensitive
+    assert raw.command("noop") == b"+OK\r\n"  # verbs are case-insensitive
 
 
 def test_pipelined_commands_are_answered_in_order(raw: RawClient, store: MailStore) -> None:
@@ -353,7 +368,7 @@ def test_pipelined_commands_are_answered_in_order(raw: RawClient, store: MailSto
     assert raw.line() == b"-ERR message 1 already deleted\r\n"
     assert raw.line().startswith(b"+OK ")
     assert raw.body() == wire_form(messages[7])
-    assert raw.line() == b"+OK \r\n"
+    assert raw.line() == b"+OK\r\n"
     assert raw.line() == b"+OK bye, 1 messages deleted\r\n"
     assert raw.rest() == b""
 
@@ -409,7 +424,7 @@ def test_messages_added_during_a_session_appear_in_the_next(
 
 def test_a_command_of_255_octets_is_accepted_and_256_refused(raw: RawClient) -> None:
     raw.login()
-    assert raw.command("NOOP" + " " * 249) == b"+OK \r\n"  # 253 + CRLF
+    assert raw.command("NOOP" + " " * 249) == b"+OK\r\n"  # 253 + CRLF
     assert raw.command("NOOP" + " " * 250) == b"-ERR line too long\r\n"
 
 
@@ -419,7 +434,7 @@ def test_a_huge_command_line_gets_one_error_and_the_session_goes_on(
     raw.login()
     raw.send(b"X" * 1_000_000 + b"\r\nNOOP\r\n")
     assert raw.line() == b"-ERR line too long\r\n"
-    assert raw.line() == b"+OK \r\n"
+    assert raw.line() == b"+OK\r\n"
     assert server.transcript[0][-2:] == ["<1000002 octets: line too long>", "NOOP"]
 
 
@@ -498,7 +513,7 @@ def test_no_terminator_retr_sends_the_whole_message_then_closes(
 )
 def test_drop_on_closes_instead_of_replying(faulty: Faulty, store: MailStore, command: str) -> None:
     verb = command.split()[0]
-    earlier, earlier_reply = ("NOOP", "+OK ") if verb != "NOOP" else ("LIST 2", "+OK 2 ")
+    earlier, earlier_reply = ("NOOP", "+OK") if verb != "NOOP" else ("LIST 2", "+OK 2 ")
     if verb == "NOOP":
         earlier_reply += str(wire_size(store.messages()[1][1]))
     client = faulty(Faults(drop_on={verb.lower()}))
@@ -544,7 +559,7 @@ def test_hang_on_never_replies_and_does_not_block_stop(
 ) -> None:
     client = faulty(Faults(hang_on={"STAT"}))
     client.send(b"NOOP\r\nSTAT\r\nNOOP\r\n")
-    assert client.line() == b"+OK \r\n"
+    assert client.line() == b"+OK\r\n"
     server.stop()
     assert client.rest() == b""
     assert store.claim()
@@ -559,7 +574,7 @@ def test_long_line_on_pads_the_status_line(
     assert len(status) > LONG_STATUS_OCTETS > 100 * 1024
     sizes = [wire_size(message) for _, message in store.messages()]
     assert client.body() == b"".join(b"%d %d\r\n" % pair for pair in enumerate(sizes, 1))
-    assert client.command("NOOP") == b"+OK \r\n"
+    assert client.command("NOOP") == b"+OK\r\n"
 
 
 def test_list_size_delta_changes_list_and_stat(

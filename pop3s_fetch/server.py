@@ -28,6 +28,7 @@ from types import MappingProxyType, TracebackType
 
 __all__ = [
     "FAULTABLE_VERBS",
+    "LOCK_WAIT",
     "LONG_STATUS_OCTETS",
     "MAX_COMMAND_OCTETS",
     "Faults",
@@ -53,6 +54,13 @@ FAULTABLE_VERBS = frozenset(
 
 GREETING = b"+OK pop3s-fetch test server ready\r\n"
 IMPLEMENTATION = "pop3s-fetch-test-server"
+
+LOCK_WAIT = 0.5
+"""Seconds PASS waits for a maildrop held by another session before answering ``[IN-USE]``.
+
+Like a real server waiting on its maildrop lock, this gives a session whose client has just
+disconnected time to notice and let go, so a client that reconnects at once is not refused.
+"""
 
 _RECEIVE_SIZE = 64 * 1024
 _SEND_THRESHOLD = 64 * 1024  # replies are coalesced up to this size, then sent in one piece
@@ -122,7 +130,8 @@ class Faults:
       sent first. For QUIT the drop comes *before* the deletions are committed, like a server
       that crashes on QUIT: nothing marked with DELE is deleted.
     - ``err_on_retr``, ``err_on_dele``: ``-ERR`` to RETR or DELE of these messages.
-    - ``hang_on``: never reply, and stop reading, until the server stops.
+    - ``hang_on``: never reply again; the session ends when the client disconnects (freeing
+      the maildrop) or the server stops.
     - ``long_line_on``: the status line of the reply to these verbs is padded past 100 KB;
       the rest of the reply is unchanged, so a client that copes gets correct data.
     - ``no_terminator_retr``: send the whole message, then close without the final ``.``.
@@ -166,6 +175,7 @@ class MailStore:
 
     def __init__(self, messages: Sequence[bytes] = ()) -> None:
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
         self._messages: dict[str, bytes] = {}
         self._serial = itertools.count(1)
         self._claimed = False
@@ -190,18 +200,22 @@ class MailStore:
             for uidl in uidls:
                 self._messages.pop(uidl, None)
 
-    def claim(self) -> bool:
-        """Take the maildrop for one session; False if another session holds it (RFC 1939 s.8)."""
-        with self._lock:
-            if self._claimed:
+    def claim(self, timeout: float = 0.0) -> bool:
+        """Take the maildrop for one session (RFC 1939 section 8: exclusive access).
+
+        Returns False if another session still holds it after ``timeout`` seconds.
+        """
+        with self._released:
+            if not self._released.wait_for(lambda: not self._claimed, timeout):
                 return False
             self._claimed = True
             return True
 
     def release(self) -> None:
         """Give the maildrop back, whether or not the session ended with QUIT."""
-        with self._lock:
+        with self._released:
             self._claimed = False
+            self._released.notify()
 
 
 class _CommandTooLong(Exception):
@@ -339,7 +353,6 @@ def _lines(lines: Iterable[str]) -> bytes:
 class _SessionContext:
     users: Mapping[str, tuple[str, MailStore]]
     faults: Faults
-    stopping: threading.Event
     open_transcript: Callable[[], list[str]]
 
 
@@ -389,14 +402,23 @@ class _Session:
         verb = verb.upper()
         self._record(text, verb)
         if verb in self._faults.hang_on:
-            self._out.flush()
-            self._context.stopping.wait()
+            self._hang()
             return False
         if verb in self._faults.drop_on:
             return False
         reply = self._dispatch(verb, argument)
         self._send(verb, reply)
         return not reply.ends_session
+
+    def _hang(self) -> None:
+        """Answer nothing more, until the client gives up or stop() interrupts.
+
+        Input is still read and thrown away, so that a client that times out and disconnects
+        ends the session and frees the maildrop for its next attempt.
+        """
+        self._out.flush()
+        while self._connection.tls.recv(_RECEIVE_SIZE):
+            pass
 
     def _record(self, text: str, verb: str) -> None:
         if verb == "PASS":
@@ -454,7 +476,7 @@ class _Session:
         if account is None or not hmac.compare_digest(password, account[0].encode()):
             raise _CommandError("[AUTH] invalid user name or password")
         store = account[1]
-        if not store.claim():
+        if not store.claim(timeout=LOCK_WAIT):
             raise _CommandError("[IN-USE] maildrop already locked by another session")
         self._store = store
         self._messages = store.messages()
@@ -717,7 +739,7 @@ class Pop3Server:
         thread.start()
 
     def _run_session(self, connection: _Connection) -> None:
-        context = _SessionContext(self._users, self.faults, self._stopping, self._open_transcript)
+        context = _SessionContext(self._users, self.faults, self._open_transcript)
         try:
             _Session(connection, context).run()
         finally:

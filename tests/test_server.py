@@ -274,6 +274,15 @@ def test_a_locked_maildrop_gets_in_use(server: Pop3Server, client_context: ssl.S
     second.quit()
 
 
+def test_pass_waits_briefly_for_a_session_that_is_ending(open_raw: OpenRaw) -> None:
+    first, second = open_raw(), open_raw()
+    first.login()
+    assert second.command(f"USER {USER}") == b"+OK send PASS\r\n"
+    second.send(f"PASS {PASSWORD}\r\n".encode())
+    assert first.command("QUIT").startswith(b"+OK bye")  # well within LOCK_WAIT
+    assert second.line().startswith(b"+OK maildrop has 8 ")
+
+
 # TRANSACTION state
 
 
@@ -554,9 +563,18 @@ def test_err_on_retr_and_dele(server: Pop3Server, faulty: Faulty, store: MailSto
     assert store.messages() == before
 
 
-def test_hang_on_never_replies_and_does_not_block_stop(
+def test_hang_on_never_replies_and_ends_when_the_client_leaves(
     server: Pop3Server, faulty: Faulty, store: MailStore
 ) -> None:
+    client = faulty(Faults(hang_on={"UIDL"}))
+    client.send(b"NOOP\r\nUIDL\r\n")
+    assert client.line() == b"+OK\r\n"
+    client.close()  # the client gives up
+    server.wait_idle()
+    assert store.claim()
+
+
+def test_hang_on_does_not_block_stop(server: Pop3Server, faulty: Faulty, store: MailStore) -> None:
     client = faulty(Faults(hang_on={"STAT"}))
     client.send(b"NOOP\r\nSTAT\r\nNOOP\r\n")
     assert client.line() == b"+OK\r\n"

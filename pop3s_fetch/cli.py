@@ -254,7 +254,7 @@ def demo(g: _Globals, directory: Path) -> None:
     output = _output(g)
     reporter = ProgressReporter(output)
     with reporter.live():
-        report = demo_module.run(directory.resolve(), reporter)
+        report = demo_module.run(directory.resolve(), reporter, output.info)
     for line in report.lines:
         output.info(line)
     if not report.ok:

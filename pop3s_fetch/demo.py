@@ -12,13 +12,15 @@ from __future__ import annotations
 import mailbox
 import re
 import secrets
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pop3s_fetch import samples, throwaway_ca
 from pop3s_fetch.config import Account
+from pop3s_fetch.errors import DeliveryError
 from pop3s_fetch.server import MailStore, Pop3Server
 from pop3s_fetch.sync import AccountResult, Reporter, SyncOptions, sync_account
 
@@ -31,9 +33,18 @@ class DemoReport:
     ok: bool = True
 
 
-def run(directory: Path, reporter: Reporter) -> DemoReport:
-    """Serve the sample messages, sync them twice into ``directory``, verify, report."""
-    directory.mkdir(parents=True, exist_ok=True)
+#: Marks a directory as the demo's own, so a later demo may clear what it wrote there.
+MARKER = ".pop3s-fetch-demo"
+_OWN_ENTRIES = ("Maildir", "mbox", "state", MARKER)
+
+
+def run(directory: Path, reporter: Reporter, say: Callable[[str], None]) -> DemoReport:
+    """Serve the sample messages, sync them twice into ``directory``, verify, report.
+
+    Raises:
+        DeliveryError: ``directory`` holds something that is not a previous demo's output.
+    """
+    _prepare(directory)
     messages = samples.demo_messages()
     password = secrets.token_urlsafe(24)
     report = DemoReport()
@@ -42,38 +53,59 @@ def run(directory: Path, reporter: Reporter) -> DemoReport:
         store = MailStore(messages)
         server = Pop3Server(throwaway_ca.server_context(ca), {"demo": (password, store)})
         with server:
+            say(
+                f"demo: a POP3S server on 127.0.0.1:{server.port} (throwaway CA, verified TLS) "
+                f"serves {len(messages)} sample messages: long lines, 8-bit text, lines "
+                'starting with "From " and ".", an attachment, no final newline'
+            )
             accounts = _accounts(directory, server.port, ca.ca_file)
             options = SyncOptions(state_dir=directory / "state")
+            say(f"demo: first sync, into {directory}:")
             first = [sync_account(a, lambda: password, options, reporter) for a in accounts]
+            say("demo: second sync (nothing should be fetched again):")
             second = [sync_account(a, lambda: password, options, reporter) for a in accounts]
-    report.lines.append(
-        f"demo: served {len(messages)} sample messages from a POP3S server on 127.0.0.1 "
-        "(verified TLS with a throwaway CA)"
-    )
     for account, result, again in zip(accounts, first, second, strict=True):
         _check(report, account, result, again, messages)
     if report.ok:
         report.lines.append(
-            "demo: every message landed byte for byte, and the second run fetched nothing. "
+            "demo: every message landed byte for byte, and the second sync fetched nothing. "
             "Next: copy config.example.toml to ~/.config/pop3s-fetch/config.toml, then run "
             "pop3s-fetch password set ACCOUNT and pop3s-fetch sync"
         )
     return report
 
 
+def _prepare(directory: Path) -> None:
+    """Start from an empty directory, clearing only what an earlier demo wrote there."""
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / MARKER).exists():
+            raise DeliveryError(
+                f"{directory} already exists and was not made by pop3s-fetch demo",
+                hint="pass --directory with a new or empty directory",
+            )
+        for name in _OWN_ENTRIES:
+            path = directory / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER).write_text("written by pop3s-fetch demo; safe to delete\n")
+
+
 def _accounts(directory: Path, port: int, ca_file: Path) -> list[Account]:
-    common = {"host": "127.0.0.1", "port": port, "username": "demo", "ca_file": ca_file}
     return [
         Account(
-            name="demo-maildir",
-            destination=directory / "Maildir",
-            format="maildir",
+            name=f"demo-{fmt}",
+            host="127.0.0.1",
+            port=port,
+            username="demo",
+            destination=directory / ("Maildir" if fmt == "maildir" else "mbox"),
+            format=fmt,
+            ca_file=ca_file,
             timeout=30.0,
-            **common,
-        ),  # type: ignore[arg-type]
-        Account(
-            name="demo-mbox", destination=directory / "mbox", format="mbox", timeout=30.0, **common
-        ),  # type: ignore[arg-type]
+        )
+        for fmt in ("maildir", "mbox")
     ]
 
 
@@ -97,9 +129,7 @@ def _check(
     report.ok = report.ok and same and second.fetched == 0
     verdict = "byte-identical to the server's copies" if same else "NOT identical (a bug!)"
     report.lines.append(
-        f"demo: {account.name}: first run fetched {first.fetched} messages into "
-        f"{account.destination} ({account.format}), {verdict}; "
-        f"second run fetched {second.fetched}"
+        f"demo: {account.destination} ({account.format}): {len(landed)} messages, {verdict}"
     )
 
 

@@ -111,6 +111,15 @@ class Destination(abc.ABC):
         """
 
     @abc.abstractmethod
+    def remove_stale_staging(self) -> int:
+        """Remove staging files that a killed run of the same owner left; return how many.
+
+        They were never journalled (a message is journalled only once staged and synced),
+        so nothing refers to them and the messages will be fetched again. Call it only while
+        holding the owner's account lock, so no live run of that owner is writing them.
+        """
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Stop worker threads and remove temporary files of messages never published."""
 
@@ -126,10 +135,26 @@ class Destination(abc.ABC):
         self.close()
 
 
+#: Staging files name their owner (an account); this one is for callers that name none.
+DEFAULT_OWNER = "default"
+
+
+def staging_prefix(owner: str) -> str:
+    """The name prefix of one owner's staging files (Maildir tmp/ files, mbox spools)."""
+    return f"pop3s-fetch.{owner}."
+
+
 def open_destination(
-    path: Path, kind: Literal["maildir", "mbox"], *, lock_timeout: float = LOCK_TIMEOUT
+    path: Path,
+    kind: Literal["maildir", "mbox"],
+    *,
+    owner: str = DEFAULT_OWNER,
+    lock_timeout: float = LOCK_TIMEOUT,
 ) -> Destination:
     """Open (creating if missing) the Maildir or mbox at ``path``.
+
+    ``owner`` (an account name: letters, digits, ".", "_", "-") tags the staging files, see
+    :meth:`Destination.remove_stale_staging`.
 
     ``lock_timeout`` is how long an mbox may stay locked by another program before
     LockedError; it exists so tests need not wait 30 s.
@@ -143,9 +168,9 @@ def open_destination(
     from pop3s_fetch.mbox import Mbox
 
     if kind == "maildir":
-        return Maildir(path)
+        return Maildir(path, owner=owner)
     if kind == "mbox":
-        return Mbox(path, lock_timeout=lock_timeout)
+        return Mbox(path, owner=owner, lock_timeout=lock_timeout)
     raise ValueError(f"unknown destination kind {kind!r}")
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pop3s_fetch.delivery import (
+    DEFAULT_OWNER,
     FILE_MODE,
     BufferedFdWriter,
     Destination,
@@ -33,6 +34,7 @@ from pop3s_fetch.delivery import (
     delivery_error,
     fsync_directory,
     make_private_dirs,
+    staging_prefix,
     unlink_quietly,
 )
 from pop3s_fetch.errors import DeliveryError
@@ -69,9 +71,12 @@ class _StagedMaildirMessage(StagedMessage):
 class Maildir(Destination):
     """A Maildir, created with mode 0700 (and cur/, new/, tmp/) if missing."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, owner: str = DEFAULT_OWNER) -> None:
         self.path = path
         self._tmp = path / "tmp"
+        # Our tmp/ files carry the owner in their name, so a later run of the same owner can
+        # tell its own never-journalled leftovers from another program's work in progress.
+        self._staging_prefix = staging_prefix(owner)
         self._new = path / "new"
         self._cur = path / "cur"
         self._host = sanitise_hostname(socket.gethostname())
@@ -103,7 +108,7 @@ class Maildir(Destination):
     def open_message(self) -> MessageWriter:
         while True:
             name = unique_name(self._host)
-            path = self._tmp / name
+            path = self._staging(name)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
             except FileExistsError:
@@ -142,7 +147,7 @@ class Maildir(Destination):
             self._fsync_new()
         finally:
             for message in batch[linked:]:
-                unlink_quietly(self._tmp / message.name)
+                unlink_quietly(self._staging(message.name))
         return placements
 
     def _take(self, staged: Sequence[StagedMessage]) -> list[_StagedMaildirMessage]:
@@ -162,7 +167,7 @@ class Maildir(Destination):
             except OSError as err:
                 if first_error is None:
                     first_error = delivery_error(
-                        err, "write the message file", self._tmp / message.name
+                        err, "write the message file", self._staging(message.name)
                     )
                     first_error.__cause__ = err
         if first_error is not None:
@@ -179,10 +184,10 @@ class Maildir(Destination):
                 self._rename_in_tmp(message)
 
     def _rename_in_tmp(self, message: _StagedMaildirMessage) -> None:
-        old = self._tmp / message.name
+        old = self._staging(message.name)
         new_name = unique_name(self._host)
         try:
-            os.link(old, self._tmp / new_name)
+            os.link(old, self._staging(new_name))
         except FileExistsError:
             return  # the caller loops and draws another name
         except OSError as err:
@@ -191,7 +196,7 @@ class Maildir(Destination):
         message.name = new_name
 
     def _link_into_new(self, message: _StagedMaildirMessage) -> None:
-        source = self._tmp / message.name
+        source = self._staging(message.name)
         try:
             os.link(source, self._new / message.name)
         except OSError as err:
@@ -208,13 +213,29 @@ class Maildir(Destination):
         except OSError as err:
             raise delivery_error(err, "fsync the directory", self._new) from err
 
+    def _staging(self, name: str) -> Path:
+        return self._tmp / f"{self._staging_prefix}{name}"
+
     # --- recovery -----------------------------------------------------------------------
+
+    def remove_stale_staging(self) -> int:
+        try:
+            stale = [e for e in os.listdir(self._tmp) if e.startswith(self._staging_prefix)]
+            for entry in stale:
+                (self._tmp / entry).unlink(missing_ok=True)
+        except OSError as err:
+            raise delivery_error(err, "clean up", self._tmp) from err
+        return len(stale)
 
     def reconcile(self, placements: Sequence[Placement]) -> list[bool]:
         try:
             in_new = set(os.listdir(self._new))
             in_cur = {entry.split(":", 1)[0]: entry for entry in os.listdir(self._cur)}
-            in_tmp = set(os.listdir(self._tmp))
+            in_tmp = {
+                entry.removeprefix(self._staging_prefix)
+                for entry in os.listdir(self._tmp)
+                if entry.startswith(self._staging_prefix)
+            }
         except OSError as err:
             raise delivery_error(err, "list the Maildir", self.path) from err
         outcomes: list[bool] = []
@@ -237,7 +258,7 @@ class Maildir(Destination):
         """
         if not leftover:
             return found is not None
-        temporary = self._tmp / name
+        temporary = self._staging(name)
         try:
             present = found is not None and os.path.samefile(temporary, found)
         except FileNotFoundError:
@@ -254,7 +275,7 @@ class Maildir(Destination):
         for message in self._pending:
             with contextlib.suppress(OSError):  # the file is about to be removed anyway
                 message.synced.result()
-            unlink_quietly(self._tmp / message.name)
+            unlink_quietly(self._staging(message.name))
         self._pending.clear()
         self._fsync_pool.shutdown(wait=True)
 
@@ -265,7 +286,7 @@ class _MaildirWriter:
     def __init__(self, maildir: Maildir, name: str, fd: int) -> None:
         self._maildir = maildir
         self._name = name
-        self._path = maildir.path / "tmp" / name
+        self._path = maildir._staging(name)
         self._fd: int | None = fd
         self._sink = BufferedFdWriter(fd)
         self._size = 0

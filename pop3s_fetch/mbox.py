@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pop3s_fetch.delivery import (
+    DEFAULT_OWNER,
     FILE_MODE,
     LOCK_TIMEOUT,
     BufferedFdWriter,
@@ -41,6 +42,7 @@ from pop3s_fetch.delivery import (
     delivery_error,
     fsync_directory,
     make_private_dirs,
+    staging_prefix,
     unlink_quietly,
     write_all,
 )
@@ -149,10 +151,14 @@ class Mbox(Destination):
         self,
         path: Path,
         *,
+        owner: str = DEFAULT_OWNER,
         lock_timeout: float = LOCK_TIMEOUT,
         stale_lock_age: float = STALE_LOCK_AGE,
     ) -> None:
         self.path = path
+        # Spools carry the owner in their name so a later run of the same owner can remove
+        # the ones a killed run left (they were never journalled: nothing refers to them).
+        self._spool_prefix = f".{path.name}.{staging_prefix(owner)}"
         self._lock_timeout = lock_timeout
         self._stale_lock_age = stale_lock_age
         self._writers: set[_MboxWriter] = set()
@@ -182,7 +188,7 @@ class Mbox(Destination):
     def open_message(self) -> MessageWriter:
         try:
             fd, name = tempfile.mkstemp(
-                prefix=f".{self.path.name}.", suffix=".spool", dir=self.path.parent
+                prefix=self._spool_prefix, suffix=".spool", dir=self.path.parent
             )
         except OSError as err:
             raise delivery_error(err, "create a spool file in", self.path.parent) from err
@@ -273,6 +279,20 @@ class Mbox(Destination):
             raise delivery_error(err, "remove a partly written message from", self.path) from err
 
     # --- recovery -----------------------------------------------------------------------
+
+    def remove_stale_staging(self) -> int:
+        directory = self.path.parent
+        try:
+            stale = [
+                entry
+                for entry in os.listdir(directory)
+                if entry.startswith(self._spool_prefix) and entry.endswith(".spool")
+            ]
+            for entry in stale:
+                (directory / entry).unlink(missing_ok=True)
+        except OSError as err:
+            raise delivery_error(err, "clean up spool files in", directory) from err
+        return len(stale)
 
     def reconcile(self, placements: Sequence[Placement]) -> list[bool]:
         outcomes = [False] * len(placements)

@@ -126,7 +126,9 @@ def sync_account(
         with AccountLock(options.state_dir / f"{account.name}.lock", account.name) as lock:
             lock.acquire(options.wait)
             with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
-                destination = open_destination(account.destination, account.format)
+                destination = open_destination(
+                    account.destination, account.format, owner=account.name
+                )
                 try:
                     _AccountSync(account, store, destination, options, reporter, result).run(
                         password
@@ -187,12 +189,15 @@ class _AccountSync:
         """Settle deliveries a killed run left in flight; before any network traffic."""
         intents = self.store.pending()
         if not intents:
+            self.destination.remove_stale_staging()
             return 0
         outcomes = self.destination.reconcile([_placement(i) for i in intents])
         made_it = [i.uidl for i, ok in zip(intents, outcomes, strict=True) if ok]
         lost = [i.uidl for i, ok in zip(intents, outcomes, strict=True) if not ok]
         self.store.mark_delivered(made_it)
         self.store.forget(lost)
+        # After reconcile, so a journalled target's leftover is judged before it goes.
+        self.destination.remove_stale_staging()
         logger.info(
             "%s: reconciled %d delivered, %d to fetch again",
             self.account.name,

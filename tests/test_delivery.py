@@ -195,6 +195,25 @@ class TestDestination:
         assert temporary_files(kind, dest_path) == []
         assert visible_state(kind, dest_path) in ([], b"")
 
+    def test_a_killed_runs_staging_is_removed_by_the_next_run_of_its_owner_only(
+        self, kind: Kind, dest_path: Path
+    ) -> None:
+        killed = open_destination(dest_path, kind, owner="work")  # never closed: "killed"
+        stage(killed, MESSAGES["plain"])
+        killed.open_message().write(b"half a mess")
+        other = open_destination(dest_path, kind, owner="home")
+        stage(other, MESSAGES["plain"])  # another account's run in progress
+        assert len(temporary_files(kind, dest_path)) == 3
+
+        with open_destination(dest_path, kind, owner="work") as next_run:
+            assert next_run.remove_stale_staging() == 2
+
+        [survivor] = temporary_files(kind, dest_path)
+        assert ".home." in survivor
+        other.close()
+        killed.close()
+        assert temporary_files(kind, dest_path) == []
+
     def test_a_failing_journal_leaves_nothing_behind(
         self, destination: Destination, kind: Kind, dest_path: Path
     ) -> None:

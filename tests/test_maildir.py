@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch.delivery import Placement, open_destination
+from pop3s_fetch.delivery import DEFAULT_OWNER, Placement, open_destination, staging_prefix
 from pop3s_fetch.errors import DeliveryError
 from pop3s_fetch.maildir import Maildir, sanitise_hostname, unique_name
 from tests.test_delivery import deliver, stage
@@ -33,8 +33,10 @@ def maildir(maildir_path: Path) -> Iterator[Maildir]:
 
 
 def only_tmp_name(path: Path) -> str:
+    """The target name of the one message staged in tmp/ (its file there has our prefix)."""
     [name] = os.listdir(path / "tmp")
-    return name
+    assert name.startswith(staging_prefix(DEFAULT_OWNER))
+    return name.removeprefix(staging_prefix(DEFAULT_OWNER))
 
 
 def test_hostname_is_escaped() -> None:
@@ -186,7 +188,8 @@ def test_reconcile_after_a_crash_between_link_and_unlink(
 ) -> None:
     stage(maildir, MESSAGE)
     name = only_tmp_name(maildir_path)
-    os.link(maildir_path / "tmp" / name, maildir_path / "new" / name)
+    staged = maildir_path / "tmp" / (staging_prefix(DEFAULT_OWNER) + name)
+    os.link(staged, maildir_path / "new" / name)
 
     assert maildir.reconcile([intent(name)]) == [True]
     assert os.listdir(maildir_path / "tmp") == []

@@ -555,10 +555,12 @@ class MboxLock:
             content = self._dotlock.read_bytes()[:32]
         except FileNotFoundError:
             return False  # just released: the next attempt will take it
-        if age < self._stale_after:
-            return False
         pid = int(content) if content.strip().isdigit() else None
-        return pid is None or not _process_alive(pid)
+        if pid is not None and not _process_alive(pid):
+            # Its writer is dead (a killed run of ours, a crashed MDA): waiting would only
+            # stall every later run for the full stale age.
+            return True
+        return pid is None and age >= self._stale_after
 
     def _release(self) -> None:
         if self._fd is not None:

@@ -371,6 +371,33 @@ def test_a_stale_dotlock_is_broken(box: Mbox, mbox_path: Path) -> None:
     assert not dotlock.exists()
 
 
+def test_a_fresh_dotlock_of_a_dead_process_is_broken_at_once(
+    mbox_path: Path,
+) -> None:
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as gone:
+        assert gone.wait(timeout=10) == 0
+    dotlock = mbox_path.with_name("inbox.lock")
+    box = Mbox(mbox_path, lock_timeout=0.5)
+    dotlock.write_text(f"{gone.pid}\n")  # as a killed run leaves it: just now
+
+    deliver(box, [ONE_MESSAGE])
+
+    assert read_mboxrd(mbox_path.read_bytes()) == [ONE_MESSAGE]
+    assert not dotlock.exists()
+    box.close()
+
+
+def test_a_fresh_dotlock_of_a_live_process_is_respected(mbox_path: Path) -> None:
+    dotlock = mbox_path.with_name("inbox.lock")
+    box = Mbox(mbox_path, lock_timeout=0.2)
+    dotlock.write_text(f"{os.getpid()}\n")
+
+    with pytest.raises(LockedError):
+        deliver(box, [ONE_MESSAGE])
+    assert dotlock.exists()
+    box.close()
+
+
 def test_publish_waits_for_the_lock_and_then_appends(
     mbox_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,6 +53,21 @@ def _load_config(g: _Globals) -> Config:
     return config.load(config.find_config_path(g.config_path, os.environ))
 
 
+def _complete_accounts(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[str]:
+    """Shell completion of account names from the configuration (silent when it is broken)."""
+    from pop3s_fetch import config
+
+    root = ctx.find_root()
+    explicit = root.params.get("config_path") if root.params else None
+    try:
+        loaded = config.load(config.find_config_path(explicit, os.environ))
+    except Pop3sFetchError:
+        return []
+    return [name for name in loaded.accounts if name.startswith(incomplete)]
+
+
 def _output(g: _Globals, *, quiet: bool = False, progress: bool = True) -> Output:
     from pop3s_fetch.ui import Output
 
@@ -95,7 +110,7 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int, debug: bool)
 
 
 @cli.command()
-@click.argument("accounts", nargs=-1)
+@click.argument("accounts", nargs=-1, shell_complete=_complete_accounts)
 @click.option(
     "--wait",
     type=click.FloatRange(min=0),
@@ -172,7 +187,7 @@ def password() -> None:
 
 
 @password.command("set")
-@click.argument("account")
+@click.argument("account", shell_complete=_complete_accounts)
 @click.pass_obj
 def password_set(g: _Globals, account: str) -> None:
     """Store ACCOUNT's password in the OS keyring.
@@ -208,7 +223,7 @@ def _read_password(name: str) -> str:
 
 
 @password.command("delete")
-@click.argument("account")
+@click.argument("account", shell_complete=_complete_accounts)
 @click.pass_obj
 def password_delete(g: _Globals, account: str) -> None:
     """Remove ACCOUNT's password from the OS keyring."""
@@ -220,7 +235,7 @@ def password_delete(g: _Globals, account: str) -> None:
 
 
 @password.command("check")
-@click.argument("account")
+@click.argument("account", shell_complete=_complete_accounts)
 @click.pass_obj
 def password_check(g: _Globals, account: str) -> None:
     """Check that a password for ACCOUNT is stored (it is never printed)."""

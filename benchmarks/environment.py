@@ -1,0 +1,115 @@
+"""The world the benchmarks run in: a private Dovecot POP3S server and its trust anchor.
+
+Owns starting and stopping one Dovecot (the tests' own :class:`DovecotServer`, with a trustme
+CA made here), the one password all benchmark users share, and the scratch directory every
+run writes into. Knows nothing about the clients being measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+
+from tests.support.certs import SERVER_IDENTITIES, ServerCert
+from tests.support.dovecot import POP3_BINARIES, DovecotServer, DovecotUser, find_dovecot
+
+#: Environment variable that carries the shared password to the clients (never argv).
+PASSWORD_VARIABLE = "BENCH_POP3_PASSWORD"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a client connects and how it checks and logs in."""
+
+    host: str
+    port: int
+    ca_file: Path
+    password: str
+
+
+class Environment:
+    """A running Dovecot plus the scratch directory; users are added per scenario."""
+
+    def __init__(self, server: DovecotServer, scratch: Path, password: str) -> None:
+        self.server = server
+        self.scratch = scratch
+        self.password = password
+        self._runs = 0
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.server.host, self.server.port, self.server.ca_file, self.password)
+
+    def add_user(self, messages: Sequence[bytes]) -> DovecotUser:
+        return self.server.add_user(messages, password=self.password)
+
+    def fresh_directory(self, label: str) -> Path:
+        """A new, empty directory for one run's output; kept until the suite ends."""
+        self._runs += 1
+        path = self.scratch / "runs" / f"{self._runs:04d}-{label}"
+        path.mkdir(parents=True)
+        path.chmod(0o755)
+        return path
+
+
+def missing_server() -> str | None:
+    """Why Dovecot cannot be started here, or None when it can."""
+    if find_dovecot() is None:
+        return "dovecot is not installed (apt-get install dovecot-core dovecot-pop3d)"
+    if not any(Path(binary).exists() for binary in POP3_BINARIES):
+        return "Dovecot's POP3 server is not installed (apt-get install dovecot-pop3d)"
+    return None
+
+
+def _write_server_cert(ca: trustme.CA, directory: Path) -> ServerCert:
+    # A common name too: fetchmail looks for one.
+    leaf = ca.issue_cert(*SERVER_IDENTITIES, common_name="localhost")
+    chain_file = directory / "server-chain.pem"
+    key_file = directory / "server-key.pem"
+    chain_file.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key_file))
+    key_file.chmod(0o600)
+    return ServerCert(leaf=leaf, cert_chain_file=chain_file, key_file=key_file)
+
+
+@contextlib.contextmanager
+def running_environment(keep_scratch: bool = False) -> Iterator[Environment]:
+    """Start Dovecot in a new scratch directory; stop it and delete everything afterwards."""
+    reason = missing_server()
+    if reason is not None:
+        raise SystemExit(f"benchmarks: {reason}")
+    executable = find_dovecot()
+    assert executable is not None
+    scratch = Path(tempfile.mkdtemp(prefix="pop3s-fetch-bench-"))
+    scratch.chmod(0o755)  # Dovecot's unprivileged processes and dropped-privilege clients
+    (scratch / "tls").mkdir()
+    ca = trustme.CA()
+    ca_file = scratch / "tls" / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert = _write_server_cert(ca, scratch / "tls")
+    (scratch / "dovecot").mkdir(mode=0o755)
+    server = DovecotServer(executable, cert, ca_file, scratch / "dovecot")
+    # Letters and digits only: it goes into a passwd-file and into peers' config syntax.
+    password = secrets.token_hex(16)
+    try:
+        server.start()
+        yield Environment(server, scratch, password)
+    finally:
+        server.stop()
+        if keep_scratch:
+            print(f"benchmarks: scratch directory kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def environ_without(names: Sequence[str]) -> dict[str, str]:
+    """The current environment minus ``names`` (the user's own mail setup must not leak in)."""
+    return {k: v for k, v in os.environ.items() if k not in names}

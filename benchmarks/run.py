@@ -1,0 +1,452 @@
+"""The benchmark suite: ``python -m benchmarks.run [--scenario NAME ...] [--quick]``.
+
+Owns the scenarios (corpus, accounts, round trip), the order of runs, the table and the
+targets. Every client runs against its own Dovecot users holding the same corpus, into a fresh
+directory per run (kept until the suite ends: creating files right after deleting many is slow
+on some file systems), and every delivered copy is checked against the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import poplib
+import ssl
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from benchmarks import corpus
+from benchmarks.clients import ALL_CLIENTS, AccountSpec, Client, Pop3sFetch
+from benchmarks.environment import Endpoint, Environment, running_environment
+from benchmarks.latency_proxy import latency_proxy
+from benchmarks.measure import Command, Measurement, run_measured
+from benchmarks.verify import Verification, verify_destination
+
+DEFAULT_SEED = 20250106
+MIB = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """What the server holds for each client, and how far away it is."""
+
+    name: str
+    summary: str
+    mailboxes: Callable[[int], list[list[bytes]]]  # seed -> one corpus per account
+    one_way_delay: float = 0.0
+    idle: bool = False  # fill the state untimed first, then time a run with nothing new
+    baseline: bool = False  # also run pop3s-fetch on small messages for an RSS baseline
+
+
+def _scenarios() -> dict[str, Scenario]:
+    return {
+        "rtt0": Scenario(
+            "rtt0",
+            "500 mixed messages, no added latency",
+            lambda s: [corpus.mixed_corpus(s, 500)],
+        ),
+        "rtt50": Scenario(
+            "rtt50",
+            "500 mixed messages, 50 ms round trip",
+            lambda s: [corpus.mixed_corpus(s, 500)],
+            one_way_delay=0.025,
+        ),
+        "big": Scenario(
+            "big",
+            "one 50 MB message, no added latency",
+            lambda s: [corpus.big_message(s, 50 * 1024 * 1024)],
+            baseline=True,
+        ),
+        "accounts20": Scenario(
+            "accounts20",
+            "20 accounts x 25 mixed messages, 50 ms round trip",
+            lambda s: [corpus.mixed_corpus(s + i, 25) for i in range(20)],
+            one_way_delay=0.025,
+        ),
+        "idle20k": Scenario(
+            "idle20k",
+            "20,000 messages already fetched, nothing new, no added latency",
+            lambda s: [corpus.small_corpus(s, 20_000)],
+            idle=True,
+        ),
+    }
+
+
+def _quick_scenarios() -> dict[str, Scenario]:
+    return {
+        "quick-rtt0": Scenario(
+            "quick-rtt0",
+            "30 mixed messages, no added latency",
+            lambda s: [corpus.mixed_corpus(s, 30)],
+        ),
+        "quick-rtt10": Scenario(
+            "quick-rtt10",
+            "30 mixed messages, 10 ms round trip",
+            lambda s: [corpus.mixed_corpus(s, 30)],
+            one_way_delay=0.005,
+        ),
+    }
+
+
+@dataclass
+class ClientResult:
+    """Every measured run of one client in one scenario, and what it delivered."""
+
+    client: str
+    may_alter: bool
+    runs: list[Measurement] = field(default_factory=list)
+    verification: Verification | None = None
+    failures: list[str] = field(default_factory=list)
+
+    def median(self, key: Callable[[Measurement], float]) -> float:
+        return statistics.median(key(run) for run in self.runs) if self.runs else float("nan")
+
+    @property
+    def ok(self) -> bool:
+        if self.failures or self.verification is None:
+            return False
+        if self.may_alter:
+            return self.verification.complete
+        return self.verification.perfect
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def warm_up(endpoint: Endpoint, username: str) -> None:
+    """Log in and list once, so that Dovecot's first-time indexing is not timed."""
+    context = ssl.create_default_context(cafile=str(endpoint.ca_file))
+    session = poplib.POP3_SSL(endpoint.host, endpoint.port, context=context, timeout=600)
+    try:
+        session.user(username)
+        session.pass_(endpoint.password)
+        session.uidl()
+    finally:
+        session.quit()
+
+
+@contextlib.contextmanager
+def reachable(endpoint: Endpoint, one_way_delay: float) -> Iterator[Endpoint]:
+    """The endpoint itself, or a latency proxy in front of it."""
+    if one_way_delay <= 0:
+        yield endpoint
+        return
+    with latency_proxy(endpoint.host, endpoint.port, one_way_delay) as proxy:
+        yield replace(endpoint, host=proxy.host, port=proxy.port)
+
+
+def _accounts(run_dir: Path, usernames: Sequence[str], fmt: str) -> list[AccountSpec]:
+    def place(i: int) -> Path:
+        base = run_dir / "mail" / f"a{i + 1}"
+        return base / "mbox" if fmt == "mbox" else base
+
+    return [AccountSpec(f"a{i + 1}", name, place(i)) for i, name in enumerate(usernames)]
+
+
+def _run_once(
+    client: Client, command: Command, run_dir: Path, result: ClientResult, label: str
+) -> Measurement:
+    measurement = run_measured(command, run_dir / "client.log")
+    if measurement.returncode not in command.ok_codes:
+        tail = (run_dir / "client.log").read_text(errors="replace")[-600:]
+        result.failures.append(f"{label}: exit {measurement.returncode}: {tail.strip()}")
+    return measurement
+
+
+def _verify(
+    mailboxes: Sequence[Sequence[bytes]], accounts: Sequence[AccountSpec], fmt: str
+) -> Verification:
+    total = Verification(expected=0)
+    for messages, account in zip(mailboxes, accounts, strict=True):
+        total = total + verify_destination(messages, account.destination, fmt)
+    return total
+
+
+def run_client(
+    env: Environment,
+    client: Client,
+    usernames: Sequence[str],
+    mailboxes: Sequence[Sequence[bytes]],
+    scenario: Scenario,
+    repeat: int,
+    result: ClientResult,
+    fmt: str = "maildir",
+) -> None:
+    """Time ``repeat`` runs (for idle scenarios, after an untimed run that fills the state)."""
+    with reachable(env.endpoint, scenario.one_way_delay) as endpoint:
+        if scenario.idle:
+            run_dir = env.fresh_directory(f"{scenario.name}-{client.name}")
+            accounts = _accounts(run_dir, usernames, fmt)
+            command = client.command(run_dir, endpoint, accounts, fmt, keep=True)
+            _run_once(client, command, run_dir, result, "filling run")
+            for _ in range(repeat):
+                result.runs.append(_run_once(client, command, run_dir, result, "idle run"))
+            result.verification = _verify(mailboxes, accounts, fmt)
+            return
+        for _ in range(repeat):
+            run_dir = env.fresh_directory(f"{scenario.name}-{client.name}")
+            accounts = _accounts(run_dir, usernames, fmt)
+            command = client.command(run_dir, endpoint, accounts, fmt, keep=True)
+            result.runs.append(_run_once(client, command, run_dir, result, "run"))
+            verification = _verify(mailboxes, accounts, fmt)
+            # Report the worst repetition: one bad copy in any run must show.
+            if (
+                result.verification is None
+                or not verification.complete
+                or (verification.exact < result.verification.exact)
+            ):
+                result.verification = verification
+
+
+def run_scenario(
+    env: Environment, scenario: Scenario, clients: Sequence[Client], repeat: int, seed: int
+) -> list[ClientResult]:
+    print(f"== {scenario.name}: {scenario.summary}", flush=True)
+    mailboxes = scenario.mailboxes(seed)
+    results = [ClientResult(c.name, c.may_alter) for c in clients]
+    if scenario.idle:
+        # Keep mode and nothing new: the clients only read, so one mailbox serves them all.
+        shared = [env.add_user(m).name for m in mailboxes]
+        users = {c.name: shared for c in clients}
+    else:
+        users = {c.name: [env.add_user(m).name for m in mailboxes] for c in clients}
+    for names in {tuple(v) for v in users.values()}:
+        for name in names:
+            warm_up(env.endpoint, name)
+    if scenario.idle:
+        for client, result in zip(clients, results, strict=True):
+            run_client(env, client, users[client.name], mailboxes, scenario, repeat, result)
+            _progress(result)
+    else:
+        # Interleave the repetitions, so slow drift of the machine hits every client alike.
+        for _ in range(repeat):
+            for client, result in zip(clients, results, strict=True):
+                run_client(env, client, users[client.name], mailboxes, scenario, 1, result)
+        for result in results:
+            _progress(result)
+    if scenario.baseline:
+        results.append(_small_baseline(env, repeat, seed))
+    return results
+
+
+def _small_baseline(env: Environment, repeat: int, seed: int) -> ClientResult:
+    """pop3s-fetch on 500 small messages: the RSS the big-message run is compared with."""
+    scenario = Scenario("small-baseline", "", lambda s: [corpus.small_corpus(s, 500)])
+    mailboxes = scenario.mailboxes(seed)
+    user = env.add_user(mailboxes[0]).name
+    warm_up(env.endpoint, user)
+    result = ClientResult("pop3s-fetch (500 small)", may_alter=False)
+    run_client(env, Pop3sFetch(), [user], mailboxes, scenario, repeat, result)
+    _progress(result)
+    return result
+
+
+def _progress(result: ClientResult) -> None:
+    state = "ok" if result.ok else "PROBLEM"
+    verified = result.verification.summary() if result.verification else "not verified"
+    print(
+        f"   {result.client}: {state}, wall {result.median(lambda m: m.wall):.3f} s, {verified}",
+        flush=True,
+    )
+    for failure in result.failures[:3]:
+        print(f"     {failure}", flush=True)
+
+
+def time_startup(runs: int) -> list[tuple[str, float]]:
+    """Median wall time of ``pop3s-fetch --version`` and ``--help``."""
+    import os
+    import tempfile
+
+    timings = []
+    with tempfile.TemporaryDirectory() as scratch:
+        env = dict(os.environ)
+        for flag in ("--version", "--help"):
+            command = Command([*Pop3sFetch.executable(), flag], env, Path(scratch))
+            walls = [run_measured(command, Path(scratch) / "log").wall for _ in range(runs)]
+            timings.append((flag, statistics.median(walls)))
+    return timings
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    description: str
+    passed: bool | None  # None: not measurable (a peer missing or failed)
+    detail: str
+
+
+def _wall(results: Sequence[ClientResult], name: str) -> float | None:
+    for r in results:
+        if r.client == name and r.runs and not r.failures:
+            return r.median(lambda m: m.wall)
+    return None
+
+
+def _rss_mib(results: Sequence[ClientResult], name: str) -> float | None:
+    for r in results:
+        if r.client == name and r.runs and not r.failures:
+            return r.median(lambda m: m.max_rss_kib) / MIB
+    return None
+
+
+def _ratio_target(results: Sequence[ClientResult], peer: str, limit: float, text: str) -> Target:
+    ours, theirs = _wall(results, "pop3s-fetch"), _wall(results, peer)
+    if ours is None or theirs is None:
+        return Target(text, None, f"{peer} not measured")
+    ratio = ours / theirs
+    return Target(text, ratio <= limit, f"{ratio:.3f}x")
+
+
+def targets_for(scenario: str, results: Sequence[ClientResult]) -> list[Target]:
+    if scenario == "rtt50":
+        return [
+            _ratio_target(results, "mpop", 0.6, "wall <= 0.6x mpop"),
+            _ratio_target(results, "getmail6", 1 / 30, "wall <= 1/30 getmail6 (30x faster)"),
+            _ratio_target(results, "fetchmail", 1 / 30, "wall <= 1/30 fetchmail (30x faster)"),
+        ]
+    if scenario == "rtt0":
+        return [_ratio_target(results, "mpop", 0.85, "wall <= 0.85x mpop")]
+    if scenario == "accounts20":
+        return [_ratio_target(results, "mpop", 0.2, "wall <= 0.2x mpop")]
+    if scenario == "idle20k":
+        return [_ratio_target(results, "mpop", 1.2, "wall <= 1.2x mpop")]
+    if scenario == "big":
+        rss = _rss_mib(results, "pop3s-fetch")
+        base = _rss_mib(results, "pop3s-fetch (500 small)")
+        targets = [_ratio_target(results, "mpop", 1.15, "wall <= 1.15x mpop")]
+        if rss is None:
+            return targets
+        targets.append(Target("peak RSS <= 40 MiB", rss <= 40, f"{rss:.1f} MiB"))
+        if base is not None:
+            targets.append(
+                Target(
+                    "peak RSS <= small-message baseline + 2 MiB",
+                    rss <= base + 2,
+                    f"{rss:.1f} vs {base:.1f} MiB (+{rss - base:.1f})",
+                )
+            )
+        return targets
+    return []
+
+
+def format_table(scenario: str, results: Sequence[ClientResult], repeat: int) -> str:
+    ours = _wall(results, "pop3s-fetch")
+    header = (
+        f"{'client':<24} {'wall s':>8} {'cpu s':>8} {'RSS MiB':>8} {'pf/peer':>8}  "
+        f"copies (worst of {repeat} run{'s' if repeat > 1 else ''})"
+    )
+    lines = [f"### {scenario} (median of {repeat})", header, "-" * len(header)]
+    for r in results:
+        if not r.runs:
+            lines.append(f"{r.client:<24} not run: {'; '.join(r.failures)[:200]}")
+            continue
+        wall = r.median(lambda m: m.wall)
+        ratio = "" if ours is None or r.client.startswith("pop3s-fetch") else f"{ours / wall:.3f}x"
+        copies = r.verification.summary() if r.verification else "not verified"
+        if r.failures:
+            copies += f"; FAILED: {r.failures[0][:120]}"
+        lines.append(
+            f"{r.client:<24} {wall:>8.3f} {r.median(lambda m: m.cpu):>8.3f} "
+            f"{r.median(lambda m: m.max_rss_kib) / MIB:>8.1f} {ratio:>8}  {copies}"
+        )
+    return "\n".join(lines)
+
+
+def format_targets(targets: Sequence[Target]) -> str:
+    marks = {True: "PASS", False: "MISS", None: "n/a "}
+    return "\n".join(f"  [{marks[t.passed]}] {t.description}: {t.detail}" for t in targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Benchmark pop3s-fetch against mpop, getmail6 and fetchmail on a private "
+        "Dovecot POP3S server.",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=[*_scenarios(), *_quick_scenarios()],
+        help="run only this scenario (repeatable; default: all, or the quick ones)",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny corpus, about a minute")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per client (default 3)")
+    parser.add_argument(
+        "--client",
+        action="append",
+        choices=list(ALL_CLIENTS),
+        help="measure only this client (repeatable; pop3s-fetch is always included)",
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--keep-scratch", action="store_true", help="keep the run directories")
+    return parser.parse_args(argv)
+
+
+def select_clients(args: argparse.Namespace) -> tuple[list[Client], list[str]]:
+    names = ["pop3s-fetch", "mpop"] if args.quick else list(ALL_CLIENTS)
+    if args.client:
+        names = ["pop3s-fetch", *[n for n in args.client if n != "pop3s-fetch"]]
+    clients: list[Client] = []
+    skipped = []
+    for name in names:
+        client = ALL_CLIENTS[name]()
+        if client.available():
+            clients.append(client)
+        else:
+            skipped.append(f"{name} (not installed)")
+    return clients, skipped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    repeat = args.repeat or (1 if args.quick else 3)
+    catalogue = {**_scenarios(), **_quick_scenarios()}
+    names = args.scenario or list(_quick_scenarios() if args.quick else _scenarios())
+    clients, skipped = select_clients(args)
+    print(f"command: python -m benchmarks.run {' '.join(sys.argv[1:] if argv is None else argv)}")
+    print(
+        f"clients: {', '.join(c.name for c in clients)}"
+        + (f"; skipped: {', '.join(skipped)}" if skipped else "")
+    )
+    started = time.monotonic()
+    reports = []
+    healthy = True
+    with running_environment(keep_scratch=args.keep_scratch) as env:
+        for name in names:
+            results = run_scenario(env, catalogue[name], clients, repeat, args.seed)
+            healthy &= all(r.ok for r in results if r.client.startswith("pop3s-fetch"))
+            reports.append((name, results))
+    print()
+    for name, results in reports:
+        print(format_table(name, results, repeat))
+        targets = targets_for(name, results)
+        if targets:
+            print(format_targets(targets))
+        print()
+    startup_runs = 5 if args.quick else 20
+    limit = 0.100
+    print(f"### start-up (median of {startup_runs})")
+    for flag, wall in time_startup(startup_runs):
+        mark = "PASS" if wall < limit else "MISS"
+        print(f"  [{mark}] pop3s-fetch {flag}: {wall * 1000:.0f} ms (target < 100 ms)")
+    print(f"\ntotal time: {time.monotonic() - started:.0f} s")
+    if not healthy:
+        print("pop3s-fetch FAILED or delivered copies that differ from the source")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

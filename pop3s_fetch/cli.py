@@ -53,9 +53,7 @@ def _load_config(g: _Globals) -> Config:
     return config.load(config.find_config_path(g.config_path, os.environ))
 
 
-def _complete_accounts(
-    ctx: click.Context, param: click.Parameter, incomplete: str
-) -> list[str]:
+def _complete_accounts(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """Shell completion of account names from the configuration (silent when it is broken)."""
     from pop3s_fetch import config
 
@@ -68,10 +66,12 @@ def _complete_accounts(
     return [name for name in loaded.accounts if name.startswith(incomplete)]
 
 
-def _output(g: _Globals, *, quiet: bool = False, progress: bool = True) -> Output:
+def _output(
+    g: _Globals, *, quiet: bool = False, progress: bool = True, json: bool = False
+) -> Output:
     from pop3s_fetch.ui import Output
 
-    return Output(quiet=quiet, progress=progress, debug=g.debug)
+    return Output(quiet=quiet, progress=progress, debug=g.debug, json=json)
 
 
 def _setup_logging(g: _Globals) -> None:
@@ -129,6 +129,12 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int, debug: bool)
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only (for cron).")
 @click.option("--no-progress", is_flag=True, help="No progress display, even on a terminal.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document with every account's results on stdout.",
+)
 @click.pass_obj
 def sync(
     g: _Globals,
@@ -137,30 +143,41 @@ def sync(
     jobs: int,
     quiet: bool,
     no_progress: bool,
+    as_json: bool,
 ) -> None:
     """Download new mail for every account, or only the ACCOUNTS named.
 
     Each message is written to the account's Maildir or mbox and recorded, so it is never
     downloaded twice; with keep = false it is deleted from the server only after that.
-    Exit status 0 also when there was no new mail.
+    Exit status 0 also when there was no new mail; 1 when some accounts failed and others
+    did not.
     """
-    from pop3s_fetch import credentials
+    import datetime
+    import json
+    import time
+
+    from pop3s_fetch import credentials, report
     from pop3s_fetch.state import state_dir
     from pop3s_fetch.sync import SyncOptions, sync_accounts
     from pop3s_fetch.ui import ProgressReporter
 
     selected = _load_config(g).select(list(accounts))
-    output = _output(g, quiet=quiet, progress=not no_progress)
+    output = _output(g, quiet=quiet, progress=not no_progress, json=as_json)
     reporter = ProgressReporter(output)
     options = SyncOptions(state_dir=state_dir(os.environ), wait=wait)
     pairs = [
         (account, _password_getter(credentials.get_password, account.name)) for account in selected
     ]
+    started_at = datetime.datetime.now(datetime.UTC)
+    started = time.monotonic()
     with reporter.live():
         results = sync_accounts(pairs, options, reporter, jobs=jobs)
-    failed = [r for r in results if r.error is not None]
-    if failed:
-        sys.exit(int(failed[0].exit_code))
+    if as_json:
+        document = report.json_document(results, started_at, time.monotonic() - started)
+        click.echo(json.dumps(document, indent=2))
+    else:
+        output.summary(results)
+    sys.exit(report.exit_code(results))
 
 
 def _password_getter(get: Callable[[str], str], name: str) -> Callable[[], str]:
@@ -269,7 +286,7 @@ def demo(g: _Globals, directory: Path) -> None:
     output = _output(g)
     reporter = ProgressReporter(output)
     with reporter.live():
-        report = demo_module.run(directory.resolve(), reporter, output.info)
+        report = demo_module.run(directory.resolve(), reporter, output.info, output.summary)
     for line in report.lines:
         output.info(line)
     if not report.ok:

@@ -38,7 +38,12 @@ MARKER = ".pop3s-fetch-demo"
 _OWN_ENTRIES = ("Maildir", "mbox", "state", MARKER)
 
 
-def run(directory: Path, reporter: Reporter, say: Callable[[str], None]) -> DemoReport:
+def run(
+    directory: Path,
+    reporter: Reporter,
+    say: Callable[[str], None],
+    show: Callable[[Sequence[AccountResult]], None],
+) -> DemoReport:
     """Serve the sample messages, sync them twice into ``directory``, verify, report.
 
     Raises:
@@ -62,8 +67,10 @@ def run(directory: Path, reporter: Reporter, say: Callable[[str], None]) -> Demo
             options = SyncOptions(state_dir=directory / "state")
             say(f"demo: first sync, into {directory}:")
             first = [sync_account(a, lambda: password, options, reporter) for a in accounts]
+            show(first)
             say("demo: second sync (nothing should be fetched again):")
             second = [sync_account(a, lambda: password, options, reporter) for a in accounts]
+            show(second)
     for account, result, again in zip(accounts, first, second, strict=True):
         _check(report, account, result, again, messages)
     if report.ok:

@@ -80,6 +80,7 @@ class AccountResult:
     octets: int = 0
     deleted: int = 0
     on_server: int = 0
+    skipped: int = 0  # on the server, delivered by an earlier run
     recovered: int = 0
     warnings: list[str] = field(default_factory=list)
     error: Pop3sFetchError | None = None
@@ -221,6 +222,10 @@ class _AccountSync:
         _check_uidls(listing)
         self.result.on_server = len(listing)
         new = [m for m in listing if m.uidl not in delivered]
+        self.result.skipped = len(listing) - len(new)
+        logger.info(
+            "%s: %d messages on the server, %d new", self.account.name, len(listing), len(new)
+        )
         self.reporter.listed(self.account.name, len(new), sum(m.size for m in new))
         if not self.account.keep:
             already = [m for m in listing if m.uidl in delivered]

@@ -1,17 +1,24 @@
-"""Everything the user sees: progress on a terminal, summary lines, one-line errors.
+"""Everything the user sees: live progress, summaries, one-line errors, in the right dialect.
 
-The only module that imports rich. Progress goes to stderr and only when stderr is a terminal,
-so cron and pipes get plain lines and no escape codes; summaries go to stdout, errors to stderr.
+The only module that imports rich. Three audiences, told apart by where output goes:
+
+* a terminal (stderr is a TTY): one live progress row per account, then a summary table;
+* a pipe or cron (no TTY): plain lines, no escape codes, no spinners;
+* the systemd journal (``$JOURNAL_STREAM`` names our stderr): plain lines with ``<N>`` syslog
+  priority prefixes, so the journal records levels.
+
+Results go to stdout, errors and progress to stderr. ``NO_COLOR`` is honoured by rich.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -23,11 +30,34 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Table
 
 from pop3s_fetch.errors import Pop3sFetchError
 
 if TYPE_CHECKING:
     from pop3s_fetch.sync import AccountResult
+
+Mode = Literal["terminal", "plain", "journal"]
+
+# syslog priorities (sd-daemon(3)): the journal reads a "<N>" prefix on each line.
+_PRIORITY = {"error": "<3>", "warning": "<4>", "info": "<6>", "debug": "<7>"}
+
+
+def detect_mode(stream: TextIO, environ: Mapping[str, str]) -> Mode:
+    """Journal if $JOURNAL_STREAM is this stream's device:inode, else terminal or plain."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, OSError):
+        return "plain"
+    journal = environ.get("JOURNAL_STREAM", "")
+    if journal:
+        try:
+            info = os.fstat(fd)
+            if journal == f"{info.st_dev}:{info.st_ino}":
+                return "journal"
+        except OSError:
+            pass
+    return "terminal" if os.isatty(fd) else "plain"
 
 
 def human_bytes(octets: int) -> str:
@@ -57,7 +87,7 @@ def summary_line(result: AccountResult) -> str:
 
 
 def error_line(account: str | None, err: Pop3sFetchError) -> str:
-    """``error: ACCOUNT: cause; fix`` on one line, as cron mails and journals show best."""
+    """``error: ACCOUNT: cause (fix)`` on one line, as cron mails and journals show best."""
     where = f"{account}: " if account else ""
     text = f"error: {where}{err.message}"
     if err.hint:
@@ -65,49 +95,106 @@ def error_line(account: str | None, err: Pop3sFetchError) -> str:
     return " ".join(text.split())
 
 
-class Output:
-    """The run's consoles and verbosity; shared by the CLI and the reporter."""
-
-    def __init__(self, *, quiet: bool = False, progress: bool = True, debug: bool = False) -> None:
-        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
-        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
-        self.quiet = quiet
-        self.debug = debug
-        self.progress_enabled = progress and not quiet and self.err.is_terminal
-
-    def info(self, text: str) -> None:
-        """A normal result line on stdout (suppressed by --quiet)."""
-        if not self.quiet:
-            self.out.print(text, markup=False)
-
-    def error(self, account: str | None, err: Pop3sFetchError) -> None:
-        self.err.print(error_line(account, err), markup=False, style="red")
-        if self.debug:
-            self.traceback(err)
-
-    def warning(self, account: str, text: str) -> None:
-        self.err.print(f"warning: {account}: {text}", markup=False, style="yellow")
-
-    def traceback(self, err: BaseException) -> None:
-        write_traceback(err, sys.stderr)
-
-
 def write_traceback(err: BaseException, stream: TextIO) -> None:
     """Full traceback for --debug; our exception texts never contain secrets."""
     stream.write("".join(traceback.format_exception(err)))
 
 
+class Output:
+    """Where and how this run speaks; shared by the CLI and the reporter."""
+
+    def __init__(
+        self,
+        *,
+        quiet: bool = False,
+        progress: bool = True,
+        debug: bool = False,
+        json: bool = False,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        environ = os.environ if environ is None else environ
+        self.mode = detect_mode(sys.stderr, environ)
+        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        self.quiet = quiet
+        self.debug = debug
+        self.json = json
+        self.progress_enabled = progress and not quiet and not debug and self.mode == "terminal"
+        self.table_enabled = not quiet and not json and self.out.is_terminal
+        self._lock = threading.Lock()
+
+    def _line(self, console: Console, level: str, text: str, style: str | None = None) -> None:
+        with self._lock:
+            if self.mode == "journal":
+                # Plain write: no rich wrapping or styling may split the priority prefix.
+                console.file.write(f"{_PRIORITY[level]}{text}\n")
+                console.file.flush()
+            else:
+                console.print(text, markup=False, style=style)
+
+    def info(self, text: str) -> None:
+        """A result line on stdout (not with --quiet or --json)."""
+        if not self.quiet and not self.json:
+            self._line(self.out, "info", text)
+
+    def error(self, account: str | None, err: Pop3sFetchError) -> None:
+        self._line(self.err, "error", error_line(account, err), "red")
+        if self.debug:
+            write_traceback(err, sys.stderr)
+
+    def warning(self, account: str, text: str) -> None:
+        if not self.json:
+            self._line(self.err, "warning", f"warning: {account}: {text}", "yellow")
+
+    def summary(self, results: Sequence[AccountResult]) -> None:
+        """A table on a terminal, else one line per successful account."""
+        if self.table_enabled:
+            self.out.print(summary_table(results))
+            return
+        for result in results:
+            if result.error is None:
+                self.info(summary_line(result))
+
+
+def summary_table(results: Sequence[AccountResult]) -> Table:
+    table = Table(title=None, box=None, pad_edge=False, header_style="bold")
+    for column, justify in (
+        ("account", "left"),
+        ("status", "left"),
+        ("new", "right"),
+        ("size", "right"),
+        ("deleted", "right"),
+        ("on server", "right"),
+        ("time", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for r in results:
+        status = "[red]failed[/]" if r.error else "[green]ok[/]"
+        table.add_row(
+            r.account,
+            status,
+            str(r.fetched),
+            human_bytes(r.octets),
+            str(r.deleted),
+            str(r.on_server),
+            f"{r.duration:.1f} s",
+        )
+    return table
+
+
 class ProgressReporter:
-    """A sync.Reporter: live rows on a terminal, plain lines elsewhere, thread-safe."""
+    """A sync.Reporter: live rows on a terminal, plain lines elsewhere; thread-safe."""
 
     def __init__(self, output: Output) -> None:
         self.output = output
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskID] = {}
+        self._counts: dict[str, tuple[int, int]] = {}
         self._progress: Progress | None = None
         if output.progress_enabled:
             self._progress = Progress(
-                TextColumn("{task.fields[account]:<12} {task.fields[phase]:<11}"),
+                TextColumn("{task.fields[account]}"),
+                TextColumn("{task.fields[state]}"),
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
@@ -124,45 +211,39 @@ class ProgressReporter:
         with self._progress:
             yield self
 
-    def _task(self, account: str) -> TaskID | None:
+    def _update(self, account: str, **fields: object) -> None:
         if self._progress is None:
-            return None
+            return
         with self._lock:
-            if account not in self._tasks:
-                self._tasks[account] = self._progress.add_task(
-                    "", total=None, account=account, phase="starting"
-                )
-            return self._tasks[account]
+            task = self._tasks.get(account)
+            if task is None:
+                task = self._progress.add_task("", total=None, account=account, state="")
+                self._tasks[account] = task
+        self._progress.update(task, **fields)  # type: ignore[arg-type]
 
     def started(self, account: str, phase: str) -> None:
-        task = self._task(account)
-        if task is not None and self._progress is not None:
-            self._progress.update(task, phase=phase)
+        if phase == "downloading":
+            done, total = self._counts.get(account, (0, 0))
+            phase = f"downloading {done}/{total}"
+        self._update(account, state=phase)
 
     def listed(self, account: str, messages: int, octets: int) -> None:
-        task = self._task(account)
-        if task is not None and self._progress is not None:
-            self._progress.update(task, total=max(octets, 1), phase=f"0/{messages} new")
-            self._progress.tasks[task].fields["count"] = messages
+        with self._lock:
+            self._counts[account] = (0, messages)
+        self._update(account, total=max(octets, 1), state=f"downloading 0/{messages}")
 
     def fetched(self, account: str, message_octets: int) -> None:
-        task = self._task(account)
-        if task is not None and self._progress is not None:
-            state = self._progress.tasks[task]
-            done = int(state.fields.get("done", 0)) + 1
-            state.fields["done"] = done
-            self._progress.update(
-                task, advance=message_octets, phase=f"{done}/{state.fields.get('count', '?')}"
-            )
+        with self._lock:
+            done, total = self._counts.get(account, (0, 0))
+            self._counts[account] = (done + 1, total)
+        self._update(account, advance=message_octets, state=f"downloading {done + 1}/{total}")
 
     def warned(self, account: str, text: str) -> None:
         self.output.warning(account, text)
 
     def finished(self, result: AccountResult) -> None:
-        task = self._task(result.account)
-        if task is not None and self._progress is not None:
-            self._progress.update(task, phase="failed" if result.error else "done")
-        if result.error is not None:
-            self.output.error(result.account, result.error)
+        if result.error is None:
+            self._update(result.account, state="done")
         else:
-            self.output.info(summary_line(result))
+            self._update(result.account, state="failed")
+            self.output.error(result.account, result.error)

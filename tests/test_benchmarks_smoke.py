@@ -1,0 +1,83 @@
+"""The benchmark suite keeps working: its quick mode runs and pop3s-fetch's copies verify.
+
+Also checks the latency proxy on its own: bytes pass unchanged, in order, and late by the
+configured delay in each direction.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.environment import missing_server
+from benchmarks.latency_proxy import latency_proxy
+from tests.support import server_unavailable
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def echo_server() -> Iterator[tuple[str, int]]:
+    """A one-connection TCP echo server on 127.0.0.1."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_latency_proxy_delays_each_direction_and_keeps_bytes(
+    echo_server: tuple[str, int],
+) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB, more than one chunk
+    with (
+        latency_proxy(*echo_server, one_way_delay=0.05) as proxy,
+        socket.create_connection((proxy.host, proxy.port)) as conn,
+    ):
+        started = time.monotonic()
+        conn.sendall(b"ping")
+        assert conn.recv(4) == b"ping"
+        round_trip = time.monotonic() - started
+        sender = threading.Thread(target=conn.sendall, args=(payload,))
+        sender.start()
+        received = bytearray()
+        while len(received) < len(payload):
+            received += conn.recv(65536)
+        sender.join()
+    assert 0.1 <= round_trip < 0.5
+    assert bytes(received) == payload
+
+
+@pytest.mark.dovecot
+def test_quick_benchmark_runs_and_verifies_pop3s_fetch() -> None:
+    reason = missing_server()
+    if reason is not None:
+        server_unavailable(reason)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("pop3s-fetch ")]
+    assert len(rows) == 2, done.stdout  # one per quick scenario
+    assert all(row.endswith("30/30 exact") for row in rows), done.stdout
+    assert "pop3s-fetch --version:" in done.stdout

@@ -222,6 +222,14 @@ def tally(outcomes: Sequence[TrialOutcome], may_alter: bool, keep: bool) -> Tall
     return row
 
 
+def format_row(args: argparse.Namespace, row: Tally) -> str:
+    return (
+        f"{args.client:<12} {args.format:<8} {args.mode:<7} {row.trials:>6} {row.kills:>6} "
+        f"{row.lost:>5} {row.duplicated:>5} {row.corrupted:>7} {row.altered:>7} "
+        f"{row.leftovers:>8} {row.server_not_empty:>8} {row.rerun_failures:>10}"
+    )
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.crash_trials")
     parser.add_argument("--client", choices=list(CLIENTS), required=True)
@@ -252,19 +260,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcomes = []
         for number in range(1, args.trials + 1):
             outcomes.append(trials.trial(number, window))
-            if number % 25 == 0:
-                print(f"  {number} trials done", flush=True)
+            if number % 25 == 0:  # a running row, so an interrupted series still reports
+                row = tally(outcomes, client.may_alter, args.mode == "keep")
+                print(f"  after {number} trials: {format_row(args, row)}", flush=True)
     row = tally(outcomes, client.may_alter, args.mode == "keep")
     print(
         f"{'client':<12} {'format':<8} {'mode':<7} {'trials':>6} {'kills':>6} {'lost':>5} "
         f"{'dup':>5} {'corrupt':>7} {'altered':>7} {'leftover':>8} {'srv-left':>8} "
         f"{'rerun-fail':>10}"
     )
-    print(
-        f"{args.client:<12} {args.format:<8} {args.mode:<7} {row.trials:>6} {row.kills:>6} "
-        f"{row.lost:>5} {row.duplicated:>5} {row.corrupted:>7} {row.altered:>7} "
-        f"{row.leftovers:>8} {row.server_not_empty:>8} {row.rerun_failures:>10}"
-    )
+    print(format_row(args, row))
     if row.bad_trials:
         print(f"bad trials: {row.bad_trials[:50]}")
     clean = not (

@@ -198,6 +198,75 @@ def accounts(g: _Globals) -> None:
         )
 
 
+@cli.group("config")
+def config_group() -> None:
+    """Find and check the configuration file."""
+
+
+@config_group.command("path")
+@click.pass_obj
+def config_path(g: _Globals) -> None:
+    """Print the configuration file this run would use, and whether it exists."""
+    from pop3s_fetch import config
+
+    path = config.find_config_path(g.config_path, os.environ)
+    click.echo(str(path))
+    if not path.exists():
+        click.echo(
+            f"(it does not exist yet: run pop3s-fetch init, or copy config.example.toml to {path})",
+            err=True,
+        )
+
+
+@config_group.command("check")
+@click.pass_obj
+def config_check(g: _Globals) -> None:
+    """Validate the configuration file; report every problem at once (exit 78)."""
+    loaded = _load_config(g)
+    names = ", ".join(loaded.accounts) or "none"
+    click.echo(f"{loaded.path}: valid; accounts: {names}")
+
+
+@cli.command()
+@click.pass_obj
+def init(g: _Globals) -> None:
+    """Write a first configuration file for one account, asking on the terminal.
+
+    It never overwrites an existing file; the password goes into the OS keyring.
+    """
+    from pop3s_fetch import config, credentials, starter
+
+    path = config.find_config_path(g.config_path, os.environ)
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            "init asks questions and needs a terminal",
+            hint=f"copy config.example.toml to {path} and edit it instead",
+        )
+    if path.exists():
+        starter.write_new(path, "")  # raises the "already exists" error
+    answers = starter.Answers(
+        name=click.prompt("Account name (letters, digits, . _ -)", default="mail", err=True),
+        host=click.prompt("POP3S server (host name)", err=True),
+        port=click.prompt("Port", default=995, type=click.IntRange(1, 65535), err=True),
+        username=click.prompt("User name", err=True),
+        destination=click.prompt(
+            "Deliver to (Maildir directory or mbox file)", default="~/Maildir", err=True
+        ),
+        format=click.prompt(
+            "Format", default="maildir", type=click.Choice(["maildir", "mbox"]), err=True
+        ),
+        keep=click.confirm("Keep messages on the server after download?", default=True, err=True),
+    )
+    text = starter.render(answers)
+    config.parse(text, path)  # never write a file that would not load
+    starter.write_new(path, text)
+    click.echo(f"wrote {path}", err=True)
+    if click.confirm("Store the password in the OS keyring now?", default=True, err=True):
+        credentials.set_password(answers.name, _read_password(answers.name))
+        click.echo(f'password for account "{answers.name}" stored in the keyring', err=True)
+    click.echo(f"next: pop3s-fetch sync {answers.name}", err=True)
+
+
 @cli.group()
 def password() -> None:
     """Store, check or delete an account's password in the OS keyring."""

@@ -140,6 +140,9 @@ class Faults:
     - ``no_uidl``: UIDL is not in CAPA and answers ``-ERR``.
     - ``no_pipelining``: PIPELINING is not in CAPA (commands are still answered in order).
     - ``no_capa``: ``-ERR`` to CAPA, like an RFC 1939-only server.
+    - ``hold_retr``: message number -> an Event; the reply to RETR of that message waits until
+      the event is set (or the server stops), with everything before it already sent. Lets a
+      test look at a client mid-download without sleeping.
     """
 
     drop_mid_retr: Mapping[int, int] = field(default_factory=dict)
@@ -154,6 +157,7 @@ class Faults:
     no_uidl: bool = False
     no_pipelining: bool = False
     no_capa: bool = False
+    hold_retr: Mapping[int, threading.Event] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Frozen copies: a test that keeps mutating its own set or dict must not change the
@@ -162,7 +166,7 @@ class Faults:
             object.__setattr__(self, name, _frozen_verbs(getattr(self, name), name))
         for name in ("err_on_retr", "err_on_dele", "no_terminator_retr"):
             object.__setattr__(self, name, frozenset(getattr(self, name)))
-        for name in ("drop_mid_retr", "list_size_delta"):
+        for name in ("drop_mid_retr", "list_size_delta", "hold_retr"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
 
@@ -354,6 +358,7 @@ class _SessionContext:
     users: Mapping[str, tuple[str, MailStore]]
     faults: Faults
     open_transcript: Callable[[], list[str]]
+    stopping: threading.Event
 
 
 class _Session:
@@ -573,6 +578,11 @@ class _Session:
         number = self._message_number(token)
         if number in self._faults.err_on_retr:
             raise _CommandError(f"cannot read message {number} (scripted fault)")
+        gate = self._faults.hold_retr.get(number)
+        if gate is not None:
+            self._out.flush()
+            while not gate.wait(0.05) and not self._context.stopping.is_set():
+                pass
         data = wire_form(self._messages[number - 1][1])
         status = f"+OK {self._listed_size(number)} octets"
         if number in self._faults.drop_mid_retr:
@@ -739,7 +749,7 @@ class Pop3Server:
         thread.start()
 
     def _run_session(self, connection: _Connection) -> None:
-        context = _SessionContext(self._users, self.faults, self._open_transcript)
+        context = _SessionContext(self._users, self.faults, self._open_transcript, self._stopping)
         try:
             _Session(connection, context).run()
         finally:

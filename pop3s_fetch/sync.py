@@ -62,7 +62,7 @@ class Reporter(Protocol):
         """This many new messages (of this total LIST size) are to be fetched."""
 
     def fetched(self, account: str, message_octets: int) -> None:
-        """One more message is durable in the destination."""
+        """One more message has arrived whole (it becomes durable with its batch)."""
 
     def warned(self, account: str, text: str) -> None:
         """Something the user should know that did not stop the sync."""
@@ -265,6 +265,7 @@ class _AccountSync:
                 # not the size, marks a message complete. So it is not checked.
                 self.staged.append((item.message, writer.finish()))
                 self.staged_bytes += item.octets
+                self.reporter.fetched(self.account.name, item.octets)
                 if len(self.staged) >= BATCH_MESSAGES or self.staged_bytes >= BATCH_BYTES:
                     self._publish()
         except BaseException:
@@ -300,7 +301,6 @@ class _AccountSync:
         for _, staged in batch:
             self.result.fetched += 1
             self.result.octets += staged.size
-            self.reporter.fetched(self.account.name, staged.size)
         if not self.account.keep and self.session is not None:
             self.session.queue_delete([message for message, _ in batch])
             self.result.deleted += len(batch)

@@ -61,9 +61,9 @@ def detect_mode(stream: TextIO, environ: Mapping[str, str]) -> Mode:
 
 
 def human_bytes(octets: int) -> str:
-    """1536 -> "1.5 KB" (decimal units, as rich shows them)."""
+    """1536 -> "1.5 kB" (SI units, as rich shows them)."""
     size = float(octets)
-    for unit in ("bytes", "KB", "MB", "GB"):
+    for unit in ("bytes", "kB", "MB", "GB"):
         if size < 1000 or unit == "GB":
             return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1000

@@ -1,0 +1,112 @@
+"""``sync`` in a real terminal (tmux): live rows per account while downloading, then a table.
+
+The built-in server holds RETR of message 2 until the test has read the screen, so the
+progress display is caught mid-download without any sleep.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pop3s_fetch.server import Faults, MailStore, Pop3Server
+from tests.support.cli import account_toml, make_cli
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+
+PASSWORD = "terminal-test-password"
+
+
+class Tmux:
+    """A private tmux server (its own socket) running one command in a 150x40 pane."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+
+    def __call__(self, *args: str) -> str:
+        done = subprocess.run(
+            ["tmux", "-S", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return done.stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "test")
+
+    def wait_for(self, condition: Callable[[str], bool], what: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if condition(screen):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"screen never showed {what}:\n{screen}")
+            time.sleep(0.05)  # polling an external process's screen, not synchronising threads
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    terminal = Tmux(tmp_path / "tmux.sock")
+    yield terminal
+    subprocess.run(["tmux", "-S", str(terminal.socket), "kill-server"], check=False)
+
+
+def test_progress_rows_then_summary_table(
+    tmp_path: Path, tmux: Tmux, server_ssl_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    release = threading.Event()
+    messages = [f"Subject: {n}\n\n{'x' * 3000 * n}\n".encode() for n in range(1, 4)]
+    users = {"alice": (PASSWORD, MailStore(messages)), "bob": (PASSWORD, MailStore(messages))}
+    faults = Faults(hold_retr={2: release})
+    with Pop3Server(server_ssl_context, users, faults=faults) as server:
+        cli = make_cli(
+            tmp_path,
+            {
+                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
+                "TEST_KEYRING_PASSWORD": PASSWORD,
+                "TERM": "xterm-256color",
+            },
+        )
+        common = {"host": "127.0.0.1", "port": server.port, "ca_file": ca_file}
+        cli.write_config(
+            account_toml("work", username="alice", destination=tmp_path / "w", **common)  # type: ignore[arg-type]
+            + account_toml("home", username="bob", destination=tmp_path / "h", **common)  # type: ignore[arg-type]
+        )
+        script = tmp_path / "run.sh"
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli.env.items())
+        script.write_text(
+            f"{exports}{shlex.quote(sys.executable)} -m pop3s_fetch sync\n"
+            'echo "[exit $?]"\nexec sleep 600\n'
+        )
+        tmux("new-session", "-d", "-s", "test", "-x", "150", "-y", "40", f"sh {script}")
+
+        live = tmux.wait_for(
+            lambda s: "downloading 1/3" in s and s.count("downloading") >= 2, "two live rows"
+        )
+        rows = [line for line in live.splitlines() if "downloading" in line]
+        assert {row.split()[0] for row in rows} == {"work", "home"}
+        assert all("downloading 1/3" in row for row in rows)
+        assert all(" kB" in row or "bytes" in row for row in rows), rows
+
+        release.set()
+        final = tmux.wait_for(lambda s: "[exit " in s, "the end of the run")
+    assert "[exit 0]" in final
+    assert "downloading" not in final  # the live rows made way for the table
+    lines = [line.split() for line in final.splitlines() if line.strip()]
+    assert ["account", "status", "new", "size", "deleted", "on", "server", "time"] in lines
+    table_rows = {line[0]: line for line in lines if line[0] in ("work", "home")}
+    assert set(table_rows) == {"work", "home"}
+    for row in table_rows.values():
+        assert row[1:4] == ["ok", "3", "18.0"]

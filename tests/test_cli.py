@@ -122,3 +122,39 @@ def test_server_down_is_temporary_75(cli: Cli, tmp_path: Path) -> None:
         "(check host and port, and that the server is up)\n"
     )
     assert "s3cret-for-test" not in result.output
+
+
+def test_config_path_and_check(cli: Cli) -> None:
+    missing = cli.run("config", "path")
+    assert missing.code == 0
+    assert missing.stdout == f"{cli.config_path}\n"
+    assert "does not exist yet" in missing.stderr
+    write_account(cli)
+    check = cli.run("config", "check")
+    assert (check.code, check.stdout) == (0, f"{cli.config_path}: valid; accounts: work\n")
+    cli.write_config("[accounts.work]\nhost = 1\n")
+    broken = cli.run("config", "check")
+    assert broken.code == 78
+    assert (
+        f'{cli.config_path}: accounts.work.host: expected a host name such as "pop.example.com", '
+        "got 1\n" in broken.stderr
+    )
+
+
+def test_second_run_while_one_holds_the_account_exits_75(cli: Cli) -> None:
+    import fcntl
+    import os
+
+    write_account(cli)
+    cli.state_dir.mkdir(parents=True)
+    lock_path = cli.state_dir / "work.lock"
+    with open(lock_path, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        result = cli.run("sync", "--wait", "0.2")
+    assert result.code == 75
+    assert result.stderr == (
+        f'error: work: account "work" is being synced by another pop3s-fetch (pid {os.getpid()}) '
+        "(wait for it to finish, or pass --wait SECONDS)\n"
+    )

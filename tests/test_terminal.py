@@ -110,3 +110,39 @@ def test_progress_rows_then_summary_table(
     assert set(table_rows) == {"work", "home"}
     for row in table_rows.values():
         assert row[1:4] == ["ok", "3", "18.0"]
+
+
+def test_init_writes_a_config_that_loads(tmp_path: Path, tmux: Tmux) -> None:
+    cli = make_cli(tmp_path, {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    script = tmp_path / "run.sh"
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli.env.items())
+    script.write_text(
+        f"{exports}{shlex.quote(sys.executable)} -m pop3s_fetch init\n"
+        'echo "[exit $?]"\nexec sleep 600\n'
+    )
+    tmux("new-session", "-d", "-s", "test", "-x", "150", "-y", "40", f"sh {script}")
+    answers = [
+        ("Account name", "work"),
+        ("POP3S server", "pop.example.com"),
+        ("Port", ""),
+        ("User name", "alice@example.com"),
+        ("Deliver to", "~/Mail/work"),
+        ("Format", "mbox"),
+        ("Keep messages", "n"),
+        ("Store the password", "n"),
+    ]
+    for prompt, answer in answers:
+        tmux.wait_for(lambda s, p=prompt: s.rstrip().rsplit("\n", 1)[-1].startswith(p), prompt)
+        tmux("send-keys", "-t", "test", answer, "Enter")
+    final = tmux.wait_for(lambda s: "[exit " in s, "the end of init")
+    assert "[exit 0]" in final
+    assert f"wrote {cli.config_path}" in final
+    check = cli.run("accounts")
+    assert check.stdout == (
+        f"work: alice@example.com@pop.example.com -> {cli.home}/Mail/work "
+        "(mbox, delete after download)\n"
+    )
+    assert (cli.config_path.stat().st_mode & 0o777) == 0o600
+    again = cli.run("init")  # no terminal: refuses rather than prompting
+    assert again.code == 78
+    assert again.stderr.startswith("error: init asks questions and needs a terminal")

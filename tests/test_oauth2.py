@@ -273,3 +273,18 @@ def test_loopback_detection() -> None:
     assert oauth2.is_loopback("::1")
     assert not oauth2.is_loopback("localhost.example.com")
     assert not oauth2.is_loopback("10.0.0.1")
+
+
+def test_auto_approval_lets_a_login_finish_on_the_first_poll(
+    oauth2_authority: OAuth2Authority,
+) -> None:
+    oauth2_authority.auto_approve_as = "carol"
+    user = User(oauth2_authority, None, after=0)
+
+    tokens = oauth2.device_login(settings_for(oauth2_authority), user.show, wait=user.wait)
+
+    assert user.waits == [5]
+    assert oauth2_authority.user_codes == [user.shown[0][1]]
+    assert oauth2_authority.username_for(tokens.access_token) == "carol"
+    assert tokens.access_token in oauth2_authority.issued_tokens
+    assert tokens.refresh_token in oauth2_authority.issued_tokens

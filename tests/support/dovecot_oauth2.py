@@ -109,7 +109,8 @@ def dovecot_oauth2(server_cert: ServerCert, ca_file: Path) -> Iterator[DovecotOA
         server_unavailable("dovecot is not installed (apt-get install dovecot-core dovecot-pop3d)")
     if not any(Path(binary).exists() for binary in POP3_BINARIES):
         server_unavailable("Dovecot's POP3 server is not installed (apt-get install dovecot-pop3d)")
-    authority = OAuth2Authority()
+    # A one-second poll interval keeps a subprocess's `pop3s-fetch oauth2 login` quick.
+    authority = OAuth2Authority(interval=1)
     authority.start()
     # Not pytest's tmp_path: Dovecot's unprivileged processes must reach the files.
     root = Path(tempfile.mkdtemp(prefix="pop3s-fetch-dovecot-oauth2-"))

@@ -88,7 +88,12 @@ class OAuth2Authority:
         # Google names the field verification_url; RFC 8628 and Microsoft verification_uri.
         self.verification_field = "verification_uri"
         self.fail_with_status: int | None = None  # answer every request with this (e.g. 503)
+        # A username: every new device code counts as approved by that user at once, for
+        # tests that run ``pop3s-fetch oauth2 login`` as a subprocess and cannot play the user.
+        self.auto_approve_as: str | None = None
         self.token_requests: list[TokenRequest] = []
+        self.user_codes: list[str] = []  # every user code handed out, in order
+        self.issued_tokens: list[str] = []  # every access and refresh token, to grep output for
         self.introspections: list[str] = []  # the tokens Dovecot asked about, in order
         self._lock = threading.Lock()
         self._devices: dict[str, DeviceCode] = {}  # by device_code
@@ -182,8 +187,11 @@ class OAuth2Authority:
             user_code=f"{secrets.randbelow(10**8):08d}",
             scope=fields.get("scope", ""),
         )
+        if self.auto_approve_as is not None:
+            device.state, device.username = "approved", self.auto_approve_as
         with self._lock:
             self._devices[device.device_code] = device
+            self.user_codes.append(device.user_code)
         return 200, {
             "device_code": device.device_code,
             "user_code": device.user_code,
@@ -238,15 +246,18 @@ class OAuth2Authority:
             }
         access = secrets.token_urlsafe(24)
         self._access[access] = grant.username
+        self.issued_tokens.append(access)
         if not self.rotate_refresh:
             return 200, self._token_body(access, None, grant.scope)
         del self._refresh[refresh_token]
         rotated = secrets.token_urlsafe(24)
         self._refresh[rotated] = grant
+        self.issued_tokens.append(rotated)
         return 200, self._token_body(access, rotated, grant.scope)
 
     def _issue(self, username: str, scope: str) -> tuple[str, str]:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        self.issued_tokens.extend([access, refresh])
         self._access[access] = username
         self._refresh[refresh] = Grant(username, scope)
         return access, refresh

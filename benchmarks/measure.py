@@ -6,8 +6,10 @@ this process does not blur it). Knows nothing about what the command does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import time
@@ -63,6 +65,7 @@ def run_measured(command: Command, log: Path, timeout: float = 3600.0) -> Measur
             user=command.user,
             group=command.group,
             extra_groups=[] if command.user is not None else None,
+            start_new_session=True,  # so a timeout kills the client, not only GNU time
         )
         _, status, usage = _wait4_with_deadline(process, started + timeout)
         wall = time.monotonic() - started
@@ -95,7 +98,8 @@ def _wait4_with_deadline(
 
     def watchdog() -> None:
         if not done.wait(max(deadline - time.monotonic(), 0)):
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
     threading.Thread(target=watchdog, daemon=True).start()
     try:

@@ -27,6 +27,9 @@ from benchmarks.measure import Command, Measurement, run_measured
 from benchmarks.verify import Verification, verify_destination
 
 DEFAULT_SEED = 20250106
+#: A client stuck longer than this is killed and reported as failed (getmail6 was once seen
+#: hanging forever behind the 50 ms proxy, with an unreaped delivery child).
+RUN_TIMEOUT = 900.0
 MIB = 1024
 
 
@@ -151,7 +154,7 @@ def _accounts(run_dir: Path, usernames: Sequence[str], fmt: str) -> list[Account
 def _run_once(
     client: Client, command: Command, run_dir: Path, result: ClientResult, label: str
 ) -> Measurement:
-    measurement = run_measured(command, run_dir / "client.log")
+    measurement = run_measured(command, run_dir / "client.log", timeout=RUN_TIMEOUT)
     if measurement.returncode not in command.ok_codes:
         tail = (run_dir / "client.log").read_text(errors="replace")[-600:]
         result.failures.append(f"{label}: exit {measurement.returncode}: {tail.strip()}")

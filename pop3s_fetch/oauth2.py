@@ -151,7 +151,13 @@ def device_login(
     fields = {"client_id": settings.client_id, "scope": " ".join(settings.scopes)}
     answer = _post(settings.device_endpoint, fields, context, timeout, secrets=_client(settings))
     if answer.status != 200:
-        raise _refusal(answer, settings, account_name, "device authorization", _client(settings))
+        raise _refusal(
+            answer,
+            settings.device_endpoint,
+            account_name,
+            "device authorization",
+            _client(settings),
+        )
     authorization = _parse_device_authorization(answer.body, settings.device_endpoint)
     show(authorization.verification_uri, authorization.user_code, int(authorization.expires_in))
     return _poll(settings, authorization, account_name, wait, context, timeout)
@@ -187,7 +193,7 @@ def refresh(
         settings.token_endpoint, _with_secret(fields, settings), context, timeout, secrets
     )
     if answer.status != 200:
-        raise _refusal(answer, settings, account_name, "refresh", secrets)
+        raise _refusal(answer, settings.token_endpoint, account_name, "refresh", secrets)
     tokens = _parse_tokens(answer.body, settings.token_endpoint)
     if tokens.refresh_token is None:
         return Tokens(tokens.access_token, tokens.expires_at, refresh_token)
@@ -267,7 +273,7 @@ def _poll(
             continue
         if error == "expired_token":
             raise _expired(account_name)
-        raise _refusal(answer, settings, account_name, "device login", secrets)
+        raise _refusal(answer, settings.token_endpoint, account_name, "device login", secrets)
 
 
 def _parse_device_authorization(body: Mapping[str, object], url: str) -> _DeviceAuthorization:
@@ -405,7 +411,7 @@ def _json_body(
 
 def _refusal(
     answer: _Answer,
-    settings: OAuth2Settings,
+    url: str,
     account_name: str | None,
     action: str,
     secrets: Sequence[str],
@@ -413,12 +419,12 @@ def _refusal(
     """The error for an OAuth 2.0 error reply (RFC 6749 section 5.2)."""
     error = answer.body.get("error")
     if not isinstance(error, str):
-        return _malformed(settings.token_endpoint, f"HTTP {answer.status} without an error code")
+        return _malformed(url, f"HTTP {answer.status} without an error code")
     description = answer.body.get("error_description")
     detail = error
     if isinstance(description, str) and description.strip():
         detail = f"{error}: {_scrub(' '.join(description.split()), secrets)}"
-    host = urllib.parse.urlsplit(settings.token_endpoint).hostname or "the OAuth2 server"
+    host = urllib.parse.urlsplit(url).hostname or "the OAuth2 server"
     if error in _CONFIG_ERRORS:
         return ConfigError(
             f"the OAuth2 server {host} refused the {action} ({detail})",
@@ -430,7 +436,7 @@ def _refusal(
             f"the OAuth2 server {host} refused the {what} ({detail})",
             hint=_login_hint(account_name),
         )
-    return _malformed(settings.token_endpoint, f"HTTP {answer.status} ({detail})")
+    return _malformed(url, f"HTTP {answer.status} ({detail})")
 
 
 def _expired(account_name: str | None) -> CredentialError:

@@ -288,3 +288,17 @@ def test_auto_approval_lets_a_login_finish_on_the_first_poll(
     assert oauth2_authority.username_for(tokens.access_token) == "carol"
     assert tokens.access_token in oauth2_authority.issued_tokens
     assert tokens.refresh_token in oauth2_authority.issued_tokens
+
+
+def test_an_unknown_client_id_is_a_configuration_error(oauth2_authority: OAuth2Authority) -> None:
+    user = User(oauth2_authority, None, after=0)
+
+    with pytest.raises(ConfigError) as caught:
+        oauth2.device_login(
+            settings_for(oauth2_authority, client_id="someone-else"), user.show, wait=user.wait
+        )
+
+    assert str(caught.value) == (
+        "the OAuth2 server 127.0.0.1 refused the device authorization (invalid_client)"
+    )
+    assert user.shown == []

@@ -132,6 +132,13 @@ class Home:
     def landed(self) -> list[str]:
         return digests(read_destination(self.destination, self.fmt))
 
+    def landed_so_far(self) -> list[str]:
+        """:meth:`landed`, also when a kill left the Maildir created only in part."""
+        subdirectories = (self.destination / name for name in ("new", "cur"))
+        if self.fmt == "maildir" and not all(path.is_dir() for path in subdirectories):
+            return []
+        return self.landed()
+
     def temporary_files(self) -> list[Path]:
         return temporary_files(self.destination, self.fmt)
 
@@ -333,7 +340,7 @@ class DovecotRig:
 
     def _moment(self, home: Home) -> str:
         """Roughly where the kill landed, judged from what it left in the destination."""
-        if home.landed() == expected_in(self.fmt, CRASH_CORPUS):
+        if home.landed_so_far() == expected_in(self.fmt, CRASH_CORPUS):
             return "after delivery"
         if home.temporary_files() or home.journal_rows():
             return "while downloading"

@@ -123,7 +123,7 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int, debug: bool)
     "-j",
     "--jobs",
     type=click.IntRange(min=1, max=64),
-    default=4,
+    default=8,
     show_default=True,
     help="Accounts synced at the same time.",
 )

@@ -199,6 +199,8 @@ class Session:
         self.capabilities: dict[str, list[str]] = {}
         self._pending: collections.deque[_Pending] = collections.deque()
         self._delete_errors: list[str] = []
+        self._listing_sent = False
+        self._deletes_sent = False
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -308,15 +310,20 @@ class Session:
                 self.capabilities[name.upper()] = args
         return self.capabilities
 
-    def login(self, username: str, password: str) -> None:
+    def login(self, username: str, password: str, *, then_list: bool = False) -> None:
         """USER/PASS; TLS is already up, so the password never crosses the wire in clear.
+
+        With ``then_list`` and PIPELINING, UIDL and LIST go out in the same flight, saving a
+        round trip; :meth:`listing` then only reads their replies.
 
         Raises:
             AuthError: the server refused the credentials (exit 77).
             RemoteError: a temporary refusal ([IN-USE], [LOGIN-DELAY], [SYS/TEMP]) (exit 75).
         """
         if self.pipelining:
-            self._send(f"USER {username}", f"PASS {password}")
+            listing = ("UIDL", "LIST") if then_list else ()
+            self._send(f"USER {username}", f"PASS {password}", *listing)
+            self._listing_sent = bool(listing)
             replies = [self._status(), self._status()]
         else:
             self._send(f"USER {username}")
@@ -334,7 +341,9 @@ class Session:
         Raises:
             ProtocolError: no UIDL support, or malformed replies.
         """
-        if self.pipelining:
+        if self._listing_sent:
+            self._listing_sent = False
+        elif self.pipelining:
             self._send("UIDL", "LIST")
         else:
             self._send("UIDL")
@@ -411,6 +420,7 @@ class Session:
         """
         if not messages:
             return
+        self._deletes_sent = True
         if not self.pipelining:
             for message in messages:
                 if self._pending:  # pragma: no cover - retrieve() never yields mid-flight here
@@ -439,9 +449,14 @@ class Session:
         """QUIT, which commits DELE marks; sent only after every other reply has arrived.
 
         (Dovecot 2.3 was seen to cut the tail of the last RETR when QUIT was pipelined behind it.)
+        When no DELE was sent there is nothing to commit, so the reply is not waited for: that
+        saves a round trip on every run that keeps its mail on the server.
         """
         self.drain()
-        self._command("QUIT")
+        if self._deletes_sent:
+            self._command("QUIT")
+        else:
+            self._send("QUIT")
         self.close()
 
 

@@ -210,7 +210,7 @@ class _AccountSync:
     def _run_session(self, session: Session, secret: str, delivered: set[str]) -> None:
         session.capa()
         try:
-            session.login(self.account.username, secret)
+            session.login(self.account.username, secret, then_list=True)
         except AuthError as err:
             err.hint = (
                 f"check username, then store the right password with: "

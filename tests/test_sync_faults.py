@@ -135,6 +135,12 @@ FAULTS = [
 def test_fault_then_recovery(rig: Rig, faults: Faults, code: int, text: str) -> None:
     if rig.account.keep and faults.err_on_dele:
         pytest.skip("no DELE is sent when messages are kept")
+    if rig.account.keep and "QUIT" in faults.drop_on:
+        # With nothing to commit, the QUIT reply is not waited for: the run succeeds.
+        rig.server.faults = faults
+        assert rig.sync().error is None
+        assert rig.landed() == rig.expected()
+        return
     rig.server.faults = faults
     failed = rig.sync()
     assert failed.error is not None, "the fault went unnoticed"

@@ -267,6 +267,77 @@ def init(g: _Globals) -> None:
     click.echo(f"next: pop3s-fetch sync {answers.name}", err=True)
 
 
+@cli.command()
+@click.argument("accounts", nargs=-1, shell_complete=_complete_accounts)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Network timeout per check (default: each account's timeout).",
+)
+@click.pass_obj
+def doctor(g: _Globals, accounts: tuple[str, ...], timeout: float | None) -> None:
+    """Check the set-up step by step, with a verdict and a fix for each.
+
+    In order: configuration, state directory, keyring, then per account the password, DNS,
+    TCP, TLS and certificate, login and capabilities. Nothing is downloaded or deleted.
+    Exit status: 0 when nothing failed, else the code of the first failure.
+    """
+    from pop3s_fetch import config
+    from pop3s_fetch import doctor as checks_module
+
+    path = config.find_config_path(g.config_path, os.environ)
+    checks = []
+    for check in checks_module.run_checks(path, os.environ, accounts, timeout=timeout):
+        checks.append(check)
+        for line in checks_module.render(check):
+            click.echo(line)
+    click.echo(checks_module.summary(checks))
+    sys.exit(checks_module.doctor_exit_code(checks))
+
+
+@cli.command("systemd")
+@click.argument("accounts", nargs=-1, shell_complete=_complete_accounts)
+@click.option("--install", is_flag=True, help="Write the units into ~/.config/systemd/user/.")
+@click.option("--force", is_flag=True, help="With --install, replace units that differ.")
+@click.option(
+    "--interval",
+    default="15min",
+    show_default=True,
+    help="How often the timer runs sync (systemd time span, at least 1min).",
+)
+@click.pass_obj
+def systemd_units(
+    g: _Globals, accounts: tuple[str, ...], install: bool, force: bool, interval: str
+) -> None:
+    """Print (or --install) a systemd user service and timer that run sync quietly."""
+    from pop3s_fetch import systemd
+
+    names = [a.name for a in _load_config(g).select(list(accounts))] if accounts else []
+    executable = systemd.default_executable(sys.argv[0])
+    if executable is None:
+        raise ConfigError(
+            "cannot tell where the pop3s-fetch program is installed",
+            hint="run the installed pop3s-fetch command (not python -m) to generate units",
+        )
+    explicit = g.config_path or os.environ.get("POP3S_FETCH_CONFIG")
+    try:
+        units = systemd.units(
+            names,
+            executable=executable,
+            interval=interval,
+            config_path=Path(explicit).resolve() if explicit else None,
+        )
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--interval") from None
+    if not install:
+        for name, text in units.items():
+            click.echo(f"# {name}\n{text}")
+        return
+    paths = systemd.install(units, systemd.user_unit_dir(os.environ), force=force)
+    click.echo(systemd.after_install_message(paths))
+
+
 @cli.group()
 def password() -> None:
     """Store, check or delete an account's password in the OS keyring."""

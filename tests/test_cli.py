@@ -158,3 +158,31 @@ def test_second_run_while_one_holds_the_account_exits_75(cli: Cli) -> None:
         f'error: work: account "work" is being synced by another pop3s-fetch (pid {os.getpid()}) '
         "(wait for it to finish, or pass --wait SECONDS)\n"
     )
+
+
+def test_doctor_reports_a_broken_setup_and_its_first_failure(cli: Cli) -> None:
+    write_account(cli, host="pop.example.invalid")
+    result = cli.run("doctor")
+    assert result.code == 77  # no keyring comes before DNS
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"ok    config: {cli.config_path}: 1 account (work)")
+    assert any(line.startswith("FAIL  keyring: ") for line in lines)
+    assert any(
+        line.startswith("FAIL  work: DNS: cannot resolve host name pop.example.invalid")
+        for line in lines
+    )
+    assert lines[-1].endswith("fix the first one first: keyring (exit 77)")
+
+
+def test_systemd_prints_a_service_and_a_timer(cli: Cli) -> None:
+    write_account(cli)
+    result = cli.run("systemd", "work", "--interval", "30min")
+    assert result.code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "# pop3s-fetch.service"
+    assert "# pop3s-fetch.timer" in lines
+    [exec_start] = [line for line in lines if line.startswith("ExecStart=")]
+    assert exec_start.endswith(f"--config {cli.config_path} sync --quiet --wait 300 work")
+    assert "OnUnitActiveSec=30min" in lines
+    bad = cli.run("systemd", "--interval", "5s")
+    assert bad.code == 64

@@ -36,6 +36,8 @@ Sink = Callable[[bytes], None]
 RECV_SIZE = 256 * 1024
 #: Status lines are at most 512 octets (RFC 2449 section 4); we allow slack for chatty servers.
 MAX_STATUS_LINE = 8 * 1024
+#: Received body data is decoded and handed to the sink in pieces of about this size.
+EMIT_SIZE = 256 * 1024
 #: A body line longer than this is passed to the sink in pieces rather than buffered whole.
 MAX_BUFFERED_LINE = 1024 * 1024
 #: Pipelined RETRs may have at most this many message bytes (LIST sizes) outstanding. It must
@@ -121,11 +123,13 @@ class _Reader:
 
         Returns the number of bytes passed to the sink. Raises ConnectionClosed when the
         connection ends before the terminating dot: a message without it is incomplete and
-        must never be delivered.
+        must never be delivered. Work is done per EMIT_SIZE of data, not per TLS record, and
+        only new bytes are searched for the terminator, so the cost per byte stays in C.
         """
         buf = self._buf
-        at_line_start = True
+        at_line_start = True  # does buf begin at the start of a line?
         written = 0
+        searched = 0  # bytes at the front of buf known to hold no terminator
         while True:
             if at_line_start and len(buf) < 3 and b".\r\n".startswith(buf):
                 self._fill()  # too little to tell a terminator from a line starting with "."
@@ -133,31 +137,33 @@ class _Reader:
             if at_line_start and buf.startswith(b".\r\n"):
                 del buf[:3]
                 return written
-            end = buf.find(_TERMINATOR)
+            end = buf.find(_TERMINATOR, max(0, searched - len(_TERMINATOR) + 1))
             if end >= 0:
-                written += _emit(sink, buf[: end + 2], at_line_start)
+                written += _emit(sink, buf, end + 2, at_line_start)
                 del buf[: end + len(_TERMINATOR)]
                 return written
-            cut = buf.rfind(b"\r\n")
-            if cut >= 0:
-                # Keep what follows the last line end: it may be the start of the terminator.
-                written += _emit(sink, buf[: cut + 2], at_line_start)
-                del buf[: cut + 2]
-                at_line_start = True
-            elif len(buf) > MAX_BUFFERED_LINE:
-                # One huge line: pass its head on, keeping a trailing CR to pair with its LF.
-                keep = 1 if buf.endswith(b"\r") else 0
-                written += _emit(sink, buf[: len(buf) - keep], at_line_start)
-                del buf[: len(buf) - keep]
-                at_line_start = False
+            if len(buf) >= EMIT_SIZE:
+                cut = buf.rfind(b"\r\n")
+                if cut >= 0:
+                    # Keep what follows the last line end: it may be the start of the terminator.
+                    written += _emit(sink, buf, cut + 2, at_line_start)
+                    del buf[: cut + 2]
+                    at_line_start = True
+                elif len(buf) > MAX_BUFFERED_LINE:
+                    # One huge line: pass its head on, keeping a trailing CR to pair with its LF.
+                    size = len(buf) - (1 if buf.endswith(b"\r") else 0)
+                    written += _emit(sink, buf, size, at_line_start)
+                    del buf[:size]
+                    at_line_start = False
+            searched = len(buf)
             self._fill()
 
 
-def _emit(sink: Sink, chunk: bytearray, at_line_start: bool) -> int:
-    """Un-stuff and convert one chunk that ends on a line boundary (or inside a huge line)."""
-    data = bytes(chunk)
-    if at_line_start and data.startswith(b"."):
-        data = data[1:]
+def _emit(sink: Sink, buf: bytearray, size: int, at_line_start: bool) -> int:
+    """Un-stuff and convert buf[:size], which ends on a line end (or inside a huge line)."""
+    start = 1 if at_line_start and buf.startswith(b".") else 0
+    with memoryview(buf) as view:
+        data = bytes(view[start:size])
     data = data.replace(b"\r\n.", b"\r\n").replace(b"\r\n", b"\n")
     if data:
         sink(data)

@@ -58,12 +58,23 @@ lines = st.lists(
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(lines=lines, points=st.lists(st.integers(min_value=0), max_size=12))
-def test_any_message_any_chunking_round_trips(lines: list[bytes], points: list[int]) -> None:
+@settings(max_examples=600, deadline=None)
+@given(
+    lines=lines,
+    points=st.lists(st.integers(min_value=0), max_size=12),
+    emit_size=st.integers(min_value=1, max_value=80),
+    max_line=st.integers(min_value=1, max_value=80),
+)
+def test_any_message_any_chunking_round_trips(
+    lines: list[bytes], points: list[int], emit_size: int, max_line: int
+) -> None:
     message = b"".join(line + b"\n" for line in lines)
     data = wire(message) + b"+OK next\r\n"
-    body, reader = decode(cut(data, points))
+    # Tiny emit and line limits drive every branch: partial lines, CRs split from LFs.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pop3, "EMIT_SIZE", emit_size)
+        patch.setattr(pop3, "MAX_BUFFERED_LINE", max_line)
+        body, reader = decode(cut(data, points))
     assert body == message
     assert reader.read_line() == b"+OK next"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.support.certs",
     "tests.support.dovecot",
+    "tests.support.oauth2_authority",
+    "tests.support.dovecot_oauth2",
     "tests.support.secret_service",
     "tests.support.cli",
 ]

@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # both are imported by pytest as plugins
 pytestmark = pytest.mark.dovecot
 
 # Until tests/conftest.py lists them.
-pytest_plugins = ["tests.support.oauth2_authority", "tests.support.dovecot_oauth2"]
 
 MESSAGE = b"From: a@example.com\nTo: b@example.com\nSubject: oauth\n\nhello\n"
 MESSAGE_OCTETS = len(MESSAGE) + MESSAGE.count(b"\n")  # as POP3 counts it, with CRLF

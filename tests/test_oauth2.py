@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # imported by pytest as a plugin; importing it here too would
     from tests.support.oauth2_authority import OAuth2Authority
 
 # Until tests/conftest.py lists it.
-pytest_plugins = ["tests.support.oauth2_authority"]
 
 
 @dataclass(frozen=True, slots=True)

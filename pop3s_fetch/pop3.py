@@ -26,7 +26,8 @@ import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from pop3s_fetch.errors import AuthError, ConnectError, ProtocolError, RemoteError, TLSError
+from pop3s_fetch import sasl
+from pop3s_fetch.errors import ConnectError, ProtocolError, RemoteError, TLSError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ WINDOW_BYTES = 32 * 1024 * 1024
 WINDOW_COMMANDS = 256
 
 _TERMINATOR = b"\r\n.\r\n"
-_TEMPORARY_CODES = ("[IN-USE]", "[LOGIN-DELAY]", "[SYS/TEMP]")
 
 
 class ConnectionClosed(ConnectError):
@@ -272,9 +272,10 @@ class Session:
     def pipelining(self) -> bool:
         return "PIPELINING" in self.capabilities
 
-    def _send(self, *commands: str) -> None:
+    def _send(self, *commands: str, secret: bool = False) -> None:
+        """Send commands in one write; ``secret`` lines are logged masked (so are PASS lines)."""
         for command in commands:
-            logger.debug("C: %s", "PASS ****" if command.startswith("PASS ") else command)
+            logger.debug("C: %s", _masked(command) if secret else _masked_pass(command))
         try:
             self._transport.sock.sendall("".join(c + "\r\n" for c in commands).encode())
         except TimeoutError as err:
@@ -339,7 +340,49 @@ class Session:
                 replies.append(self._status())
         for ok, text in replies:
             if not ok:
-                _raise_login_refused(self._host, text)
+                raise sasl.login_refused(self._host, text)
+
+    def authenticate(
+        self, method: str, username: str, secret: str, *, then_list: bool = False
+    ) -> None:
+        """Log in with ``method`` as :func:`sasl.choose` names it: USER, APOP or a SASL name.
+
+        SASL follows RFC 5034: ``AUTH <mech> [initial response]``, then ``+ <challenge>``
+        lines answered one at a time (never pipelined), until ``+OK`` or ``-ERR``.
+
+        Raises:
+            AuthError / RemoteError / LoginUnavailable: the server refused (77 / 75 / 69).
+            SaslError: the server broke the mechanism (e.g. a forged SCRAM signature).
+        """
+        if method == "USER":
+            self.login(username, secret, then_list=then_list)
+            return
+        if method == "APOP":
+            timestamp = sasl.apop_timestamp(self.greeting)
+            if timestamp is None:
+                raise ProtocolError(
+                    f"{self._host} did not put an APOP timestamp in its greeting",
+                    hint='APOP cannot be used with this server; set auth = "auto"',
+                )
+            self._send(f"APOP {username} {sasl.apop_digest(timestamp, secret)}", secret=True)
+            ok, text = self._status()
+            if not ok:
+                raise sasl.login_refused(self._host, text)
+            return
+        exchange = sasl.Exchange(sasl.mechanism(method, username=username, secret=secret))
+        self._send(exchange.command(), secret=True)
+        while True:
+            line = self._reader.read_line().decode("utf-8", "replace")
+            logger.debug("S: %s", line if not line.startswith("+ ") else "+ ****")
+            if line.startswith("+OK"):
+                exchange.succeeded(line[3:].strip())
+                return
+            if line.startswith("-ERR"):
+                raise exchange.failed(self._host, line[4:].strip())
+            if line.startswith("+"):
+                self._send(exchange.answer(line[1:]), secret=True)
+                continue
+            raise ProtocolError(f"unexpected reply during AUTH: {line[:200]!r}")
 
     def listing(self) -> list[RemoteMessage]:
         """UIDL and LIST, pipelined when possible, joined by message number.
@@ -476,16 +519,15 @@ def _parse_pairs(lines: list[str], verb: str) -> dict[int, str]:
     return pairs
 
 
-def _raise_login_refused(host: str, text: str) -> None:
-    if text.startswith(_TEMPORARY_CODES):
-        raise RemoteError(
-            f"{host} refused the login for now: {text}",
-            hint="another client may be using the mailbox, or the server asks to wait; retry later",
-        )
-    raise AuthError(
-        f"{host} refused the login: {text or 'no reason given'}",
-        hint="check username, then store the right password with: pop3s-fetch password set",
-    )
+def _masked_pass(command: str) -> str:
+    return "PASS ****" if command.upper().startswith("PASS ") else command
+
+
+def _masked(command: str) -> str:
+    """Keep the verb (and for AUTH the mechanism) of a line carrying a secret."""
+    words = command.split(" ")
+    keep = 2 if words[0].upper() in ("AUTH", "APOP") else 0
+    return " ".join([*words[:keep], "****"])
 
 
 def _text(err: BaseException) -> str:

@@ -33,10 +33,10 @@ import pytest
 
 from tests.support import server_unavailable
 from tests.support.certs import ServerCert
-from tests.support.dovecot import POP3_BINARIES, DovecotServer, find_dovecot
+from tests.support.dovecot import AUTH_MECHANISMS, POP3_BINARIES, DovecotServer, find_dovecot
 from tests.support.oauth2_authority import OAuth2Authority
 
-PLAIN_MECHANISMS_LINE = "auth_mechanisms = plain login\n"
+PLAIN_MECHANISMS_LINE = f"auth_mechanisms = {AUTH_MECHANISMS}\n"
 OAUTH2_MECHANISMS_LINE = "auth_mechanisms = plain login oauthbearer xoauth2\n"
 PASSWD_FILE_PASSDB = "passdb {\n  driver = passwd-file\n"
 

@@ -8,7 +8,6 @@ with its exit code; anything else is a bug (exit 70), with a traceback only unde
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -76,6 +75,8 @@ def _output(
 
 def _setup_logging(g: _Globals) -> None:
     if g.debug or g.verbose:
+        import logging  # only when asked for: it costs start-up time
+
         logging.basicConfig(
             level=logging.DEBUG if g.debug else logging.INFO,
             format="%(levelname)s %(name)s: %(message)s",

@@ -4,7 +4,7 @@ Owns the client ``SSLContext`` (trust store, pin mode, minimum TLS version, stri
 client certificate), a small DER reader that summarises a certificate without third-party
 libraries, the certificate pin check, and the one-line :class:`TLSError` that names what failed
 and what to configure. It must not know about POP3 sessions, accounts or the configuration file:
-callers hand it a ``TlsSettings``-shaped object and raw certificate bytes.
+callers hand it ``config.TlsSettings`` and raw certificate bytes.
 
 ``fetch_peer_certificate`` is the one place that handshakes without verifying. It exists only to
 describe a certificate that verification has already refused, and sends no data at all (with
@@ -23,9 +23,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING
 
 from pop3s_fetch.errors import ConnectError, TLSError
+
+if TYPE_CHECKING:
+    from pop3s_fetch.config import TlsSettings
 
 FINGERPRINT_PREFIX = "sha256:"
 #: File names in a ``ca`` directory that are loaded one by one (a plain directory of PEM files
@@ -55,27 +58,10 @@ _OLD_PROTOCOL_REASONS = frozenset(
 _NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"})
 
 
-class TlsSettingsLike(Protocol):
-    """The fields of ``config.TlsSettings`` this module reads (structural, to stay decoupled)."""
-
-    @property
-    def ca(self) -> str: ...
-    @property
-    def fingerprint(self) -> str | None: ...
-    @property
-    def min_version(self) -> Literal["1.2", "1.3"]: ...
-    @property
-    def x509_strict(self) -> bool: ...
-    @property
-    def client_cert(self) -> Path | None: ...
-    @property
-    def client_key(self) -> Path | None: ...
-
-
 # -- contexts ---------------------------------------------------------------------------------
 
 
-def client_context(settings: TlsSettingsLike) -> ssl.SSLContext:
+def client_context(settings: TlsSettings) -> ssl.SSLContext:
     """Return the context for connecting to a server under ``settings``.
 
     Without a pin the chain and host name are verified against ``settings.ca``. With a pin
@@ -475,7 +461,7 @@ def refusal(
     port: int,
     err: ssl.SSLError,
     der: bytes | None,
-    settings: TlsSettingsLike,
+    settings: TlsSettings,
     *,
     peer_version: str | None = None,
 ) -> TLSError:
@@ -498,7 +484,7 @@ def _diagnose(
     host: str,
     err: ssl.SSLError,
     summary: CertificateSummary | None,
-    settings: TlsSettingsLike,
+    settings: TlsSettings,
     peer_version: str | None,
 ) -> tuple[str, str]:
     """Name the failed check and its fix."""
@@ -533,7 +519,7 @@ def _diagnose_certificate(
     host: str,
     err: ssl.SSLCertVerificationError,
     summary: CertificateSummary | None,
-    settings: TlsSettingsLike,
+    settings: TlsSettings,
 ) -> tuple[str, str]:
     code = err.verify_code
     pin = f'fingerprint = "{summary.sha256}"' if summary else 'fingerprint = "sha256:..."'
@@ -646,7 +632,7 @@ def explain_refusal(
     host: str,
     port: int,
     err: ssl.SSLError,
-    settings: TlsSettingsLike,
+    settings: TlsSettings,
     *,
     timeout: float,
     starttls: bool,

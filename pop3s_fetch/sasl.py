@@ -24,9 +24,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from scramp import ScramClient  # type: ignore[import-untyped]
-from scramp.utils import ScramException  # type: ignore[import-untyped]
-
 from pop3s_fetch.errors import (
     AuthError,
     ConfigError,
@@ -196,6 +193,11 @@ class Scram(_Base):
         self.name = name
         self._step = 0
         self._verified = False
+        # Imported here: scramp pulls in asn1crypto, which costs start-up time and memory
+        # that only SCRAM logins should pay.
+        from scramp import ScramClient  # type: ignore[import-untyped]
+        from scramp.utils import ScramException  # type: ignore[import-untyped]
+
         try:
             self._client = ScramClient([name], username, password, c_nonce=client_nonce)
         except ScramException as err:
@@ -246,6 +248,8 @@ class Scram(_Base):
         return message
 
     def _feed(self, setter: Callable[[str], object], message: str, stage: str) -> None:
+        from scramp.utils import ScramException
+
         try:
             setter(message)
         except ScramException as err:

@@ -442,6 +442,7 @@ def check_pin(
 
     Raises:
         TLSError: the fingerprints differ (always a failure, never a warning).
+        ValueError: ``expected`` is not a SHA-256 fingerprint (config.py validates it first).
     """
     actual = fingerprint(der)
     if hmac.compare_digest(actual, normalise_fingerprint(expected)):

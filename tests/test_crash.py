@@ -49,6 +49,15 @@ RECOVERY_TIMEOUT = 15.0
 #: Attempts at freezing a run inside the download window before the test gives up.
 FREEZE_ATTEMPTS = 5
 POLL_INTERVAL = 0.005
+#: A healthy run needs well under a second here; the bug below makes it wait 30 s.
+EMPTY_DOTLOCK_TIMEOUT = 6.0
+
+EMPTY_DOTLOCK_BUG = (
+    "MboxLock creates <mbox>.lock empty (O_CREAT|O_EXCL) and writes its pid afterwards; a "
+    "run killed in between leaves an empty dotlock, which _dotlock_is_stale() honours for "
+    "STALE_LOCK_AGE (300 s), so every run in the next 5 minutes waits LOCK_TIMEOUT (30 s) "
+    "and exits 75"
+)
 
 # --- the mail ---------------------------------------------------------------------------
 
@@ -169,21 +178,29 @@ class Home:
         path = self.cli.home / "background.stderr"
         return path.read_text() if path.exists() else ""
 
-    def recover(self) -> Result:
-        """The plain run after a crash; one that hangs (e.g. on a lock) fails the test."""
+    def recover(self, context: str = "", timeout: float = RECOVERY_TIMEOUT) -> Result:
+        """The plain run after a crash; one still running after ``timeout`` fails the test.
+
+        A stuck run is sent SIGABRT, so that faulthandler shows in the failure where it was.
+        """
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pop3s_fetch", "sync"],
+            env={**self.cli.env, "PYTHONFAULTHANDLER": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
-            done = subprocess.run(
-                [sys.executable, "-m", "pop3s_fetch", "sync"],
-                env=self.cli.env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=RECOVERY_TIMEOUT,
-                check=False,
-            )
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"the run after the crash was still running after {RECOVERY_TIMEOUT:g} s")
-        return Result(["sync"], done.returncode, done.stdout, done.stderr)
+            process.send_signal(signal.SIGABRT)
+            stdout, stderr = process.communicate()
+            pytest.fail(
+                f"{context}: the run after the crash was still running after {timeout:g} s;"
+                f" its stdout: {stdout!r}; its stderr and threads:\n{stderr[-6000:]}"
+            )
+        return Result(["sync"], process.returncode, stdout, stderr)
 
 
 def make_home(
@@ -250,14 +267,16 @@ class Trial:
     """One kill and what it left behind, for the failure message and the tally."""
 
     number: int
-    delay: float
+    delay: float  # seconds after the start, drawn from [0, window]
+    window: float
     killed: bool = False
     exit_code: int | None = None
+    ran_for: float = 0.0  # when it exited before the kill: how long it took
     moment: str = ""
 
     def __str__(self) -> str:
         ended = f"killed {self.moment}" if self.killed else f"it had exited {self.exit_code}"
-        return f"trial {self.number}: kill at {self.delay:.3f} s, {ended}"
+        return f"trial {self.number}: kill at {self.delay:.3f} of {self.window:.3f} s, {ended}"
 
 
 @dataclass
@@ -332,6 +351,7 @@ class DovecotRig:
         try:
             remaining = max(0.0, started + trial.delay - time.monotonic())
             trial.exit_code = process.wait(timeout=remaining)
+            trial.ran_for = time.monotonic() - started
         except subprocess.TimeoutExpired:
             trial.killed = sigkill(process)
             trial.exit_code = process.returncode
@@ -350,7 +370,7 @@ class DovecotRig:
 def check_recovery(tally: Tally, trial: Trial, home: Home, user: DovecotUser) -> None:
     """The run after the kill completes the sync: all mail exactly once, nothing left over."""
     context = tally.context(trial)
-    finished = home.recover()
+    finished = home.recover(context)
     assert finished.code == 0, f"{context}: the run after the kill failed: {finished.output}"
     expected = expected_in(tally.fmt, CRASH_CORPUS)
     assert home.landed() == expected, f"{context}: a message is damaged, missing or twice"
@@ -370,14 +390,19 @@ def test_sigkill_at_random_instants_then_sync_to_completion(
     rng = random.Random(f"{crash_seed}:{fmt}:{keep}")
     rig = DovecotRig(dovecot, tmp_path, fmt, keep)
     tally = Tally(crash_seed, fmt, keep, rig.measure_full_sync())
+    window = tally.full_sync
     for number in range(TRIALS):
-        trial = Trial(number, rng.uniform(0.0, tally.full_sync))
+        trial = Trial(number, rng.uniform(0.0, window), window)
         tally.trials.append(trial)
         home, user = rig.setup()
         rig.kill_at(trial, home)
         assert trial.killed or trial.exit_code == 0, (
             f"{tally.context(trial)}: the sync failed on its own: {home.background_stderr()}"
         )
+        if not trial.killed:
+            # A whole sync done faster than measured (the measurement ran on a busy machine):
+            # narrow the window so that the later kills still land inside syncs.
+            window = min(window, trial.ran_for)
         check_recovery(tally, trial, home, user)
     print(tally.summary())
     assert any(trial.killed for trial in tally.trials), (
@@ -485,11 +510,35 @@ def test_killed_holding_the_mbox_dotlock_does_not_block_the_next_run(
     with mbox.open("ab") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         process = rig.home.start_sync()
-        wait_until(dotlock.exists, "the mbox dotlock", process)
+        holds_dotlock = f"{process.pid}\n".encode()
+        wait_until(lambda: read_if_present(dotlock) == holds_dotlock, "the dotlock", process)
         assert sigkill(process)
     rig.server.wait_idle()
 
-    recovered = rig.home.recover()
+    recovered = rig.home.recover("killed holding the dotlock")
+    assert recovered.code == 0, recovered.output
+    check_complete(rig, keep=True)
+    assert rig.home.temporary_files() == []
+
+
+def read_if_present(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=EMPTY_DOTLOCK_BUG)
+def test_killed_between_creating_the_dotlock_and_writing_its_pid(local: LocalFactory) -> None:
+    # The dotlock is created empty (O_EXCL) and its pid written after: a SIGKILL in between
+    # leaves what this writes. The random kills and the test above hit it now and then; it
+    # is set up here because no outside signal can stop the run inside that window at will.
+    rig = local(corpus(), "mbox", True)
+    mbox = rig.home.destination
+    mbox.parent.mkdir(parents=True)
+    mbox.with_name(mbox.name + ".lock").touch()
+
+    recovered = rig.home.recover("an empty dotlock", timeout=EMPTY_DOTLOCK_TIMEOUT)
     assert recovered.code == 0, recovered.output
     check_complete(rig, keep=True)
     assert rig.home.temporary_files() == []

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 Sink = Callable[[bytes], None]
 
 #: Bytes asked of the socket per read; TLS hands back at most one record (16 KiB) per call anyway.
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024
 #: Status lines are at most 512 octets (RFC 2449 section 4); we allow slack for chatty servers.
 MAX_STATUS_LINE = 8 * 1024
 #: Received body data is decoded and handed to the sink in pieces of about this size.
@@ -78,10 +78,13 @@ class _Reader:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._buf = bytearray()
+        # recv(n) allocates n bytes per call even when TLS hands back one 16 KiB record;
+        # reading into one reused buffer avoids that allocation on every record.
+        self._chunk = memoryview(bytearray(RECV_SIZE))
 
     def _fill(self) -> None:
         try:
-            data = self._sock.recv(RECV_SIZE)
+            received = self._sock.recv_into(self._chunk)
         except TimeoutError as err:
             raise ConnectError(
                 "no reply from the server before the timeout",
@@ -91,9 +94,9 @@ class _Reader:
             raise ConnectionClosed(f"TLS error while reading: {err.reason or err}") from err
         except OSError as err:
             raise ConnectionClosed(f"connection lost: {err.strerror or err}") from err
-        if not data:
+        if not received:
             raise ConnectionClosed("the server closed the connection")
-        self._buf += data
+        self._buf += self._chunk[:received]
 
     def read_line(self) -> bytes:
         """Return the next line without its line end (CRLF, or a lone LF from a lax server)."""

@@ -10,7 +10,8 @@ keep = false, nothing left on the server). The seed is printed with every failur
 The deterministic tests kill, against the built-in server, at exact points the random ones
 hit only by luck: mid-download, holding the mbox dotlock, and stuck in QUIT after every
 delivery. They find those points by watching the file system, the state store and the
-server's transcript, never by sleeping.
+server's transcript, never by sleeping. One window no outside signal can hit at will (between
+creating the mbox dotlock and writing the pid into it) is set up by writing what it leaves.
 """
 
 from __future__ import annotations

@@ -14,12 +14,22 @@ Layout::
     username = "me"           # ACCOUNT_NAME_PATTERN
     destination = "~/Mail/work"
 
-A key set in an account overrides the same key in ``[defaults]``. Paths (``destination``,
-``ca_file``) have a leading ``~`` expanded; a relative path is taken relative to the directory
-holding the configuration file, so the meaning of the file does not depend on the working
-directory of cron or systemd. Environment variables in paths are *not* expanded.
+    [accounts.work.oauth2]  # optional sub-table (also allowed as [defaults.oauth2])
+    provider = "microsoft"
+    client_id = "..."
 
-Passwords are never read from here: they live in the OS keyring (see ``credentials``).
+A key set in an account overrides the same key in ``[defaults]``; ``[defaults.oauth2]`` is
+merged key by key into each account's ``oauth2`` table. Two groups of keys override as a whole:
+an account that sets ``ca`` or ``ca_file`` inherits neither from ``[defaults]``, and one that
+sets any of ``password_command``, ``password_credential`` or ``oauth2`` inherits none of the
+others. Paths (``destination``, ``ca``/``ca_file``, ``client_cert``, ``client_key``) have a
+leading ``~`` expanded; a relative path is taken relative to the directory holding the
+configuration file, so the meaning of the file does not depend on the working directory of
+cron or systemd. Environment variables in paths are *not* expanded.
+
+Passwords are never read from here: the file only says where one comes from (the OS keyring,
+a ``password_command`` or a systemd credential; see ``credentials``). An OAuth2
+``client_secret`` may be written here because installed-app secrets are not secret.
 
 Must not know: click, rich, keyring, poplib, the state format, or how mail is delivered.
 """
@@ -31,10 +41,11 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
+from urllib.parse import urlsplit
 
 from pop3s_fetch.errors import ConfigError
 
@@ -51,12 +62,96 @@ DEFAULT_KEEP = True
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 3600.0
 
+STARTTLS_PORT = 110  # the plaintext POP3 port, where STLS upgrades the session
+
 MailFormat = Literal["maildir", "mbox"]
+TlsMode = Literal["implicit", "starttls"]
+TlsVersion = Literal["1.2", "1.3"]
+AuthMethod = Literal[
+    "auto",
+    "scram-sha-256",
+    "scram-sha-1",
+    "plain",
+    "user",
+    "xoauth2",
+    "oauthbearer",
+    "apop",
+    "cram-md5",
+]
+OAuth2Provider = Literal["microsoft", "google", "custom"]
+SecretSource = Literal["keyring", "password_command", "password_credential", "oauth2"]
+
+TLS_MODES: tuple[TlsMode, ...] = get_args(TlsMode)
+TLS_VERSIONS: tuple[TlsVersion, ...] = get_args(TlsVersion)
+AUTH_METHODS: tuple[AuthMethod, ...] = get_args(AuthMethod)
+OAUTH_AUTH_METHODS: tuple[AuthMethod, ...] = ("xoauth2", "oauthbearer")
+OAUTH2_PROVIDERS: tuple[OAuth2Provider, ...] = get_args(OAuth2Provider)
+CA_CERTIFI = "certifi"  # the bundle shipped with the certifi package (the default)
+CA_SYSTEM = "system"  # the operating system's trust store
+
+
+@dataclass(frozen=True, slots=True)
+class OAuth2Preset:
+    """What a provider's documentation fixes for every client: endpoints and POP3 scopes."""
+
+    company: str  # for messages: "register an application with Microsoft"
+    token_endpoint: str
+    device_endpoint: str
+    scopes: tuple[str, ...]
+
+
+# Neither provider publishes a client id meant for third-party programs, so client_id is
+# always the user's own (registered) application; only the endpoints and scopes are preset.
+OAUTH2_PRESETS: Mapping[str, OAuth2Preset] = {
+    "microsoft": OAuth2Preset(
+        company="Microsoft",
+        token_endpoint="https://login.microsoftonline.com/common/oauth2/v2.0/token",  # noqa: S106
+        device_endpoint="https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+        scopes=("https://outlook.office.com/POP.AccessAsUser.All", "offline_access"),
+    ),
+    "google": OAuth2Preset(
+        company="Google",
+        token_endpoint="https://oauth2.googleapis.com/token",  # noqa: S106  # a URL
+        device_endpoint="https://oauth2.googleapis.com/device/code",
+        scopes=("https://mail.google.com/",),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """How to reach the server over TLS and which certificate to accept."""
+
+    mode: TlsMode = "implicit"  # "starttls": STLS on a plaintext connection, never plaintext
+    ca: str = CA_CERTIFI  # CA_CERTIFI, CA_SYSTEM, or an absolute path to a PEM file/directory
+    fingerprint: str | None = None  # "sha256:<64 lowercase hex>": pin the server's certificate
+    min_version: TlsVersion = "1.2"
+    x509_strict: bool = True  # False relaxes Python 3.13's VERIFY_X509_STRICT for old CAs
+    client_cert: Path | None = None
+    client_key: Path | None = None  # None: the key is in client_cert's PEM file
+
+
+@dataclass(frozen=True, slots=True)
+class OAuth2Settings:
+    """Where and as whom to get OAuth2 access tokens; presets are already filled in."""
+
+    provider: OAuth2Provider
+    token_endpoint: str  # https:// (http:// only on the loopback interface, for tests)
+    device_endpoint: str  # RFC 8628 device authorization endpoint
+    client_id: str
+    client_secret: str | None  # Google's "installed app" clients have a non-secret secret
+    scopes: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """One POP3S mailbox and where its mail goes; every path is absolute."""
+    """One POP3S mailbox, how to log in to it, and where its mail goes; every path is absolute.
+
+    ``ca_file`` and ``tls.ca`` always agree: ``ca_file`` is ``Path(tls.ca)`` when ``tls.ca`` is a
+    path and None otherwise. Code that builds an Account may set either one; setting both to
+    different things raises ValueError (so ``dataclasses.replace`` that changes ``tls.ca``
+    must pass ``ca_file=None`` too).
+    """
 
     name: str
     host: str
@@ -67,6 +162,31 @@ class Account:
     keep: bool = DEFAULT_KEEP  # leave messages on the server after fetching them
     ca_file: Path | None = None  # trust only these CAs instead of certifi's bundle
     timeout: float = DEFAULT_TIMEOUT  # seconds, for connecting and for each reply
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    auth: AuthMethod = "auto"
+    password_command: tuple[str, ...] | None = None  # argv, run without a shell
+    password_credential: str | None = None  # a file name in $CREDENTIALS_DIRECTORY
+    oauth2: OAuth2Settings | None = None
+
+    def __post_init__(self) -> None:
+        if self.ca_file is not None:
+            if self.tls.ca == CA_CERTIFI:
+                object.__setattr__(self, "tls", replace(self.tls, ca=str(self.ca_file)))
+            elif self.tls.ca != str(self.ca_file):
+                raise ValueError(f"ca_file={self.ca_file!s} contradicts tls.ca={self.tls.ca}")
+        elif self.tls.ca not in (CA_CERTIFI, CA_SYSTEM):
+            object.__setattr__(self, "ca_file", Path(self.tls.ca))
+
+    @property
+    def secret_source(self) -> SecretSource:
+        """Where this account's login secret comes from (config allows at most one source)."""
+        if self.oauth2 is not None:
+            return "oauth2"
+        if self.password_command is not None:
+            return "password_command"
+        if self.password_credential is not None:
+            return "password_credential"
+        return "keyring"
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +427,125 @@ def _expect_timeout(value: object, _base: Path) -> float:
     return float(value)
 
 
+def _expect_tls_mode(value: object, _base: Path) -> TlsMode:
+    if value not in TLS_MODES:
+        raise _Invalid(f'expected "implicit" or "starttls", got {_toml_value(value)}')
+    return value
+
+
+def _expect_ca(value: object, base: Path) -> str:
+    if value in (CA_CERTIFI, CA_SYSTEM):
+        return value
+    if not isinstance(value, str) or not value:
+        raise _Invalid(
+            f'expected "{CA_CERTIFI}", "{CA_SYSTEM}" or the path of a PEM file or directory, '
+            f"got {_toml_value(value)}"
+        )
+    return str(_expect_path(value, base))
+
+
+_FINGERPRINT = re.compile(r"sha256:(?P<hex>[0-9a-f:]+)", re.IGNORECASE)
+
+
+def _expect_fingerprint(value: object, _base: Path) -> str:
+    """Accept what openssl and browsers print (upper case, colons); keep one canonical form."""
+    match = _FINGERPRINT.fullmatch(value) if isinstance(value, str) else None
+    digits = match["hex"].replace(":", "").lower() if match else ""
+    if len(digits) != 64:
+        raise _Invalid(
+            'expected "sha256:" and 64 hex digits (colons allowed), as printed by '
+            f"pop3s-fetch serverinfo NAME, got {_toml_value(value)}"
+        )
+    return f"sha256:{digits}"
+
+
+def _expect_tls_version(value: object, _base: Path) -> TlsVersion:
+    # `tls_min_version = 1.2` (a TOML float) is what people will write, so accept it too.
+    text = repr(value) if isinstance(value, float) else value
+    if text not in TLS_VERSIONS:
+        raise _Invalid(f'expected "1.2" or "1.3", got {_toml_value(value)}')
+    return text
+
+
+def _expect_auth(value: object, _base: Path) -> AuthMethod:
+    # SASL names are upper case on the wire and in serverinfo output; accept either case.
+    method = value.lower() if isinstance(value, str) else value
+    if method not in AUTH_METHODS:
+        choices = ", ".join(f'"{m}"' for m in AUTH_METHODS)
+        raise _Invalid(f"expected one of {choices}, got {_toml_value(value)}")
+    return method
+
+
+def _expect_argv(value: object, _base: Path) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(arg, str) and arg for arg in value)
+    ):
+        raise _Invalid(
+            'expected an array of non-empty strings such as ["pass", "show", "mail/work"] '
+            f"(it is run without a shell), got {_toml_value(value)}"
+        )
+    return tuple(value)
+
+
+def _expect_credential_name(value: object, _base: Path) -> str:
+    # The name is joined to $CREDENTIALS_DIRECTORY; it must not lead out of it.
+    if not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\0" in value:
+        raise _Invalid(
+            "expected a credential name as given to LoadCredential= or "
+            f'LoadCredentialEncrypted= (a file name, no "/"), got {_toml_value(value)}'
+        )
+    return value
+
+
+def _expect_provider(value: object, _base: Path) -> OAuth2Provider:
+    if value not in OAUTH2_PROVIDERS:
+        raise _Invalid(f'expected "microsoft", "google" or "custom", got {_toml_value(value)}')
+    return value
+
+
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _expect_endpoint(value: object, _base: Path) -> str:
+    """An https URL; plain http only to this machine, where test token servers listen."""
+    if not isinstance(value, str) or not _is_acceptable_endpoint(value):
+        raise _Invalid(
+            "expected an https:// URL (http:// only for 127.0.0.1, localhost or [::1]), "
+            f"got {_toml_value(value)}"
+        )
+    return value
+
+
+def _is_acceptable_endpoint(url: str) -> bool:
+    if any(char.isspace() for char in url):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return False
+    if parts.username is not None:  # no credentials in URLs: they end up in logs
+        return False
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    return parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+
+
+def _expect_scopes(value: object, _base: Path) -> tuple[str, ...]:
+    # Scopes travel space-separated, so a scope with a space in it would become two.
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(s, str) and s and not any(c.isspace() for c in s) for s in value)
+    ):
+        raise _Invalid(
+            'expected an array of scopes such as ["https://mail.google.com/"], '
+            f"got {_toml_value(value)}"
+        )
+    return tuple(value)
+
+
 _Converter = Callable[[object, Path], object]
 
 # Every account key, in the order of the Account fields, with its converter.
@@ -319,10 +558,78 @@ _ACCOUNT_KEYS: dict[str, _Converter] = {
     "keep": _expect_bool,
     "ca_file": _expect_path,
     "timeout": _expect_timeout,
+    "tls": _expect_tls_mode,
+    "ca": _expect_ca,
+    "fingerprint": _expect_fingerprint,
+    "tls_min_version": _expect_tls_version,
+    "x509_strict": _expect_bool,
+    "client_cert": _expect_path,
+    "client_key": _expect_path,
+    "auth": _expect_auth,
+    "password_command": _expect_argv,
+    "password_credential": _expect_credential_name,
 }
+_OAUTH2_KEY = "oauth2"  # a sub-table, validated key by key with _OAUTH2_KEYS
+_KNOWN_ACCOUNT_KEYS = (*_ACCOUNT_KEYS, _OAUTH2_KEY)
+_OAUTH2_KEYS: dict[str, _Converter] = {
+    "provider": _expect_provider,
+    "token_endpoint": _expect_endpoint,
+    "device_endpoint": _expect_endpoint,
+    "client_id": _expect_non_empty_string,
+    "client_secret": _expect_non_empty_string,
+    "scopes": _expect_scopes,
+}
+_CUSTOM_OAUTH2_REQUIRED = ("token_endpoint", "device_endpoint", "client_id", "scopes")
+_PRESET_OAUTH2_REQUIRED = ("client_id",)
+# TOML key -> TlsSettings field ("ca" and "ca_file" are merged separately).
+_TLS_KEYS = {
+    "tls": "mode",
+    "fingerprint": "fingerprint",
+    "tls_min_version": "min_version",
+    "x509_strict": "x509_strict",
+    "client_cert": "client_cert",
+    "client_key": "client_key",
+}
+# Keys that override as a group: setting one in an account drops the others from [defaults].
+_CA_KEYS = frozenset({"ca", "ca_file"})
+_SECRET_KEYS = ("password_command", "password_credential", _OAUTH2_KEY)
 _REQUIRED_KEYS = ("host", "username", "destination")
 _TOP_LEVEL_KEYS = ("defaults", "accounts")
 _PASSWORD_KEY = "password"  # noqa: S105  # the key we refuse, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class _PartialOAuth2:
+    """The valid keys of one oauth2 table, and every key it named (valid or not)."""
+
+    values: dict[str, object]
+    present: frozenset[str]
+
+    def under(self, defaults: _PartialOAuth2 | None) -> _PartialOAuth2:
+        """Merge onto ``defaults``; a key set here wins."""
+        if defaults is None:
+            return self
+        return _PartialOAuth2(defaults.values | self.values, defaults.present | self.present)
+
+
+def _inherit(
+    defaults: dict[str, object], own: dict[str, object], named: set[str]
+) -> dict[str, object]:
+    """Merge an account's converted keys (``own``; ``named`` = every key it wrote) onto defaults."""
+    merged = dict(defaults)
+    for group in (_CA_KEYS, _SECRET_KEYS):
+        if named.intersection(group):
+            for key in group:
+                merged.pop(key, None)
+    merged.update(own)
+    own_oauth2, default_oauth2 = own.get(_OAUTH2_KEY), defaults.get(_OAUTH2_KEY)
+    if isinstance(own_oauth2, _PartialOAuth2) and isinstance(default_oauth2, _PartialOAuth2):
+        merged[_OAUTH2_KEY] = own_oauth2.under(default_oauth2)
+    return merged
+
+
+def _listed(keys: Sequence[str]) -> str:
+    return ", ".join(keys[:-1]) + f" and {keys[-1]}" if len(keys) > 1 else keys[0]
 
 
 def _unknown_key_message(key: str, known: Sequence[str]) -> str:
@@ -399,14 +706,86 @@ class _Validator:
             self.problem(keypath, f"expected a table, got {_toml_value(body)}")
             return None
         hint = f"store it in the OS keyring with: pop3s-fetch password set {name}"
-        values = defaults | self.keys(keypath, body, password_hint=hint)
+        values = _inherit(defaults, self.keys(keypath, body, password_hint=hint), set(body))
         for key in _REQUIRED_KEYS:
             if key not in body and key not in defaults_seen:
                 self.problem([*keypath, key], "missing required key (set it here or in [defaults])")
         # A required key may be absent here because its default was invalid (already reported).
         if len(self.problems) > before or any(key not in values for key in _REQUIRED_KEYS):
             return None
-        return Account(name=name, **values)  # type: ignore[arg-type]  # checked by converters
+        return self.build(name, values)
+
+    def build(self, name: str, values: dict[str, object]) -> Account | None:
+        """Apply the rules that involve several keys, then make the Account."""
+        keypath = ["accounts", name]
+        before = len(self.problems)
+        tls = self.tls_settings(keypath, values)
+        partial = values.get(_OAUTH2_KEY)
+        oauth2 = (
+            self.oauth2_settings([*keypath, _OAUTH2_KEY], partial)
+            if isinstance(partial, _PartialOAuth2)
+            else None
+        )
+        auth = values.get("auth", "auto")
+        if auth in OAUTH_AUTH_METHODS and partial is None:
+            self.problem(
+                [*keypath, "auth"],
+                f'"{auth}" logs in with an OAuth2 token; add an [accounts.{name}.oauth2] '
+                "table (or [defaults.oauth2])",
+            )
+        elif partial is not None and auth not in ("auto", *OAUTH_AUTH_METHODS):
+            self.problem(
+                [*keypath, "auth"],
+                f'"{auth}" logs in with a password, but this account has an oauth2 table; '
+                'use "auto", "xoauth2" or "oauthbearer"',
+            )
+        if len(self.problems) > before:
+            return None
+        fields = {key: values[key] for key in _ACCOUNT_KEYS if key in values}
+        for key in ("ca_file", "ca", *_TLS_KEYS):
+            fields.pop(key, None)
+        fields["port"] = values.get(
+            "port", STARTTLS_PORT if tls.mode == "starttls" else DEFAULT_PORT
+        )
+        return Account(name=name, tls=tls, oauth2=oauth2, **fields)  # type: ignore[arg-type]
+
+    def tls_settings(self, keypath: list[str], values: dict[str, object]) -> TlsSettings:
+        """Collect the TLS keys; STLS is the default on the plaintext POP3 port."""
+        fields = {field: values[key] for key, field in _TLS_KEYS.items() if key in values}
+        if "tls" not in values and values.get("port") == STARTTLS_PORT:
+            fields["mode"] = "starttls"
+        ca = values.get("ca", values.get("ca_file"))
+        if ca is not None:
+            fields["ca"] = str(ca)
+        if "client_key" in values and "client_cert" not in values:
+            self.problem(
+                [*keypath, "client_key"],
+                "set client_cert too (the certificate that goes with this key)",
+            )
+        return TlsSettings(**fields)  # type: ignore[arg-type]  # checked by converters
+
+    def oauth2_settings(self, keypath: list[str], partial: _PartialOAuth2) -> OAuth2Settings | None:
+        """Fill a provider's preset in, then insist on whatever is still missing."""
+        values = partial.values
+        provider = values.get("provider")
+        if provider is None:
+            if "provider" not in partial.present:
+                self.problem([*keypath, "provider"], _missing_oauth2_key("provider"))
+            return None
+        preset = OAUTH2_PRESETS.get(str(provider))
+        required = _PRESET_OAUTH2_REQUIRED if preset else _CUSTOM_OAUTH2_REQUIRED
+        missing = [key for key in required if key not in partial.present]
+        for key in missing:
+            self.problem([*keypath, key], _missing_oauth2_key(key, provider=str(provider)))
+        if missing or any(key not in values for key in required):
+            return None
+        filled: dict[str, object] = {
+            "token_endpoint": preset.token_endpoint if preset else None,
+            "device_endpoint": preset.device_endpoint if preset else None,
+            "scopes": preset.scopes if preset else None,
+            "client_secret": None,
+        }
+        return OAuth2Settings(**(filled | values))  # type: ignore[arg-type]  # checked above
 
     def keys(
         self, keypath: list[str], table: dict[str, object], *, password_hint: str
@@ -418,12 +797,58 @@ class _Validator:
             if key == _PASSWORD_KEY:
                 self.problem(where, f"passwords are not read from the config file; {password_hint}")
                 continue
+            if key == _OAUTH2_KEY:
+                partial = self.oauth2_keys(where, raw)
+                if partial is not None:
+                    values[key] = partial
+                continue
             convert = _ACCOUNT_KEYS.get(key)
             if convert is None:
-                self.problem(where, _unknown_key_message(key, list(_ACCOUNT_KEYS)))
+                self.problem(where, _unknown_key_message(key, _KNOWN_ACCOUNT_KEYS))
                 continue
             try:
                 values[key] = convert(raw, self.base)
             except _Invalid as err:
                 self.problem(where, str(err))
+        self.exclusive_keys(keypath, table)
         return values
+
+    def exclusive_keys(self, keypath: list[str], table: dict[str, object]) -> None:
+        """Report keys that contradict each other within one table."""
+        if table.keys() >= _CA_KEYS:
+            self.problem(
+                [*keypath, "ca_file"],
+                "set ca or ca_file, not both (ca_file = PATH is the older spelling of ca = PATH)",
+            )
+        sources = [key for key in _SECRET_KEYS if key in table]
+        if len(sources) > 1:
+            self.problem(
+                keypath,
+                "set at most one of password_command, password_credential and oauth2 "
+                f"(found {_listed(sources)})",
+            )
+
+    def oauth2_keys(self, keypath: list[str], table: object) -> _PartialOAuth2 | None:
+        if not isinstance(table, dict):
+            self.problem(keypath, f"expected a table, got {_toml_value(table)}")
+            return None
+        values: dict[str, object] = {}
+        for key, raw in table.items():
+            convert = _OAUTH2_KEYS.get(key)
+            if convert is None:
+                self.problem([*keypath, key], _unknown_key_message(key, list(_OAUTH2_KEYS)))
+                continue
+            try:
+                values[key] = convert(raw, self.base)
+            except _Invalid as err:
+                self.problem([*keypath, key], str(err))
+        return _PartialOAuth2(values, frozenset(table))
+
+
+def _missing_oauth2_key(key: str, *, provider: str | None = None) -> str:
+    preset = OAUTH2_PRESETS.get(provider or "")
+    if preset is not None and key == "client_id":
+        why = f"register an application with {preset.company} to get one; "
+    else:
+        why = f'provider "{provider}" needs it; ' if provider else ""
+    return f"missing required key ({why}set it here or in [defaults.oauth2])"

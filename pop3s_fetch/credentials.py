@@ -1,4 +1,14 @@
-"""Account passwords in the OS keyring; the only module that imports ``keyring``.
+"""Where an account's login secret comes from; the only module that imports ``keyring``.
+
+A password comes from exactly one source, chosen in the configuration:
+
+* the OS keyring (the default),
+* ``password_command``: an argv list run without a shell, whose first line of output is the
+  password (``["pass", "show", "mail/work"]``),
+* ``password_credential``: a systemd credential, read from ``$CREDENTIALS_DIRECTORY`` so that
+  ``LoadCredentialEncrypted=`` works for services with no keyring.
+
+OAuth2 refresh tokens are kept in the keyring too, under :data:`OAUTH2_SERVICE`.
 
 Each password is stored under the keyring service :data:`SERVICE` (``"pop3s-fetch"``) with the
 *account name* from the configuration file as the keyring user name (not the POP3 login name),
@@ -8,17 +18,24 @@ so two accounts with the same login on different servers never share an entry, e
 
 Every failure becomes a :class:`~pop3s_fetch.errors.CredentialError` (exit 77). This module never
 prompts: it runs unattended from cron and systemd, where a prompt would hang. Asking the user
-for a password is the CLI's job. No message or exception raised here contains a password.
+for a password is the CLI's job. No message or exception raised here contains a password or
+token, and this module never writes one anywhere but the keyring.
 
 ``keyring`` is imported inside the functions, not at module level, because importing it
 discovers backends and that slows down ``pop3s-fetch --help``.
 
-Must not know: click, rich, poplib, the configuration file format, or how mail is fetched.
+Must not know: click, rich, poplib, the configuration file format (it reads the validated
+:class:`~pop3s_fetch.config.Account` only), OAuth2 HTTP, or how mail is fetched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from pop3s_fetch.errors import CredentialError
@@ -26,24 +43,225 @@ from pop3s_fetch.errors import CredentialError
 if TYPE_CHECKING:
     from keyring.backend import KeyringBackend
 
+    from pop3s_fetch.config import Account
+
 SERVICE = "pop3s-fetch"
+OAUTH2_SERVICE = "pop3s-fetch-oauth2"  # refresh tokens, keyring user name = account name
+PASSWORD_COMMAND_TIMEOUT = 60.0  # seconds; long enough to type a GPG passphrase in pinentry
+CREDENTIALS_DIRECTORY_VAR = "CREDENTIALS_DIRECTORY"
 
 _T = TypeVar("_T")
 
-_NO_BACKEND_HINT = (
+_OUTSIDE_SESSION = (
     "cron jobs and systemd services run outside the desktop session, so they cannot reach "
-    "its keyring; run pop3s-fetch where the keyring is unlocked, or choose a backend with the "
-    "PYTHON_KEYRING_BACKEND environment variable (`keyring --list-backends` shows them)"
+    "its keyring; run pop3s-fetch where the keyring is unlocked, "
 )
+_CHOOSE_BACKEND = (
+    "choose a backend with the PYTHON_KEYRING_BACKEND environment variable "
+    "(`keyring --list-backends` shows them)"
+)
+_HEADLESS_SOURCES = (
+    'set password_command = ["pass", "show", "mail/work"] or password_credential = "NAME" '
+    "(a systemd LoadCredentialEncrypted= credential) in the account instead"
+)
+_NO_BACKEND_HINTS = {
+    "password": f"{_OUTSIDE_SESSION}{_CHOOSE_BACKEND}, or {_HEADLESS_SOURCES}",
+    "token": f"{_OUTSIDE_SESSION}or {_CHOOSE_BACKEND}; OAuth2 refresh tokens are kept only "
+    "in the keyring",
+}
+_UNLOCK = (
+    "unlock the keyring (for example by logging in to the desktop session or with your "
+    "keyring manager) and try again"
+)
+_LOCKED_HINTS = {
+    "password": f"{_UNLOCK}; for unattended runs, {_HEADLESS_SOURCES}",
+    "token": _UNLOCK,
+}
+_STDERR_LIMIT = 200  # characters of a failed command's stderr quoted in the error
+
+
+# --- any source -----------------------------------------------------------------------------
+
+
+def get_secret(account: Account, *, environ: Mapping[str, str] | None = None) -> str:
+    """Return the password for ``account`` from the one source its configuration names.
+
+    ``environ`` (default ``os.environ``) supplies ``$CREDENTIALS_DIRECTORY``.
+
+    Raises:
+        CredentialError: the source has no password or failed; the message says why.
+        ValueError: the account logs in with OAuth2, so it has no password (a caller's bug).
+    """
+    if account.oauth2 is not None:
+        raise ValueError(f"account {account.name!r} logs in with OAuth2 and has no password")
+    if account.password_command is not None:
+        return run_password_command(account.name, account.password_command)
+    if account.password_credential is not None:
+        return read_systemd_credential(
+            account.name, account.password_credential, os.environ if environ is None else environ
+        )
+    return get_password(account.name)
+
+
+# --- password_command -----------------------------------------------------------------------
+
+
+def run_password_command(
+    account: str, argv: tuple[str, ...], *, timeout: float = PASSWORD_COMMAND_TIMEOUT
+) -> str:
+    """Run ``argv`` without a shell and return the first line it prints, sans line ending.
+
+    Only ``argv[0]`` is quoted in errors: later arguments are the user's business. The
+    command's stderr is quoted (first line, shortened) with anything it printed on stdout
+    scrubbed out, since a failing command may still have printed the password.
+
+    Raises:
+        CredentialError: the command is missing, cannot run, times out, fails, or prints
+            nothing on its first line, or prints something that is not UTF-8.
+    """
+    what = f"password_command for account {_quoted(account)} ({_quoted(argv[0])})"
+    failure: CredentialError
+    try:
+        result = subprocess.run(
+            argv,
+            shell=False,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        failure = CredentialError(
+            f"{what}: command not found",
+            hint="check the program name in password_command, or give its absolute path",
+        )
+    except subprocess.TimeoutExpired:
+        failure = CredentialError(
+            f"{what} did not finish within {timeout:g} seconds",
+            hint="the command must print the password without waiting for input",
+        )
+    except OSError as err:
+        failure = CredentialError(f"{what} could not be run: {err.strerror or type(err).__name__}")
+    else:
+        if result.returncode != 0:
+            raise CredentialError(
+                f"{what} failed ({_exit_status(result.returncode)}): "
+                f"{_stderr_excerpt(result.stderr, result.stdout)}"
+            )
+        return _decoded(
+            _first_line(result.stdout),
+            empty=f"{what} printed nothing on its first line",
+            not_text=f"{what} printed something that is not UTF-8 text",
+        )
+    # Raised outside the handler so that nothing is chained: TimeoutExpired carries whatever
+    # the command printed before it was killed, which may be the password.
+    raise failure
+
+
+def _exit_status(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def _stderr_excerpt(stderr: bytes, stdout: bytes) -> str:
+    """The first non-blank stderr line, trimmed, with every stdout line scrubbed from it."""
+    text = stderr.decode("utf-8", errors="replace")
+    for secret in stdout.decode("utf-8", errors="replace").splitlines():
+        if secret.strip():
+            text = text.replace(secret, "[output hidden]")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "(nothing on stderr)"
+    first = lines[0]
+    return first if len(first) <= _STDERR_LIMIT else first[: _STDERR_LIMIT - 3] + "..."
+
+
+# --- systemd credentials --------------------------------------------------------------------
+
+
+def read_systemd_credential(account: str, name: str, environ: Mapping[str, str]) -> str:
+    """Return the first line of the credential ``name`` that systemd passed to this service.
+
+    Raises:
+        CredentialError: ``$CREDENTIALS_DIRECTORY`` is unset, or the credential is missing,
+            unreadable, empty or not UTF-8.
+    """
+    directory = environ.get(CREDENTIALS_DIRECTORY_VAR, "")
+    what = f'password_credential = "{name}" for account {_quoted(account)}'
+    unit_line = f"LoadCredentialEncrypted={name}:/etc/credstore.encrypted/{name}"
+    if not directory:
+        raise CredentialError(
+            f"{what} needs ${CREDENTIALS_DIRECTORY_VAR}, which is not set",
+            hint=(
+                f"systemd sets it for a service whose unit has LoadCredential= or "
+                f"LoadCredentialEncrypted=, e.g. {unit_line}; run pop3s-fetch from such a "
+                "unit (or systemd-run -p ...), or use the keyring or password_command instead"
+            ),
+        )
+    path = Path(directory) / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CredentialError(
+            f"{what}: there is no {path}",
+            hint=f"add {unit_line} (or LoadCredential={name}:FILE) to the service unit",
+        ) from None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise CredentialError(f"{what}: cannot read {path}: {reason}") from None
+    return _decoded(
+        _first_line(data),
+        empty=f"{what}: {path} is empty on its first line",
+        not_text=f"{what}: {path} is not UTF-8 text",
+    )
+
+
+def _first_line(data: bytes) -> bytes:
+    """The text before the first line break; a CR of a CRLF ending goes too, nothing else."""
+    line = data.split(b"\n", 1)[0]
+    return line.removesuffix(b"\r")
+
+
+def _decoded(line: bytes, *, empty: str, not_text: str) -> str:
+    """Decode a password line; the messages must not quote it (UnicodeDecodeError would)."""
+    if not line:
+        raise CredentialError(empty)
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    # Outside the handler: the UnicodeDecodeError holds the bytes, so it must not be chained.
+    raise CredentialError(not_text)
+
+
+# --- the keyring ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """What kind of secret a keyring call handles, for its service name and its messages."""
+
+    service: str
+    noun: str  # "password", "OAuth2 refresh token"
+    kind: str  # key into _NO_BACKEND_HINTS and _LOCKED_HINTS
+    hidden: str  # what replaces the secret if a backend's message quotes it
+
+
+_PASSWORD = _Item(SERVICE, "password", "password", "[password hidden]")
+_REFRESH_TOKEN = _Item(OAUTH2_SERVICE, "OAuth2 refresh token", "token", "[token hidden]")
 
 
 def get_password(account: str) -> str:
-    """Return the stored password for ``account``.
+    """Return the password stored in the keyring for ``account``.
 
     Raises:
         CredentialError: nothing is stored, or no keyring is usable, locked, or failing.
     """
-    password = _call(account, "read", lambda backend: backend.get_password(SERVICE, account))
+    password = _get(account, _PASSWORD)
     if not password:
         raise CredentialError(
             f"no password stored for account {_quoted(account)}",
@@ -58,14 +276,7 @@ def set_password(account: str, password: str) -> None:
     Raises:
         CredentialError: the password is empty, or no keyring is usable, locked, or failing.
     """
-    if not password:
-        raise CredentialError(f"refusing to store an empty password for account {_quoted(account)}")
-    _call(
-        account,
-        "store",
-        lambda backend: backend.set_password(SERVICE, account, password),
-        secret=password,
-    )
+    _set(account, password, _PASSWORD)
 
 
 def delete_password(account: str) -> None:
@@ -74,15 +285,40 @@ def delete_password(account: str) -> None:
     Raises:
         CredentialError: nothing is stored, or no keyring is usable, locked, or failing.
     """
-    from keyring.errors import PasswordDeleteError
+    _delete(account, _PASSWORD)
 
-    def delete(backend: KeyringBackend) -> None:
-        try:
-            backend.delete_password(SERVICE, account)
-        except PasswordDeleteError:
-            raise CredentialError(f"no password stored for account {_quoted(account)}") from None
 
-    _call(account, "delete", delete)
+def get_refresh_token(account: str) -> str:
+    """Return the OAuth2 refresh token stored for ``account`` by ``oauth2 login``.
+
+    Raises:
+        CredentialError: nothing is stored, or no keyring is usable, locked, or failing.
+    """
+    token = _get(account, _REFRESH_TOKEN)
+    if not token:
+        raise CredentialError(
+            f"no OAuth2 refresh token stored for account {_quoted(account)}",
+            hint=f"sign in once with: pop3s-fetch oauth2 login {account}",
+        )
+    return token
+
+
+def set_refresh_token(account: str, token: str) -> None:
+    """Store (or replace, when the provider rotates it) the refresh token for ``account``.
+
+    Raises:
+        CredentialError: the token is empty, or no keyring is usable, locked, or failing.
+    """
+    _set(account, token, _REFRESH_TOKEN)
+
+
+def delete_refresh_token(account: str) -> None:
+    """Forget the refresh token for ``account`` (sign out).
+
+    Raises:
+        CredentialError: nothing is stored, or no keyring is usable, locked, or failing.
+    """
+    _delete(account, _REFRESH_TOKEN)
 
 
 def backend_description() -> str:
@@ -102,7 +338,39 @@ def backend_description() -> str:
         return f"unavailable ({type(err).__name__}: {_one_line(str(err))})"
 
 
-# --- helpers --------------------------------------------------------------------------------
+# --- keyring helpers ------------------------------------------------------------------------
+
+
+def _get(account: str, item: _Item) -> str | None:
+    return _call(
+        account, "read", lambda backend: backend.get_password(item.service, account), item=item
+    )
+
+
+def _set(account: str, secret: str, item: _Item) -> None:
+    if not secret:
+        raise CredentialError(
+            f"refusing to store an empty {item.noun} for account {_quoted(account)}"
+        )
+    _call(
+        account,
+        "store",
+        lambda backend: backend.set_password(item.service, account, secret),
+        item=item,
+        secret=secret,
+    )
+
+
+def _delete(account: str, item: _Item) -> None:
+    from keyring.errors import PasswordDeleteError
+
+    def delete(backend: KeyringBackend) -> None:
+        try:
+            backend.delete_password(item.service, account)
+        except PasswordDeleteError:
+            raise CredentialError(f"no {item.noun} stored for account {_quoted(account)}") from None
+
+    _call(account, "delete", delete, item=item)
 
 
 def _active_backend() -> KeyringBackend:
@@ -111,7 +379,7 @@ def _active_backend() -> KeyringBackend:
     return keyring.get_keyring()
 
 
-def _usable_backend(account: str) -> KeyringBackend:
+def _usable_backend(account: str, item: _Item) -> KeyringBackend:
     """Return the active backend, or raise if it is one that can never hold a password.
 
     keyring falls back to ``fail.Keyring`` when it finds nothing, and a chainer with nothing to
@@ -125,7 +393,7 @@ def _usable_backend(account: str) -> KeyringBackend:
     if isinstance(backend, fail.Keyring | null.Keyring) or (
         isinstance(backend, chainer.ChainerBackend) and not chained
     ):
-        raise _no_backend_error(account)
+        raise _no_backend_error(account, item)
     return backend
 
 
@@ -138,11 +406,11 @@ def _chained_backends(backend: KeyringBackend) -> list[KeyringBackend] | None:
     return list(backend.backends)
 
 
-def _no_backend_error(account: str) -> CredentialError:
+def _no_backend_error(account: str, item: _Item) -> CredentialError:
     return CredentialError(
         f"no usable OS keyring for account {_quoted(account)} (keyring found no backend; is a "
         "Secret Service such as gnome-keyring running in this D-Bus session?)",
-        hint=_NO_BACKEND_HINT,
+        hint=_NO_BACKEND_HINTS[item.kind],
     )
 
 
@@ -151,6 +419,7 @@ def _call(
     action: str,
     operation: Callable[[KeyringBackend], _T],
     *,
+    item: _Item,
     secret: str | None = None,
 ) -> _T:
     """Run ``operation`` on the usable backend, turning every failure into CredentialError.
@@ -160,27 +429,26 @@ def _call(
     from keyring.errors import KeyringLocked, NoKeyringError
 
     try:
-        return operation(_usable_backend(account))
+        return operation(_usable_backend(account, item))
     except CredentialError:
         raise
     except NoKeyringError:
-        raise _no_backend_error(account) from None
+        raise _no_backend_error(account, item) from None
     except KeyringLocked:
         raise CredentialError(
-            f"the OS keyring is locked, so the password for account {_quoted(account)} "
+            f"the OS keyring is locked, so the {item.noun} for account {_quoted(account)} "
             f"could not be {_PAST_PARTICIPLE[action]}",
-            hint="unlock the keyring (for example by logging in to the desktop session or with "
-            "your keyring manager) and try again",
+            hint=_LOCKED_HINTS[item.kind],
         ) from None
     # secretstorage raises D-Bus errors that do not subclass KeyringError, so catch broadly.
     except Exception as err:
         failure = CredentialError(
-            f"the OS keyring could not {action} the password for account {_quoted(account)}: "
-            f"{type(err).__name__}: {_one_line(_scrub(str(err), secret))}"
+            f"the OS keyring could not {action} the {item.noun} for account {_quoted(account)}: "
+            f"{type(err).__name__}: {_one_line(_scrub(str(err), secret, item.hidden))}"
         )
         if secret is None or secret not in _exception_text(err):
             raise failure from err
-    # Raised outside the handler so that the exception quoting the password is not chained
+    # Raised outside the handler so that the exception quoting the secret is not chained
     # to ours (a --debug traceback would print it).
     raise failure
 
@@ -200,8 +468,8 @@ def _exception_text(err: BaseException) -> str:
     return "\n".join(parts)
 
 
-def _scrub(text: str, secret: str | None) -> str:
-    return text.replace(secret, "[password hidden]") if secret else text
+def _scrub(text: str, secret: str | None, hidden: str) -> str:
+    return text.replace(secret, hidden) if secret else text
 
 
 def _one_line(text: str) -> str:

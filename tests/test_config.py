@@ -441,7 +441,8 @@ def test_unknown_key_suggests_the_closest(cfg_path: Path) -> None:
 def test_unknown_key_without_close_match_lists_known_keys(cfg_path: Path) -> None:
     assert account_with(cfg_path, "colour = 1\n") == (
         "accounts.work.colour: unknown key; known keys: host, username, destination, format, "
-        "port, keep, ca_file, timeout"
+        "port, keep, ca_file, timeout, tls, ca, fingerprint, tls_min_version, x509_strict, "
+        "client_cert, client_key, auth, password_command, password_credential, oauth2"
     )
 
 
@@ -641,10 +642,579 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
             ca_file=Path("/home/example/.config/pop3s-fetch/work-ca.pem"),
             timeout=120.0,
         ),
+        "self-hosted": Account(
+            name="self-hosted",
+            host="mail.example.org",
+            username="bob",
+            destination=Path("/home/example/Mail/self-hosted"),
+            port=110,
+            tls=config.TlsSettings(
+                mode="starttls",
+                ca="/home/example/.config/pop3s-fetch/example-org-ca.pem",
+                fingerprint="sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+                "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+                min_version="1.3",
+                x509_strict=True,
+            ),
+            auth="scram-sha-256",
+            timeout=30.0,
+        ),
+        "gmail": Account(
+            name="gmail",
+            host="pop.gmail.com",
+            username="alice@gmail.com",
+            destination=Path("/home/example/Mail/gmail"),
+            oauth2=config.OAuth2Settings(
+                provider="google",
+                token_endpoint="https://oauth2.googleapis.com/token",
+                device_endpoint="https://oauth2.googleapis.com/device/code",
+                client_id="123456789012-abcdefghijklmnop.apps.googleusercontent.com",
+                client_secret="GOCSPX-your-client-secret",
+                scopes=("https://mail.google.com/",),
+            ),
+            timeout=30.0,
+        ),
+        "office365": Account(
+            name="office365",
+            host="outlook.office365.com",
+            username="asmith@example.com",
+            destination=Path("/home/example/Mail/office365"),
+            oauth2=config.OAuth2Settings(
+                provider="microsoft",
+                token_endpoint="https://login.microsoftonline.com/common/oauth2/v2.0/token",
+                device_endpoint="https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+                client_id="00000000-0000-0000-0000-000000000000",
+                client_secret=None,
+                scopes=("https://outlook.office.com/POP.AccessAsUser.All", "offline_access"),
+            ),
+            timeout=30.0,
+        ),
+        "headless": Account(
+            name="headless",
+            host="pop.example.net",
+            username="backup@example.net",
+            destination=Path("/srv/mail/backup"),
+            password_command=("pass", "show", "mail/backup"),
+            timeout=30.0,
+        ),
     }
 
 
 def test_example_config_documents_every_key() -> None:
+    """Each key appears as a setting, live or commented out, with the comment above it."""
     text = (REPO_ROOT / "config.example.toml").read_text(encoding="utf-8")
-    for key in ["host", "username", "destination", "format", "port", "keep", "ca_file", "timeout"]:
-        assert f"\n{key} = " in text, key
+    keys = [*config._KNOWN_ACCOUNT_KEYS, *config._OAUTH2_KEYS]
+    keys.remove("oauth2")
+    for key in keys:
+        assert f"\n{key} = " in text or f"\n# {key} = " in text, key
+    assert "\n[accounts.gmail.oauth2]\n" in text
+
+
+# --- TLS, trust, authentication and secret sources (issue 5) --------------------------------
+
+FINGERPRINT_HEX = "ab" * 32
+
+
+def parsed_account(cfg_path: Path, extra: str, base: str = MINIMAL_ACCOUNT) -> Account:
+    return config.parse(base + extra, cfg_path).accounts["work"]
+
+
+def test_new_keys_have_documented_defaults(cfg_path: Path) -> None:
+    account = parsed_account(cfg_path, "")
+    assert account.tls == config.TlsSettings(
+        mode="implicit",
+        ca="certifi",
+        fingerprint=None,
+        min_version="1.2",
+        x509_strict=True,
+        client_cert=None,
+        client_key=None,
+    )
+    assert (account.auth, account.password_command, account.password_credential) == (
+        "auto",
+        None,
+        None,
+    )
+    assert account.oauth2 is None
+    assert account.secret_source == "keyring"
+
+
+def test_every_tls_key_is_read(cfg_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/tester")
+    extra = f"""
+tls = "starttls"
+port = 2110
+ca = "certs/ca.pem"
+fingerprint = "sha256:{FINGERPRINT_HEX}"
+tls_min_version = "1.3"
+x509_strict = false
+client_cert = "~/client.pem"
+client_key = "keys/client.key"
+auth = "scram-sha-256"
+"""
+    account = parsed_account(cfg_path, extra)
+    assert account.tls == config.TlsSettings(
+        mode="starttls",
+        ca=str(cfg_path.parent / "certs" / "ca.pem"),
+        fingerprint=f"sha256:{FINGERPRINT_HEX}",
+        min_version="1.3",
+        x509_strict=False,
+        client_cert=Path("/home/tester/client.pem"),
+        client_key=cfg_path.parent / "keys" / "client.key",
+    )
+    assert account.port == 2110
+    assert account.ca_file == cfg_path.parent / "certs" / "ca.pem"
+    assert account.auth == "scram-sha-256"
+
+
+@pytest.mark.parametrize("name", ["certifi", "system"])
+def test_named_trust_stores_leave_ca_file_unset(cfg_path: Path, name: str) -> None:
+    account = parsed_account(cfg_path, f'ca = "{name}"\n')
+    assert (account.tls.ca, account.ca_file) == (name, None)
+
+
+def test_a_file_called_certifi_is_spelt_as_a_path(cfg_path: Path) -> None:
+    account = parsed_account(cfg_path, 'ca = "./certifi"\n')
+    assert account.tls.ca == str(cfg_path.parent / "certifi")
+
+
+def test_ca_file_means_ca(cfg_path: Path) -> None:
+    account = parsed_account(cfg_path, 'ca_file = "/etc/ssl/private-ca.pem"\n')
+    assert account.tls.ca == "/etc/ssl/private-ca.pem"
+    assert account.ca_file == Path("/etc/ssl/private-ca.pem")
+
+
+def test_ca_and_ca_file_together_are_a_problem(cfg_path: Path) -> None:
+    assert account_with(cfg_path, 'ca = "system"\nca_file = "/x.pem"\n') == (
+        "accounts.work.ca_file: set ca or ca_file, not both "
+        "(ca_file = PATH is the older spelling of ca = PATH)"
+    )
+
+
+def test_an_account_trust_setting_replaces_either_default(cfg_path: Path) -> None:
+    text = '[defaults]\nca = "system"\n' + MINIMAL_ACCOUNT + 'ca_file = "/x.pem"\n'
+    assert config.parse(text, cfg_path).accounts["work"].tls.ca == "/x.pem"
+    text = '[defaults]\nca_file = "/x.pem"\n' + MINIMAL_ACCOUNT + 'ca = "system"\n'
+    account = config.parse(text, cfg_path).accounts["work"]
+    assert (account.tls.ca, account.ca_file) == ("system", None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "mode", "port"),
+    [
+        ("port = 110\n", "starttls", 110),
+        ('tls = "starttls"\n', "starttls", 110),
+        ('tls = "implicit"\nport = 110\n', "implicit", 110),
+        ('tls = "implicit"\n', "implicit", 995),
+        ("port = 1995\n", "implicit", 1995),
+    ],
+)
+def test_tls_mode_and_port_imply_each_other(
+    cfg_path: Path, extra: str, mode: str, port: int
+) -> None:
+    account = parsed_account(cfg_path, extra)
+    assert (account.tls.mode, account.port) == (mode, port)
+
+
+def test_port_110_from_defaults_means_starttls(cfg_path: Path) -> None:
+    account = config.parse("[defaults]\nport = 110\n" + MINIMAL_ACCOUNT, cfg_path).accounts["work"]
+    assert account.tls.mode == "starttls"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        f"sha256:{FINGERPRINT_HEX}",
+        f"SHA256:{FINGERPRINT_HEX.upper()}",
+        "sha256:" + ":".join(["AB"] * 32),
+    ],
+)
+def test_fingerprints_are_normalised(cfg_path: Path, written: str) -> None:
+    account = parsed_account(cfg_path, f'fingerprint = "{written}"\n')
+    assert account.tls.fingerprint == f"sha256:{FINGERPRINT_HEX}"
+
+
+@pytest.mark.parametrize("written", ["1.3", 1.3])
+def test_tls_min_version_as_string_or_number(cfg_path: Path, written: object) -> None:
+    line = f'tls_min_version = "{written}"' if isinstance(written, str) else "tls_min_version = 1.3"
+    assert parsed_account(cfg_path, line + "\n").tls.min_version == "1.3"
+
+
+def test_auth_names_are_case_insensitive(cfg_path: Path) -> None:
+    assert parsed_account(cfg_path, 'auth = "CRAM-MD5"\n').auth == "cram-md5"
+
+
+def test_password_command_becomes_a_tuple(cfg_path: Path) -> None:
+    account = parsed_account(cfg_path, 'password_command = ["pass", "show", "mail/work"]\n')
+    assert account.password_command == ("pass", "show", "mail/work")
+    assert account.secret_source == "password_command"
+
+
+def test_password_credential_is_read(cfg_path: Path) -> None:
+    account = parsed_account(cfg_path, 'password_credential = "mail-work.password"\n')
+    assert account.password_credential == "mail-work.password"
+    assert account.secret_source == "password_credential"
+
+
+BAD_FINGERPRINT = (
+    'accounts.work.fingerprint: expected "sha256:" and 64 hex digits (colons allowed), '
+    "as printed by pop3s-fetch serverinfo NAME, got "
+)
+BAD_ARGV = (
+    'accounts.work.password_command: expected an array of non-empty strings such as ["pass", '
+    '"show", "mail/work"] (it is run without a shell), got '
+)
+BAD_CREDENTIAL = (
+    "accounts.work.password_credential: expected a credential name as given to LoadCredential= "
+    'or LoadCredentialEncrypted= (a file name, no "/"), got '
+)
+AUTH_CHOICES = (
+    '"auto", "scram-sha-256", "scram-sha-1", "plain", "user", "xoauth2", "oauthbearer", '
+    '"apop", "cram-md5"'
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('tls = "ssl"', 'accounts.work.tls: expected "implicit" or "starttls", got "ssl"'),
+        ("tls = true", 'accounts.work.tls: expected "implicit" or "starttls", got true'),
+        (
+            "ca = 5",
+            'accounts.work.ca: expected "certifi", "system" or the path of a PEM file or '
+            "directory, got 5",
+        ),
+        (
+            'ca = ""',
+            'accounts.work.ca: expected "certifi", "system" or the path of a PEM file or '
+            'directory, got ""',
+        ),
+        (
+            'ca = "a\\u0000b"',
+            'accounts.work.ca: a path cannot contain a NUL character, got "a\\u0000b"',
+        ),
+        (f'fingerprint = "{FINGERPRINT_HEX}"', f'{BAD_FINGERPRINT}"{FINGERPRINT_HEX}"'),
+        ('fingerprint = "sha256:abcd"', f'{BAD_FINGERPRINT}"sha256:abcd"'),
+        (
+            f'fingerprint = "sha256:{FINGERPRINT_HEX}00"',
+            f'{BAD_FINGERPRINT}"sha256:{FINGERPRINT_HEX}00"',
+        ),
+        (
+            f'fingerprint = "sha256:{"g" * 64}"',
+            f'{BAD_FINGERPRINT}"sha256:{"g" * 64}"',
+        ),
+        (
+            f'fingerprint = "sha1:{FINGERPRINT_HEX}"',
+            f'{BAD_FINGERPRINT}"sha1:{FINGERPRINT_HEX}"',
+        ),
+        ("fingerprint = 7", f"{BAD_FINGERPRINT}7"),
+        (
+            'tls_min_version = "1.1"',
+            'accounts.work.tls_min_version: expected "1.2" or "1.3", got "1.1"',
+        ),
+        (
+            "tls_min_version = 1.0",
+            'accounts.work.tls_min_version: expected "1.2" or "1.3", got 1.0',
+        ),
+        ("tls_min_version = 1", 'accounts.work.tls_min_version: expected "1.2" or "1.3", got 1'),
+        ('x509_strict = "no"', 'accounts.work.x509_strict: expected true or false, got "no"'),
+        ('client_cert = ""', 'accounts.work.client_cert: expected a non-empty path, got ""'),
+        ("client_key = 3", "accounts.work.client_key: expected a non-empty path, got 3"),
+        ('auth = "login"', f'accounts.work.auth: expected one of {AUTH_CHOICES}, got "login"'),
+        ("auth = 1", f"accounts.work.auth: expected one of {AUTH_CHOICES}, got 1"),
+        ('password_command = "pass show mail"', f'{BAD_ARGV}"pass show mail"'),
+        ("password_command = []", f"{BAD_ARGV}[]"),
+        ('password_command = ["pass", ""]', f'{BAD_ARGV}["pass", ""]'),
+        ('password_command = ["pass", 1]', f'{BAD_ARGV}["pass", 1]'),
+        ('password_credential = "a/b"', f'{BAD_CREDENTIAL}"a/b"'),
+        ('password_credential = ".."', f'{BAD_CREDENTIAL}".."'),
+        ('password_credential = "."', f'{BAD_CREDENTIAL}"."'),
+        ('password_credential = ""', f'{BAD_CREDENTIAL}""'),
+        ("password_credential = 5", f"{BAD_CREDENTIAL}5"),
+        ('password_credential = "a\\u0000b"', f'{BAD_CREDENTIAL}"a\\u0000b"'),
+    ],
+)
+def test_bad_new_values(cfg_path: Path, line: str, message: str) -> None:
+    assert account_with(cfg_path, line + "\n") == message
+
+
+def test_client_key_needs_client_cert(cfg_path: Path) -> None:
+    assert account_with(cfg_path, 'client_key = "/k.pem"\n') == (
+        "accounts.work.client_key: set client_cert too (the certificate that goes with this key)"
+    )
+
+
+def test_client_cert_alone_may_hold_the_key(cfg_path: Path) -> None:
+    tls = parsed_account(cfg_path, 'client_cert = "/both.pem"\n').tls
+    assert (tls.client_cert, tls.client_key) == (Path("/both.pem"), None)
+
+
+# --- oauth2 ---------------------------------------------------------------------------------
+
+
+def test_microsoft_preset_fills_endpoints_and_scopes(cfg_path: Path) -> None:
+    extra = '[accounts.work.oauth2]\nprovider = "microsoft"\nclient_id = "app-id"\n'
+    account = parsed_account(cfg_path, extra)
+    assert account.oauth2 == config.OAuth2Settings(
+        provider="microsoft",
+        token_endpoint="https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        device_endpoint="https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+        client_id="app-id",
+        client_secret=None,
+        scopes=("https://outlook.office.com/POP.AccessAsUser.All", "offline_access"),
+    )
+    assert account.auth == "auto"
+    assert account.secret_source == "oauth2"
+
+
+def test_google_preset_with_its_installed_app_secret(cfg_path: Path) -> None:
+    extra = (
+        'auth = "xoauth2"\n[accounts.work.oauth2]\nprovider = "google"\n'
+        'client_id = "123.apps.googleusercontent.com"\nclient_secret = "not-really-secret"\n'
+    )
+    account = parsed_account(cfg_path, extra)
+    assert account.oauth2 == config.OAuth2Settings(
+        provider="google",
+        token_endpoint="https://oauth2.googleapis.com/token",
+        device_endpoint="https://oauth2.googleapis.com/device/code",
+        client_id="123.apps.googleusercontent.com",
+        client_secret="not-really-secret",
+        scopes=("https://mail.google.com/",),
+    )
+    assert account.auth == "xoauth2"
+
+
+def test_explicit_values_override_a_preset(cfg_path: Path) -> None:
+    extra = (
+        "oauth2 = {"
+        'provider = "microsoft", client_id = "c", scopes = ["s1"], '
+        'token_endpoint = "https://login.microsoftonline.com/tenant/oauth2/v2.0/token"}\n'
+    )
+    settings = parsed_account(cfg_path, extra).oauth2
+    assert settings is not None
+    assert settings.token_endpoint == "https://login.microsoftonline.com/tenant/oauth2/v2.0/token"
+    assert settings.device_endpoint.endswith("/common/oauth2/v2.0/devicecode")
+    assert settings.scopes == ("s1",)
+
+
+CUSTOM_OAUTH2 = """
+[accounts.work.oauth2]
+provider = "custom"
+token_endpoint = "http://127.0.0.1:8080/token"
+device_endpoint = "http://localhost:8080/device"
+client_id = "test-client"
+scopes = ["mail", "offline"]
+"""
+
+
+def test_custom_provider_on_the_loopback_interface(cfg_path: Path) -> None:
+    assert parsed_account(cfg_path, CUSTOM_OAUTH2).oauth2 == config.OAuth2Settings(
+        provider="custom",
+        token_endpoint="http://127.0.0.1:8080/token",
+        device_endpoint="http://localhost:8080/device",
+        client_id="test-client",
+        client_secret=None,
+        scopes=("mail", "offline"),
+    )
+
+
+def test_custom_provider_needs_everything(cfg_path: Path) -> None:
+    text = MINIMAL_ACCOUNT + '[accounts.work.oauth2]\nprovider = "custom"\n'
+    why = 'missing required key (provider "custom" needs it; set it here or in [defaults.oauth2])'
+    assert problems_of(text, cfg_path) == [
+        f"{cfg_path}: accounts.work.oauth2.{key}: {why}"
+        for key in ["token_endpoint", "device_endpoint", "client_id", "scopes"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("provider", "company"), [("microsoft", "Microsoft"), ("google", "Google")]
+)
+def test_preset_still_needs_a_client_id(cfg_path: Path, provider: str, company: str) -> None:
+    extra = f'[accounts.work.oauth2]\nprovider = "{provider}"\n'
+    assert account_with(cfg_path, extra) == (
+        f"accounts.work.oauth2.client_id: missing required key (register an application with "
+        f"{company} to get one; set it here or in [defaults.oauth2])"
+    )
+
+
+def test_oauth2_needs_a_provider(cfg_path: Path) -> None:
+    assert account_with(cfg_path, '[accounts.work.oauth2]\nclient_id = "c"\n') == (
+        "accounts.work.oauth2.provider: missing required key (set it here or in [defaults.oauth2])"
+    )
+
+
+ENDPOINT_PROBLEM = (
+    "accounts.work.oauth2.token_endpoint: expected an https:// URL (http:// only for "
+    "127.0.0.1, localhost or [::1]), got "
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            'provider = "gmail"',
+            'accounts.work.oauth2.provider: expected "microsoft", "google" or "custom", '
+            'got "gmail"',
+        ),
+        ('token_endpoint = "http://example.com/t"', f'{ENDPOINT_PROBLEM}"http://example.com/t"'),
+        ('token_endpoint = "http://127.0.0.2/t"', f'{ENDPOINT_PROBLEM}"http://127.0.0.2/t"'),
+        ('token_endpoint = "ftp://example.com/t"', f'{ENDPOINT_PROBLEM}"ftp://example.com/t"'),
+        ('token_endpoint = "https:///t"', f'{ENDPOINT_PROBLEM}"https:///t"'),
+        ('token_endpoint = "https://[::1/t"', f'{ENDPOINT_PROBLEM}"https://[::1/t"'),
+        ('token_endpoint = "https://a b/t"', f'{ENDPOINT_PROBLEM}"https://a b/t"'),
+        (
+            'token_endpoint = "https://u:p@example.com/t"',
+            f'{ENDPOINT_PROBLEM}"https://u:p@example.com/t"',
+        ),
+        ("token_endpoint = 1", f"{ENDPOINT_PROBLEM}1"),
+        (
+            'client_id = ""',
+            'accounts.work.oauth2.client_id: expected a non-empty string, got ""',
+        ),
+        (
+            "client_secret = false",
+            "accounts.work.oauth2.client_secret: expected a non-empty string, got false",
+        ),
+        (
+            'scopes = "https://mail.google.com/"',
+            "accounts.work.oauth2.scopes: expected an array of scopes such as "
+            '["https://mail.google.com/"], got "https://mail.google.com/"',
+        ),
+        (
+            "scopes = []",
+            "accounts.work.oauth2.scopes: expected an array of scopes such as "
+            '["https://mail.google.com/"], got []',
+        ),
+        (
+            'scopes = ["a b"]',
+            "accounts.work.oauth2.scopes: expected an array of scopes such as "
+            '["https://mail.google.com/"], got ["a b"]',
+        ),
+        (
+            "client = 1",
+            'accounts.work.oauth2.client: unknown key (did you mean "client_id"?)',
+        ),
+    ],
+)
+def test_bad_oauth2_values(cfg_path: Path, line: str, message: str) -> None:
+    # Every other key is valid, so the bad line is the only problem.
+    base = 'provider = "custom"\ntoken_endpoint = "https://t.example/t"\n'
+    base += 'device_endpoint = "https://t.example/d"\nclient_id = "c"\nscopes = ["s"]\n'
+    key = line.split(" = ")[0]
+    lines = [entry for entry in base.splitlines() if not entry.startswith(f"{key} = ")]
+    extra = "[accounts.work.oauth2]\n" + "\n".join([*lines, line]) + "\n"
+    assert account_with(cfg_path, extra) == message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_plain_http_is_allowed_only_on_loopback(cfg_path: Path, host: str) -> None:
+    extra = CUSTOM_OAUTH2.replace("http://127.0.0.1:8080", f"http://{host}:9")
+    settings = parsed_account(cfg_path, extra).oauth2
+    assert settings is not None
+    assert settings.token_endpoint == f"http://{host}:9/token"
+
+
+def test_oauth2_must_be_a_table(cfg_path: Path) -> None:
+    assert account_with(cfg_path, 'oauth2 = "google"\n') == (
+        'accounts.work.oauth2: expected a table, got "google"'
+    )
+
+
+def test_defaults_oauth2_is_merged_key_by_key(cfg_path: Path) -> None:
+    text = (
+        '[defaults.oauth2]\nprovider = "google"\nclient_id = "shared"\nclient_secret = "s"\n'
+        + MINIMAL_ACCOUNT
+        + '[accounts.work.oauth2]\nclient_id = "own"\n'
+        + '[accounts.other]\nhost = "h"\nusername = "u"\ndestination = "/m/o"\n'
+    )
+    accounts = config.parse(text, cfg_path).accounts
+    work, other = accounts["work"].oauth2, accounts["other"].oauth2
+    assert work is not None
+    assert other is not None
+    assert (work.provider, work.client_id, work.client_secret) == ("google", "own", "s")
+    assert (other.provider, other.client_id, other.client_secret) == ("google", "shared", "s")
+
+
+def test_an_account_secret_source_replaces_the_default_one(cfg_path: Path) -> None:
+    text = (
+        '[defaults.oauth2]\nprovider = "google"\nclient_id = "c"\n'
+        + MINIMAL_ACCOUNT
+        + 'password_command = ["pass", "mail"]\n'
+    )
+    account = config.parse(text, cfg_path).accounts["work"]
+    assert account.oauth2 is None
+    assert account.password_command == ("pass", "mail")
+
+
+def test_an_invalid_default_oauth2_key_is_reported_once(cfg_path: Path) -> None:
+    text = '[defaults.oauth2]\nprovider = "google"\nclient_id = ""\n' + MINIMAL_ACCOUNT
+    assert problems_of(text, cfg_path) == [
+        f'{cfg_path}: defaults.oauth2.client_id: expected a non-empty string, got ""'
+    ]
+
+
+def test_two_secret_sources_are_a_problem(cfg_path: Path) -> None:
+    extra = (
+        'password_command = ["pass", "mail"]\npassword_credential = "mail"\n'
+        '[accounts.work.oauth2]\nprovider = "google"\nclient_id = "c"\n'
+    )
+    assert account_with(cfg_path, extra) == (
+        "accounts.work: set at most one of password_command, password_credential and oauth2 "
+        "(found password_command, password_credential and oauth2)"
+    )
+
+
+def test_two_secret_sources_in_defaults_are_a_problem(cfg_path: Path) -> None:
+    text = '[defaults]\npassword_command = ["p"]\npassword_credential = "c"\n' + MINIMAL_ACCOUNT
+    assert single_problem(text, cfg_path) == (
+        f"{cfg_path}: defaults: set at most one of password_command, password_credential and "
+        "oauth2 (found password_command and password_credential)"
+    )
+
+
+@pytest.mark.parametrize("method", ["xoauth2", "oauthbearer"])
+def test_oauth_mechanisms_need_an_oauth2_table(cfg_path: Path, method: str) -> None:
+    assert account_with(cfg_path, f'auth = "{method}"\n') == (
+        f'accounts.work.auth: "{method}" logs in with an OAuth2 token; add an '
+        "[accounts.work.oauth2] table (or [defaults.oauth2])"
+    )
+
+
+def test_password_mechanisms_refuse_an_oauth2_table(cfg_path: Path) -> None:
+    extra = 'auth = "plain"\n[accounts.work.oauth2]\nprovider = "google"\nclient_id = "c"\n'
+    assert account_with(cfg_path, extra) == (
+        'accounts.work.auth: "plain" logs in with a password, but this account has an oauth2 '
+        'table; use "auto", "xoauth2" or "oauthbearer"'
+    )
+
+
+# --- Account built in code ------------------------------------------------------------------
+
+
+def test_account_needs_only_four_fields() -> None:
+    account = Account(name="a", host="h", username="u", destination=Path("/m"))
+    assert account.tls == config.TlsSettings()
+    assert (account.ca_file, account.auth, account.oauth2) == (None, "auto", None)
+
+
+def test_account_ca_file_sets_tls_ca_and_the_reverse() -> None:
+    by_file = Account(name="a", host="h", username="u", destination=Path("/m"), ca_file=Path("/c"))
+    by_tls = Account(
+        name="a", host="h", username="u", destination=Path("/m"), tls=config.TlsSettings(ca="/c")
+    )
+    assert by_file == by_tls
+    assert (by_file.tls.ca, by_file.ca_file) == ("/c", Path("/c"))
+
+
+def test_account_refuses_contradictory_trust() -> None:
+    with pytest.raises(ValueError, match="contradicts"):
+        Account(
+            name="a",
+            host="h",
+            username="u",
+            destination=Path("/m"),
+            ca_file=Path("/c"),
+            tls=config.TlsSettings(ca="system"),
+        )

@@ -27,12 +27,25 @@ NO_BACKEND_MESSAGE = (
 )
 NO_BACKEND_HINT = (
     "cron jobs and systemd services run outside the desktop session, so they cannot reach "
-    "its keyring; run pop3s-fetch where the keyring is unlocked, or choose a backend with the "
-    "PYTHON_KEYRING_BACKEND environment variable (`keyring --list-backends` shows them)"
+    "its keyring; run pop3s-fetch where the keyring is unlocked, choose a backend with the "
+    "PYTHON_KEYRING_BACKEND environment variable (`keyring --list-backends` shows them), or "
+    'set password_command = ["pass", "show", "mail/work"] or password_credential = "NAME" '
+    "(a systemd LoadCredentialEncrypted= credential) in the account instead"
 )
-LOCKED_HINT = (
+TOKEN_NO_BACKEND_HINT = (
+    "cron jobs and systemd services run outside the desktop session, so they cannot reach "
+    "its keyring; run pop3s-fetch where the keyring is unlocked, or choose a backend with the "
+    "PYTHON_KEYRING_BACKEND environment variable (`keyring --list-backends` shows them); "
+    "OAuth2 refresh tokens are kept only in the keyring"
+)
+UNLOCK_HINT = (
     "unlock the keyring (for example by logging in to the desktop session or with your "
     "keyring manager) and try again"
+)
+LOCKED_HINT = (
+    f"{UNLOCK_HINT}; for unattended runs, "
+    'set password_command = ["pass", "show", "mail/work"] or password_credential = "NAME" '
+    "(a systemd LoadCredentialEncrypted= credential) in the account instead"
 )
 
 
@@ -344,3 +357,76 @@ def test_importing_the_module_does_not_import_keyring() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout == "False\n"
+
+
+# --- OAuth2 refresh tokens --------------------------------------------------------------------
+
+TOKEN = "1//refresh-token-value"
+TOKEN_OPERATIONS: dict[str, Callable[[], object]] = {
+    "read": lambda: credentials.get_refresh_token("work"),
+    "store": lambda: credentials.set_refresh_token("work", TOKEN),
+    "delete": lambda: credentials.delete_refresh_token("work"),
+}
+
+
+def test_refresh_token_round_trip_beside_the_password(memory: MemoryKeyring) -> None:
+    credentials.set_password("work", SECRET)
+    credentials.set_refresh_token("work", TOKEN)
+    assert memory.entries == {
+        ("pop3s-fetch", "work"): SECRET,
+        ("pop3s-fetch-oauth2", "work"): TOKEN,
+    }
+    assert credentials.get_refresh_token("work") == TOKEN
+    credentials.set_refresh_token("work", "rotated")
+    assert credentials.get_refresh_token("work") == "rotated"
+    credentials.delete_refresh_token("work")
+    assert memory.entries == {("pop3s-fetch", "work"): SECRET}
+
+
+def test_no_refresh_token_stored(memory: MemoryKeyring) -> None:
+    err = failure_of(TOKEN_OPERATIONS["read"])
+    assert str(err) == 'no OAuth2 refresh token stored for account "work"'
+    assert err.hint == "sign in once with: pop3s-fetch oauth2 login work"
+
+
+def test_delete_refresh_token_with_nothing_stored(memory: MemoryKeyring) -> None:
+    err = failure_of(TOKEN_OPERATIONS["delete"])
+    assert str(err) == 'no OAuth2 refresh token stored for account "work"'
+
+
+def test_empty_refresh_token_is_refused(memory: MemoryKeyring) -> None:
+    err = failure_of(lambda: credentials.set_refresh_token("work", ""))
+    assert str(err) == 'refusing to store an empty OAuth2 refresh token for account "work"'
+    assert memory.entries == {}
+
+
+@pytest.mark.parametrize("action", list(TOKEN_OPERATIONS))
+def test_refresh_token_without_a_keyring(
+    use_backend: Callable[[KeyringBackend], None], action: str
+) -> None:
+    use_backend(fail.Keyring())  # type: ignore[no-untyped-call]
+    err = failure_of(TOKEN_OPERATIONS[action])
+    assert (str(err), err.hint) == (NO_BACKEND_MESSAGE, TOKEN_NO_BACKEND_HINT)
+
+
+def test_refresh_token_in_a_locked_keyring(use_backend: Callable[[KeyringBackend], None]) -> None:
+    raising(use_backend, lambda _: keyring.errors.KeyringLocked("locked"))
+    err = failure_of(TOKEN_OPERATIONS["store"])
+    assert str(err) == (
+        'the OS keyring is locked, so the OAuth2 refresh token for account "work" '
+        "could not be stored"
+    )
+    assert err.hint == UNLOCK_HINT
+
+
+def test_refresh_token_failure_never_echoes_the_token(
+    use_backend: Callable[[KeyringBackend], None],
+) -> None:
+    raising(use_backend, lambda secret: DBusErrorResponse(f"cannot store {secret!s}"))
+    err = failure_of(TOKEN_OPERATIONS["store"])
+    assert str(err) == (
+        'the OS keyring could not store the OAuth2 refresh token for account "work": '
+        "DBusErrorResponse: cannot store [token hidden]"
+    )
+    assert err.__cause__ is None
+    assert err.__context__ is None

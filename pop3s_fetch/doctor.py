@@ -358,7 +358,7 @@ class _AccountProbe:
 
     def check_tls(self) -> Check:
         try:
-            self.context = tls.client_context(self.account.ca_file)
+            self.context = tls.client_context(self.account.tls)
         except TLSError as err:
             return _fail(self.name(TLS), err)
         try:

@@ -98,6 +98,10 @@ class _Reader:
             raise ConnectionClosed("the server closed the connection")
         self._buf += self._chunk[:received]
 
+    def buffered(self) -> int:
+        """Bytes received but not read yet."""
+        return len(self._buf)
+
     def read_line(self) -> bytes:
         """Return the next line without its line end (CRLF, or a lone LF from a lax server)."""
         start = 0
@@ -173,19 +177,33 @@ def _emit(sink: Sink, buf: bytearray, size: int, at_line_start: bool) -> int:
     return len(data)
 
 
-class _Transport(poplib.POP3_SSL):
-    """poplib's TLS connection, with its 2,048-byte line reader replaced by ours."""
+class _ReaderLines:
+    """poplib reads the greeting through ``_getline``: route it through our reader."""
 
-    def __init__(self, host: str, port: int, *, context: ssl.SSLContext, timeout: float) -> None:
-        self.reader: _Reader | None = None
-        super().__init__(host, port, timeout=timeout, context=context)
+    reader: _Reader | None
+    sock: socket.socket
 
     def _getline(self) -> tuple[bytes, int]:
-        # poplib reads the greeting through this; everything after goes through Session.
         if self.reader is None:
             self.reader = _Reader(self.sock)
         line = self.reader.read_line()
         return line, len(line) + 2
+
+
+class _Transport(_ReaderLines, poplib.POP3_SSL):
+    """poplib's implicit-TLS connection, with its 2,048-byte line reader replaced by ours."""
+
+    def __init__(self, host: str, port: int, *, context: ssl.SSLContext, timeout: float) -> None:
+        self.reader = None
+        super().__init__(host, port, timeout=timeout, context=context)
+
+
+class _PlainTransport(_ReaderLines, poplib.POP3):
+    """A plaintext connection that exists only to say STLS (RFC 2595) before anything else."""
+
+    def __init__(self, host: str, port: int, *, timeout: float) -> None:
+        self.reader = None
+        super().__init__(host, port, timeout=timeout)
 
 
 @dataclass
@@ -199,7 +217,7 @@ class _Pending:
 class Session:
     """One authenticated-or-not POP3 session; not thread-safe."""
 
-    def __init__(self, transport: _Transport, host: str) -> None:
+    def __init__(self, transport: _Transport | _PlainTransport, host: str) -> None:
         self._transport = transport
         assert transport.reader is not None
         self._reader = transport.reader
@@ -214,49 +232,89 @@ class Session:
     # -- connection ---------------------------------------------------------------------------
 
     @classmethod
-    def connect(cls, host: str, port: int, *, context: ssl.SSLContext, timeout: float) -> Session:
-        """Open a verified TLS connection and read the greeting.
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        context: ssl.SSLContext,
+        timeout: float,
+        starttls: bool = False,
+    ) -> Session:
+        """Open a verified TLS connection (implicit, or by STLS) and read the greeting.
+
+        With ``starttls`` the plaintext part carries only CAPA and STLS: a server that does not
+        offer STLS ends the session before any credential could be sent.
 
         Raises:
-            TLSError: the certificate or handshake was refused (nothing was sent).
+            TLSError: the certificate or handshake was refused, or STLS is not offered (nothing
+                secret was sent). The ssl error, if any, is chained as ``__cause__``.
             ConnectError: DNS, TCP or timeout failures.
             ProtocolError: the greeting is not ``+OK``.
         """
         where = f"{host}:{port}"
+        transport: _Transport | _PlainTransport | None = None
         try:
-            transport = _Transport(host, port, context=context, timeout=timeout)
-        except ssl.SSLCertVerificationError as err:
-            raise TLSError(
-                f"certificate of {where} refused: {err.verify_message}",
-                hint="if the server uses a private CA, set ca_file to that CA's PEM file",
-            ) from err
-        except ssl.SSLError as err:
-            raise TLSError(
-                f"TLS handshake with {where} failed: {err.reason or err}",
-                hint="the server must offer TLS 1.2 or newer on this port (POP3S, usually 995)",
-            ) from err
-        except socket.gaierror as err:
-            raise ConnectError(
-                f"cannot resolve host name {host}: {err.strerror}",
-                hint="check host in the configuration and your DNS/network",
-            ) from err
-        except TimeoutError as err:
-            raise ConnectError(
-                f"timed out connecting to {where}",
-                hint="check host and port, the network, or raise timeout",
-            ) from err
-        except poplib.error_proto as err:
-            raise ProtocolError(f"{where} did not greet with +OK: {_text(err)}") from err
-        except RemoteError:
-            raise
-        except OSError as err:
-            raise ConnectError(
-                f"cannot connect to {where}: {err.strerror or err}",
-                hint="check host and port, and that the server is up",
-            ) from err
-        session = cls(transport, host)
+            if starttls:
+                transport = _PlainTransport(host, port, timeout=timeout)
+                session = cls(transport, host)
+                session._start_tls(context, where)
+            else:
+                transport = _Transport(host, port, context=context, timeout=timeout)
+                session = cls(transport, host)
+        except BaseException as err:
+            if transport is not None:
+                with contextlib.suppress(OSError):
+                    transport.close()
+            translated = _connect_error(err, host, where)
+            if translated is err:
+                raise
+            raise translated from err
         logger.debug("S: %s", session.greeting)
         return session
+
+    def _start_tls(self, context: ssl.SSLContext, where: str) -> None:
+        if "STLS" not in self.capa():
+            raise TLSError(
+                f"{where} does not offer STLS, so the session was ended before any credential "
+                "was sent",
+                hint='use the POP3S port with tls = "implicit", or ask the server\'s '
+                "administrator to enable STARTTLS",
+            )
+        self._send("STLS")
+        ok, text = self._status()
+        if not ok:
+            raise TLSError(f"{where} refused STLS: {text}", hint='try tls = "implicit"')
+        if self._reader.buffered():
+            # Bytes after the STLS reply, before the handshake, could only be an injection
+            # (RFC 2595 section 3.1 and the STARTTLS command injection attacks): refuse.
+            raise ProtocolError(f"{where} sent data between STLS and the TLS handshake")
+        sock = context.wrap_socket(self._transport.sock, server_hostname=self._host)
+        self._transport.sock = sock
+        self._transport.file = sock.makefile("rb")
+        self._reader = self._transport.reader = _Reader(sock)
+        self.capa()  # RFC 2595: forget what was said in plaintext, ask again
+
+    @property
+    def tls_version(self) -> str:
+        sock = self._transport.sock
+        if not isinstance(sock, ssl.SSLSocket):
+            return "none"
+        return sock.version() or "unknown"
+
+    @property
+    def cipher(self) -> str:
+        sock = self._transport.sock
+        cipher = sock.cipher() if isinstance(sock, ssl.SSLSocket) else None
+        return cipher[0] if cipher else "none"
+
+    def peer_certificate(self) -> bytes:
+        """The server's certificate (DER), for pinning and for ``serverinfo``."""
+        sock = self._transport.sock
+        der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+        if not der:
+            raise TLSError(f"{self._host} presented no certificate")
+        return der
 
     def close(self) -> None:
         """Drop the connection without QUIT, so the server commits no deletion."""
@@ -520,6 +578,40 @@ def _parse_pairs(lines: list[str], verb: str) -> dict[int, str]:
             raise ProtocolError(f"malformed {verb} line from the server: {line[:200]!r}")
         pairs[int(parts[0])] = parts[1]
     return pairs
+
+
+def _connect_error(err: BaseException, host: str, where: str) -> BaseException:
+    """Translate what connecting raised into our errors (ours and interrupts pass through)."""
+    if isinstance(err, RemoteError | KeyboardInterrupt | SystemExit):
+        return err
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return TLSError(
+            f"certificate of {where} refused: {err.verify_message}",
+            hint='if the server uses a private CA, set ca = "/path/to/ca.pem"',
+        )
+    if isinstance(err, ssl.SSLError):
+        return TLSError(
+            f"TLS handshake with {where} failed: {err.reason or err}",
+            hint="the server must offer TLS 1.2 or newer on this port",
+        )
+    if isinstance(err, socket.gaierror):
+        return ConnectError(
+            f"cannot resolve host name {host}: {err.strerror}",
+            hint="check host in the configuration and your DNS/network",
+        )
+    if isinstance(err, TimeoutError):
+        return ConnectError(
+            f"timed out connecting to {where}",
+            hint="check host and port, the network, or raise timeout",
+        )
+    if isinstance(err, poplib.error_proto):
+        return ProtocolError(f"{where} did not greet with +OK: {_text(err)}")
+    if isinstance(err, OSError):
+        return ConnectError(
+            f"cannot connect to {where}: {err.strerror or err}",
+            hint="check host and port, and that the server is up",
+        )
+    return err
 
 
 def _masked_pass(command: str) -> str:

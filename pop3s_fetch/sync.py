@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pop3s_fetch import tls
 from pop3s_fetch.config import Account
 from pop3s_fetch.delivery import (
     Destination,
@@ -38,8 +37,9 @@ from pop3s_fetch.delivery import (
     StagedMessage,
     open_destination,
 )
-from pop3s_fetch.errors import AuthError, ExitCode, Pop3sFetchError, ProtocolError
+from pop3s_fetch.errors import ExitCode, Pop3sFetchError, ProtocolError
 from pop3s_fetch.pop3 import RemoteMessage, Session
+from pop3s_fetch.session import log_in, open_session
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
 
 logger = logging.getLogger(__name__)
@@ -171,20 +171,17 @@ class _AccountSync:
         delivered = self.store.delivered()
         secret = password()
         self.reporter.started(self.account.name, "connecting")
-        context = self._context()
-        session = Session.connect(
-            self.account.host, self.account.port, context=context, timeout=self.account.timeout
+        context = (
+            self.options.context_factory(self.account)
+            if self.options.context_factory is not None
+            else None
         )
+        session = open_session(self.account, context=context)
         self.session = session
         try:
             self._run_session(session, secret, delivered)
         finally:
             session.close()
-
-    def _context(self) -> ssl.SSLContext:
-        if self.options.context_factory is not None:
-            return self.options.context_factory(self.account)
-        return tls.client_context(self.account.ca_file)
 
     def reconcile(self) -> int:
         """Settle deliveries a killed run left in flight; before any network traffic."""
@@ -208,15 +205,10 @@ class _AccountSync:
         return len(made_it)
 
     def _run_session(self, session: Session, secret: str, delivered: set[str]) -> None:
-        session.capa()
-        try:
-            session.login(self.account.username, secret, then_list=True)
-        except AuthError as err:
-            err.hint = (
-                f"check username, then store the right password with: "
-                f"pop3s-fetch password set {self.account.name}"
-            )
-            raise
+        if not session.capabilities:  # STLS sessions asked already, after the handshake
+            session.capa()
+        method = log_in(session, self.account, secret, then_list=True)
+        logger.info("%s: logged in with %s", self.account.name, method)
         self.reporter.started(self.account.name, "listing")
         listing = session.listing()
         _check_uidls(listing)

@@ -91,7 +91,7 @@ def _pinned_context() -> ssl.SSLContext:
 
 def _verifying_context(ca: str) -> ssl.SSLContext:
     if ca == "certifi":
-        import certifi  # noqa: TID251 (this module is to be folded into tls.py, its owner)
+        import certifi  # imported here: only commands that connect pay for it
 
         return _context_from_file(Path(certifi.where()), "certifi")
     if ca == "system":

@@ -187,7 +187,7 @@ def test_healthy_account_passes_every_check_and_changes_nothing(
         == f"logged in as {user.name}; 2 messages ({octets} bytes) on the server"
     )
     assert details["work: capabilities"].startswith("UIDL yes, PIPELINING yes; advertised: ")
-    assert "SASL(PLAIN LOGIN)" in details["work: capabilities"]
+    assert "SASL(PLAIN LOGIN SCRAM-SHA-1 SCRAM-SHA-256 CRAM-MD5)" in details["work: capabilities"]
     assert all(check.fix is None for check in checks)
     assert_no_secret(checks, user.password)
     assert user.messages_on_server() == messages  # nothing deleted or altered

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch import tls_trust
+from pop3s_fetch import tls as tls_trust
 from pop3s_fetch.config import TlsSettings
 from pop3s_fetch.errors import TLSError
 from tests.support import dovecot_variants as variants

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pop3s_fetch import tls_trust
+from pop3s_fetch import tls as tls_trust
 from pop3s_fetch.config import TlsSettings
 from pop3s_fetch.errors import ConnectError, ExitCode, TLSError
 

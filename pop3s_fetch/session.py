@@ -1,0 +1,102 @@
+"""Opening an account's POP3 session: its TLS settings, its pin, its login method.
+
+Shared by ``sync``, ``serverinfo`` and ``doctor`` so that all three connect exactly alike. It
+joins the configuration (``Account``) to the protocol (``pop3.Session``) and to trust
+(``tls``); it knows nothing of mailboxes or state.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from pop3s_fetch import sasl, tls
+from pop3s_fetch.config import Account
+from pop3s_fetch.errors import AuthError, TLSError
+from pop3s_fetch.pop3 import Session
+
+
+def open_session(
+    account: Account, *, timeout: float | None = None, context: ssl.SSLContext | None = None
+) -> Session:
+    """Connect, verify (or check the pin), and read the greeting; nothing secret is sent.
+
+    Raises:
+        TLSError: refused, with the certificate's subject, issuer, expiry and fingerprint and
+            what to configure (a second, unverified look fetches them for the message).
+        ConnectError, ProtocolError: as :meth:`pop3.Session.connect`.
+    """
+    settings = account.tls
+    starttls = settings.mode == "starttls"
+    wait = account.timeout if timeout is None else timeout
+    try:
+        session = Session.connect(
+            account.host,
+            account.port,
+            context=context or tls.client_context(settings),
+            timeout=wait,
+            starttls=starttls,
+        )
+    except TLSError as err:
+        cause = err.__cause__
+        if isinstance(cause, ssl.SSLError):
+            raise tls.explain_refusal(
+                account.host, account.port, cause, settings, timeout=wait, starttls=starttls
+            ) from cause
+        raise
+    if settings.fingerprint is not None:
+        try:
+            tls.check_pin(
+                session.peer_certificate(),
+                settings.fingerprint,
+                host=account.host,
+                port=account.port,
+            )
+        except BaseException:
+            session.close()
+            raise
+    return session
+
+
+def login_method(session: Session, account: Account) -> str:
+    """The method :func:`log_in` will use: ``USER``, ``APOP`` or a SASL mechanism name."""
+    return sasl.choose(
+        account.auth,
+        sasl.offered_methods(session.capabilities),
+        oauth=account.oauth2 is not None,
+        apop_possible=sasl.apop_timestamp(session.greeting) is not None,
+    )
+
+
+def log_in(session: Session, account: Account, secret: str, *, then_list: bool = False) -> str:
+    """Authenticate with the strongest method both sides allow; return the method used.
+
+    Raises:
+        AuthError: refused; the hint names this account's way to fix its secret.
+        RemoteError: refused for now ([IN-USE], [LOGIN-DELAY], [SYS/TEMP]).
+    """
+    method = login_method(session, account)
+    try:
+        session.authenticate(method, account.username, secret, then_list=then_list)
+    except AuthError as err:
+        err.hint = _fix_for_refused_secret(account)
+        raise
+    return method
+
+
+def _fix_for_refused_secret(account: Account) -> str:
+    source = account.secret_source
+    if source == "oauth2":
+        return f"the access token was refused; run: pop3s-fetch oauth2 login {account.name}"
+    if source == "password_command":
+        return (
+            f"check username, and that password_command of {account.name} prints the right password"
+        )
+    if source == "password_credential":
+        return (
+            f"check username, and the systemd credential {account.password_credential} "
+            f"of {account.name}"
+        )
+    return (
+        f"check username, then store the right password with: "
+        f"pop3s-fetch password set {account.name}"
+    )

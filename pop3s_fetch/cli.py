@@ -8,9 +8,9 @@ with its exit code; anything else is a bug (exit 70), with a traceback only unde
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -166,9 +166,7 @@ def sync(
     output = _output(g, quiet=quiet, progress=not no_progress, json=as_json)
     reporter = ProgressReporter(output)
     options = SyncOptions(state_dir=state_dir(os.environ), wait=wait)
-    pairs = [
-        (account, _password_getter(credentials.get_password, account.name)) for account in selected
-    ]
+    pairs = [(a, functools.partial(credentials.login_secret, a)) for a in selected]
     started_at = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
     with reporter.live():
@@ -179,10 +177,6 @@ def sync(
     else:
         output.summary(results)
     sys.exit(report.exit_code(results))
-
-
-def _password_getter(get: Callable[[str], str], name: str) -> Callable[[], str]:
-    return lambda: get(name)
 
 
 @cli.command()
@@ -337,6 +331,73 @@ def systemd_units(
         return
     paths = systemd.install(units, systemd.user_unit_dir(os.environ), force=force)
     click.echo(systemd.after_install_message(paths))
+
+
+@cli.command()
+@click.argument("account", shell_complete=_complete_accounts)
+@click.option("--login", is_flag=True, help="Also log in, to check the credentials.")
+@click.pass_obj
+def serverinfo(g: _Globals, account: str, login: bool) -> None:
+    """Show what ACCOUNT's server offers: TLS, certificate (to pin), capabilities.
+
+    Works before any password is stored; with --login it also authenticates (and marks
+    nothing for deletion).
+    """
+    from pop3s_fetch import credentials
+    from pop3s_fetch import serverinfo as info_module
+
+    selected = _load_config(g).select([account])[0]
+    secret = functools.partial(credentials.login_secret, selected) if login else None
+    for line in info_module.render(info_module.gather(selected, secret)):
+        click.echo(line)
+
+
+@cli.group("oauth2")
+def oauth2_group() -> None:
+    """Log in to accounts that use OAuth2 (Microsoft 365, Gmail)."""
+
+
+@oauth2_group.command("login")
+@click.argument("account", shell_complete=_complete_accounts)
+@click.pass_obj
+def oauth2_login(g: _Globals, account: str) -> None:
+    """Authorize ACCOUNT with the device flow; keep the refresh token in the keyring.
+
+    Prints a web address and a code: open it on any device (this one needs no browser),
+    sign in, enter the code. Works over ssh and on headless machines.
+    """
+    from pop3s_fetch import credentials, oauth2, tls
+    from pop3s_fetch.config import TlsSettings
+
+    selected = _load_config(g).select([account])[0]
+    if selected.oauth2 is None:
+        raise ConfigError(
+            f'account "{selected.name}" has no OAuth2 settings',
+            hint=f"add an [accounts.{selected.name}.oauth2] table; see config.example.toml",
+        )
+
+    def show(uri: str, code: str, expires_in: int) -> None:
+        click.echo(
+            f"To let pop3s-fetch read {selected.name}'s mail, open {uri} and enter the code "
+            f"{code} (within {max(1, expires_in // 60)} minutes). Waiting...",
+            err=True,
+        )
+
+    tokens = oauth2.device_login(
+        selected.oauth2,
+        show,
+        account_name=selected.name,
+        context=tls.client_context(TlsSettings()),
+    )
+    if tokens.refresh_token is None:
+        raise CredentialError(
+            f'the provider gave account "{selected.name}" no refresh token',
+            hint='add "offline_access" to scopes (Microsoft), or check the OAuth client',
+        )
+    credentials.set_refresh_token(selected.name, tokens.refresh_token)
+    click.echo(
+        f'account "{selected.name}" is authorized; its refresh token is in the keyring', err=True
+    )
 
 
 @cli.group()

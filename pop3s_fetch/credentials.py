@@ -486,3 +486,31 @@ def _describe(backend: KeyringBackend) -> str:
 
 def _quoted(account: str) -> str:
     return '"' + account.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# --- what a login needs -----------------------------------------------------------------------
+
+
+def login_secret(account: Account) -> str:
+    """The secret to log in with: the account's password, or a fresh OAuth2 access token.
+
+    For OAuth2 the refresh token kept in the keyring is exchanged for an access token, and a
+    rotated refresh token is stored before the access token is used.
+
+    Raises:
+        CredentialError: no password or refresh token, or the provider refused (77).
+        ConnectError: the token endpoint could not be reached (75).
+    """
+    if account.oauth2 is None:
+        return get_secret(account)
+    from pop3s_fetch import oauth2, tls
+    from pop3s_fetch.config import TlsSettings
+
+    return oauth2.access_token(
+        account.oauth2,
+        account.name,
+        lambda: get_refresh_token(account.name),
+        lambda token: set_refresh_token(account.name, token),
+        context=tls.client_context(TlsSettings()),
+        timeout=account.timeout,
+    )

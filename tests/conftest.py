@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.support.dovecot",
     "tests.support.oauth2_authority",
     "tests.support.dovecot_oauth2",
+    "tests.support.dovecot_variants",
     "tests.support.secret_service",
     "tests.support.cli",
 ]

@@ -18,7 +18,6 @@ import pytest
 from pop3s_fetch import tls as tls_trust
 from pop3s_fetch.config import TlsSettings
 from pop3s_fetch.errors import TLSError
-from tests.support import dovecot_variants as variants
 from tests.support.dovecot import DovecotServer
 from tests.support.dovecot_variants import (
     SELF_SIGNED_COMMON_NAME,
@@ -30,12 +29,6 @@ from tests.support.dovecot_variants import (
 pytestmark = pytest.mark.dovecot
 
 # The variant servers, by fixture name (also right once tests/conftest.py loads the plugin).
-dovecot_self_signed = variants.dovecot_self_signed
-dovecot_expired = variants.dovecot_expired
-dovecot_wrong_host = variants.dovecot_wrong_host
-dovecot_old_tls = variants.dovecot_old_tls
-dovecot_starttls = variants.dovecot_starttls
-dovecot_no_stls = variants.dovecot_no_stls
 
 TIMEOUT = 10.0
 LOG_DEADLINE = 10.0

@@ -152,6 +152,14 @@ class Home:
     def temporary_files(self) -> list[Path]:
         return temporary_files(self.destination, self.fmt)
 
+    @property
+    def dotlock(self) -> Path:
+        return self.destination.with_name(self.destination.name + ".lock")
+
+    def left_empty_dotlock(self) -> bool:
+        """Whether a kill left the state of EMPTY_DOTLOCK_BUG: an mbox dotlock with no pid."""
+        return self.fmt == "mbox" and read_if_present(self.dotlock) == b""
+
     def journal_rows(self) -> int:
         """Rows in the state store (pending or delivered); 0 before the first is written."""
         if not self.state_file.exists():
@@ -179,10 +187,13 @@ class Home:
         path = self.cli.home / "background.stderr"
         return path.read_text() if path.exists() else ""
 
-    def recover(self, context: str = "", timeout: float = RECOVERY_TIMEOUT) -> Result:
+    def recover(
+        self, context: str = "", timeout: float = RECOVERY_TIMEOUT, known_hang: str = ""
+    ) -> Result:
         """The plain run after a crash; one still running after ``timeout`` fails the test.
 
         A stuck run is sent SIGABRT, so that faulthandler shows in the failure where it was.
+        With ``known_hang`` (the reason of a known bug) a stuck run is an xfail instead.
         """
         process = subprocess.Popen(
             [sys.executable, "-m", "pop3s_fetch", "sync"],
@@ -197,11 +208,21 @@ class Home:
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGABRT)
             stdout, stderr = process.communicate()
+            if known_hang:
+                pytest.xfail(f"{context}: {known_hang}")
             pytest.fail(
-                f"{context}: the run after the crash was still running after {timeout:g} s;"
-                f" its stdout: {stdout!r}; its stderr and threads:\n{stderr[-6000:]}"
+                f"{context}: the run after the crash was still running after {timeout:g} s"
+                f" (mbox dotlock: {read_if_present(self.dotlock)!r}); its stdout: {stdout!r};"
+                f" its stderr and threads:\n{stderr[-6000:]}"
             )
         return Result(["sync"], process.returncode, stdout, stderr)
+
+
+def read_if_present(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def make_home(
@@ -371,7 +392,9 @@ class DovecotRig:
 def check_recovery(tally: Tally, trial: Trial, home: Home, user: DovecotUser) -> None:
     """The run after the kill completes the sync: all mail exactly once, nothing left over."""
     context = tally.context(trial)
-    finished = home.recover(context)
+    # Only the outcome of the known bug is tolerated, and only when the kill left its state.
+    known_hang = EMPTY_DOTLOCK_BUG if home.left_empty_dotlock() else ""
+    finished = home.recover(context, known_hang=known_hang)
     assert finished.code == 0, f"{context}: the run after the kill failed: {finished.output}"
     expected = expected_in(tally.fmt, CRASH_CORPUS)
     assert home.landed() == expected, f"{context}: a message is damaged, missing or twice"
@@ -506,7 +529,7 @@ def test_killed_holding_the_mbox_dotlock_does_not_block_the_next_run(
     rig = local(corpus(), "mbox", True)
     mbox = rig.home.destination
     mbox.parent.mkdir(parents=True)
-    dotlock = mbox.with_name(mbox.name + ".lock")
+    dotlock = rig.home.dotlock
     # Holding the mbox's flock makes the run stop between taking the dotlock and the flock.
     with mbox.open("ab") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -522,13 +545,6 @@ def test_killed_holding_the_mbox_dotlock_does_not_block_the_next_run(
     assert rig.home.temporary_files() == []
 
 
-def read_if_present(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
 @pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=EMPTY_DOTLOCK_BUG)
 def test_killed_between_creating_the_dotlock_and_writing_its_pid(local: LocalFactory) -> None:
     # The dotlock is created empty (O_EXCL) and its pid written after: a SIGKILL in between
@@ -537,7 +553,7 @@ def test_killed_between_creating_the_dotlock_and_writing_its_pid(local: LocalFac
     rig = local(corpus(), "mbox", True)
     mbox = rig.home.destination
     mbox.parent.mkdir(parents=True)
-    mbox.with_name(mbox.name + ".lock").touch()
+    rig.home.dotlock.touch()
 
     recovered = rig.home.recover("an empty dotlock", timeout=EMPTY_DOTLOCK_TIMEOUT)
     assert recovered.code == 0, recovered.output

@@ -7,6 +7,7 @@ or written.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -256,3 +257,26 @@ scopes = ["pop3", "offline_access"]
     written = cli.everything_written()
     for token in authority.issued_tokens:
         assert token.encode() not in written
+
+
+@pytest.mark.parametrize("auth", ["user", "plain", "scram-sha-256", "cram-md5", "apop"])
+def test_debug_shows_the_dialogue_with_secrets_masked(
+    tmp_path: Path, dovecot: DovecotServer, auth: str
+) -> None:
+    cli, password, _ = setup(tmp_path, dovecot, extra=f'ca = "{dovecot.ca_file}"\nauth = "{auth}"')
+    result = cli.run("--debug", "sync")
+    assert result.code == 0, result.output
+    dialogue = [line for line in result.stderr.splitlines() if " C: " in line or " S: " in line]
+    assert any(line.endswith("C: UIDL") for line in dialogue)
+    assert any(" S: +OK" in line for line in dialogue)
+    secret_lines = {
+        "user": "C: PASS ****",
+        "plain": "C: AUTH PLAIN ****",
+        "scram-sha-256": "C: AUTH SCRAM-SHA-256 ****",
+        "cram-md5": "C: AUTH CRAM-MD5 ****",
+        "apop": "C: APOP ",
+    }
+    assert any(secret_lines[auth] in line for line in dialogue), dialogue
+    for form in (password, base64.b64encode(password.encode()).decode()):
+        assert form not in result.output
+    no_leak(cli, password)

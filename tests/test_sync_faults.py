@@ -206,3 +206,54 @@ def test_no_dele_before_delivery_is_recorded(rig: Rig) -> None:
             number = command.split()[1]
             assert f"RETR {number}" in commands[:index]
     assert commands[-1] == "QUIT"
+
+
+# Local faults: a clear error, nothing deleted on the server, and a retry after the fix works.
+
+
+def test_state_store_from_a_newer_version(rig: Rig) -> None:
+    import sqlite3
+
+    state = rig.options.state_dir / "test.sqlite3"
+    state.parent.mkdir(parents=True)
+    db = sqlite3.connect(state)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    failed = rig.sync()
+    assert failed.error is not None
+    assert int(failed.error.exit_code) == 74
+    assert str(failed.error).endswith("(schema 99, this one knows 1)")
+    assert rig.sessions() == []  # refused before any network traffic
+    state.unlink()
+    assert rig.sync().error is None
+    assert rig.landed() == rig.expected()
+    assert rig.on_server() == ([] if not rig.account.keep else sorted(rig.originals))
+
+
+def test_unreadable_state_store(rig: Rig) -> None:
+    state = rig.options.state_dir / "test.sqlite3"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"not a database, " * 512)
+    failed = rig.sync()
+    assert failed.error is not None
+    assert int(failed.error.exit_code) == 74
+    assert "cannot be used: file is not a database" in str(failed.error)
+    assert rig.sessions() == []
+    state.unlink()
+    assert rig.sync().error is None
+    assert rig.landed() == rig.expected()
+
+
+def test_destination_that_cannot_be_created(rig: Rig) -> None:
+    blocker = rig.options.state_dir.parent / "blocker"
+    blocker.write_text("a file where a directory must go")
+    blocked = dataclasses.replace(rig.account, destination=blocker / "Mail" / "inbox")
+    failed = sync_account(blocked, lambda: PASSWORD, rig.options, NullReporter())
+    assert failed.error is not None
+    assert int(failed.error.exit_code) == 74
+    assert str(blocker) in str(failed.error)
+    assert rig.on_server() == sorted(rig.originals)  # nothing deleted
+    blocker.unlink()
+    again = sync_account(blocked, lambda: PASSWORD, rig.options, NullReporter())
+    assert again.error is None
+    assert again.fetched == len(rig.originals)

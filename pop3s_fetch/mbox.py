@@ -181,7 +181,12 @@ class Mbox(Destination):
             raise delivery_error(err, "create the mbox", self.path) from err
 
     def _lock(self) -> MboxLock:
-        return MboxLock(self.path, timeout=self._lock_timeout, stale_after=self._stale_lock_age)
+        return MboxLock(
+            self.path,
+            timeout=self._lock_timeout,
+            stale_after=self._stale_lock_age,
+            scratch_prefix=self._spool_prefix,
+        )
 
     # --- writing ------------------------------------------------------------------------
 
@@ -286,7 +291,8 @@ class Mbox(Destination):
             stale = [
                 entry
                 for entry in os.listdir(directory)
-                if entry.startswith(self._spool_prefix) and entry.endswith(".spool")
+                if entry.startswith(self._spool_prefix)
+                and entry.endswith((".spool", LOCK_SCRATCH_SUFFIX))
             ]
             for entry in stale:
                 (directory / entry).unlink(missing_ok=True)
@@ -471,6 +477,9 @@ class _MboxWriter:
         return self._fd
 
 
+LOCK_SCRATCH_SUFFIX = ".lock-in-progress"
+
+
 class MboxLock:
     """Holds ``<mbox>.lock``, an flock and an fcntl lock on the mbox; yields the open fd.
 
@@ -487,9 +496,14 @@ class MboxLock:
         *,
         timeout: float = LOCK_TIMEOUT,
         stale_after: float = STALE_LOCK_AGE,
+        scratch_prefix: str = ".pop3s-fetch.",
     ) -> None:
         self._path = path
         self._dotlock = path.with_name(path.name + ".lock")
+        # The dotlock is written in full under this name, then linked into place, so it never
+        # exists without our pid in it. The name starts like our spools, so a killed run's
+        # leftover is removed with them (see Mbox.remove_stale_staging).
+        self._scratch = path.with_name(f"{scratch_prefix}{os.getpid()}{LOCK_SCRATCH_SUFFIX}")
         self._timeout = timeout
         self._stale_after = stale_after
         self._fd: int | None = None
@@ -535,18 +549,23 @@ class MboxLock:
 
     def _try_dotlock(self) -> bool:
         try:
-            fd = os.open(self._dotlock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                self._scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE
+            )
+            try:
+                write_all(fd, f"{os.getpid()}\n".encode("ascii"))
+            finally:
+                os.close(fd)
+            os.link(self._scratch, self._dotlock)  # atomic, and fails if the lock exists
         except FileExistsError:
             if self._dotlock_is_stale():
                 # Another waiter may remove a fresh lock between our check and this unlink;
                 # flock and fcntl still exclude it, so the window costs no mail.
                 unlink_quietly(self._dotlock)
             return False
-        self._holds_dotlock = True
-        try:
-            write_all(fd, f"{os.getpid()}\n".encode("ascii"))
         finally:
-            os.close(fd)
+            unlink_quietly(self._scratch)
+        self._holds_dotlock = True
         return True
 
     def _dotlock_is_stale(self) -> bool:

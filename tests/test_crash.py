@@ -50,15 +50,8 @@ RECOVERY_TIMEOUT = 15.0
 #: Attempts at freezing a run inside the download window before the test gives up.
 FREEZE_ATTEMPTS = 5
 POLL_INTERVAL = 0.005
-#: A healthy run needs well under a second here; the bug below makes it wait 30 s.
-EMPTY_DOTLOCK_TIMEOUT = 6.0
-
-EMPTY_DOTLOCK_BUG = (
-    "MboxLock creates <mbox>.lock empty (O_CREAT|O_EXCL) and writes its pid afterwards; a "
-    "run killed in between leaves an empty dotlock, which _dotlock_is_stale() honours for "
-    "STALE_LOCK_AGE (300 s), so every run in the next 5 minutes waits LOCK_TIMEOUT (30 s) "
-    "and exits 75"
-)
+#: A healthy run needs well under a second here; a lock it waits out would cost 30 s.
+LOCK_LEFTOVER_TIMEOUT = 6.0
 
 # --- the mail ---------------------------------------------------------------------------
 
@@ -156,10 +149,6 @@ class Home:
     def dotlock(self) -> Path:
         return self.destination.with_name(self.destination.name + ".lock")
 
-    def left_empty_dotlock(self) -> bool:
-        """Whether a kill left the state of EMPTY_DOTLOCK_BUG: an mbox dotlock with no pid."""
-        return self.fmt == "mbox" and read_if_present(self.dotlock) == b""
-
     def journal_rows(self) -> int:
         """Rows in the state store (pending or delivered); 0 before the first is written."""
         if not self.state_file.exists():
@@ -187,13 +176,10 @@ class Home:
         path = self.cli.home / "background.stderr"
         return path.read_text() if path.exists() else ""
 
-    def recover(
-        self, context: str = "", timeout: float = RECOVERY_TIMEOUT, known_hang: str = ""
-    ) -> Result:
+    def recover(self, context: str = "", timeout: float = RECOVERY_TIMEOUT) -> Result:
         """The plain run after a crash; one still running after ``timeout`` fails the test.
 
         A stuck run is sent SIGABRT, so that faulthandler shows in the failure where it was.
-        With ``known_hang`` (the reason of a known bug) a stuck run is an xfail instead.
         """
         process = subprocess.Popen(
             [sys.executable, "-m", "pop3s_fetch", "sync"],
@@ -208,8 +194,6 @@ class Home:
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGABRT)
             stdout, stderr = process.communicate()
-            if known_hang:
-                pytest.xfail(f"{context}: {known_hang}")
             pytest.fail(
                 f"{context}: the run after the crash was still running after {timeout:g} s"
                 f" (mbox dotlock: {read_if_present(self.dotlock)!r}); its stdout: {stdout!r};"
@@ -392,9 +376,7 @@ class DovecotRig:
 def check_recovery(tally: Tally, trial: Trial, home: Home, user: DovecotUser) -> None:
     """The run after the kill completes the sync: all mail exactly once, nothing left over."""
     context = tally.context(trial)
-    # Only the outcome of the known bug is tolerated, and only when the kill left its state.
-    known_hang = EMPTY_DOTLOCK_BUG if home.left_empty_dotlock() else ""
-    finished = home.recover(context, known_hang=known_hang)
+    finished = home.recover(context)
     assert finished.code == 0, f"{context}: the run after the kill failed: {finished.output}"
     expected = expected_in(tally.fmt, CRASH_CORPUS)
     assert home.landed() == expected, f"{context}: a message is damaged, missing or twice"
@@ -545,20 +527,26 @@ def test_killed_holding_the_mbox_dotlock_does_not_block_the_next_run(
     assert rig.home.temporary_files() == []
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=EMPTY_DOTLOCK_BUG)
-def test_killed_between_creating_the_dotlock_and_writing_its_pid(local: LocalFactory) -> None:
-    # The dotlock is created empty (O_EXCL) and its pid written after: a SIGKILL in between
-    # leaves what this writes. The random kills and the test above hit it now and then; it
-    # is set up here because no outside signal can stop the run inside that window at will.
+def test_killed_before_its_dotlock_was_linked_leaves_nothing_behind(
+    local: LocalFactory,
+) -> None:
+    # The dotlock is written in full under a scratch name and linked into place, so a kill
+    # can leave that scratch file (named like our spools) but never an empty dotlock. This
+    # sets up the scratch file of a dead run, as no outside signal can hit that window.
     rig = local(corpus(), "mbox", True)
     mbox = rig.home.destination
     mbox.parent.mkdir(parents=True)
-    rig.home.dotlock.touch()
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as gone:
+        assert gone.wait(timeout=10) == 0
+    scratch = mbox.with_name(f".{mbox.name}.pop3s-fetch.{ACCOUNT}.{gone.pid}.lock-in-progress")
+    scratch.write_text(f"{gone.pid}\n")
 
-    recovered = rig.home.recover("an empty dotlock", timeout=EMPTY_DOTLOCK_TIMEOUT)
+    recovered = rig.home.recover("a scratch dotlock", timeout=LOCK_LEFTOVER_TIMEOUT)
     assert recovered.code == 0, recovered.output
     check_complete(rig, keep=True)
     assert rig.home.temporary_files() == []
+    assert not scratch.exists()
+    assert not rig.home.dotlock.exists()
 
 
 def test_killed_in_quit_after_delivery_deletes_without_downloading_again(

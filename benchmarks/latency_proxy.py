@@ -73,9 +73,16 @@ class LatencyProxy:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            # Let every connection's finally close its sockets before the loop stops: a
+            # transport closed only by garbage collection warns (ResourceWarning).
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
+            for _ in range(3):
+                await asyncio.sleep(0)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -101,6 +108,9 @@ class LatencyProxy:
         finally:
             for writer in (client_writer, server_writer):
                 writer.close()
+            for writer in (client_writer, server_writer):
+                with contextlib.suppress(OSError, asyncio.CancelledError):
+                    await writer.wait_closed()
 
 
 @contextlib.contextmanager

@@ -77,9 +77,11 @@ def _setup_logging(g: _Globals) -> None:
     if g.debug or g.verbose:
         import logging  # only when asked for: it costs start-up time
 
+        from pop3s_fetch.ui import log_format
+
         logging.basicConfig(
             level=logging.DEBUG if g.debug else logging.INFO,
-            format="%(levelname)s %(name)s: %(message)s",
+            format=log_format(os.environ),
             stream=sys.stderr,
         )
 

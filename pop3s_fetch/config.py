@@ -77,6 +77,7 @@ AuthMethod = Literal[
     "oauthbearer",
     "apop",
     "cram-md5",
+    "login",
 ]
 OAuth2Provider = Literal["microsoft", "google", "custom"]
 SecretSource = Literal["keyring", "password_command", "password_credential", "oauth2"]

@@ -60,6 +60,12 @@ def detect_mode(stream: TextIO, environ: Mapping[str, str]) -> Mode:
     return "terminal" if os.isatty(fd) else "plain"
 
 
+def log_format(environ: Mapping[str, str]) -> str:
+    """The logging format for -v/--debug: with the journal's debug priority when it listens."""
+    prefix = _PRIORITY["debug"] if detect_mode(sys.stderr, environ) == "journal" else ""
+    return prefix + "%(levelname)s %(name)s: %(message)s"
+
+
 def human_bytes(octets: int) -> str:
     """1536 -> "1.5 kB" (SI units, as rich shows them)."""
     size = float(octets)
@@ -143,7 +149,8 @@ class Output:
             write_traceback(err, sys.stderr)
 
     def warning(self, account: str, text: str) -> None:
-        if not self.json:
+        """Something worth knowing that did not stop the run (not with --quiet or --json)."""
+        if not self.json and not self.quiet:
             self._line(self.err, "warning", f"warning: {account}: {text}", "yellow")
 
     def summary(self, results: Sequence[AccountResult]) -> None:

@@ -195,11 +195,6 @@ def test_exit_status_section_lists_every_exit_code() -> None:
     assert sorted(documented) == sorted(EXIT_CODES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README.md's table lacks 1 (partial failure) and says a partial failure exits with "
-    "the first failed account's code; remove this mark when README.md is fixed",
-)
 def test_readme_exit_status_table_lists_every_exit_code() -> None:
     readme = README.read_text(encoding="utf-8")
     match = re.search(r"^## Exit status\n(.*?)(?=^## |\Z)", readme, re.M | re.S)

@@ -122,6 +122,8 @@ class Pop3sFetch:
                 f'username = "{account.username}"\ndestination = "{account.destination}"\n'
                 f'format = "{fmt}"\nkeep = {"true" if keep else "false"}\n'
                 f'ca_file = "{endpoint.ca_file}"\ntimeout = 60\n'
+                # The password as a headless user supplies it: no keyring in the process.
+                f'password_command = ["printenv", "{PASSWORD_VARIABLE}"]\n'
             )
         config.write_text("\n".join(blocks))
         env = base_env(run_dir, endpoint)
@@ -129,9 +131,6 @@ class Pop3sFetch:
             {
                 "POP3S_FETCH_CONFIG": str(config),
                 "XDG_STATE_HOME": str(run_dir / "state"),
-                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
-                "TEST_KEYRING_PASSWORD": endpoint.password,
-                "PYTHONPATH": str(REPO_ROOT),
             }
         )
         argv = [*self.executable(), "sync", "--quiet", "--no-progress"]

@@ -8,10 +8,12 @@ The only module that imports rich. Three audiences, told apart by where output g
   priority prefixes, so the journal records levels.
 
 Results go to stdout, errors and progress to stderr. ``NO_COLOR`` is honoured by rich.
+rich is imported only when a terminal will show its work: cron and pipes do not pay for it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -20,21 +22,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
-
 from pop3s_fetch.errors import Pop3sFetchError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
+
     from pop3s_fetch.sync import AccountResult
 
 Mode = Literal["terminal", "plain", "journal"]
@@ -120,38 +114,52 @@ class Output:
     ) -> None:
         environ = os.environ if environ is None else environ
         self.mode = detect_mode(sys.stderr, environ)
-        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
-        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
         self.quiet = quiet
         self.debug = debug
         self.json = json
         self.progress_enabled = progress and not quiet and not debug and self.mode == "terminal"
-        self.table_enabled = not quiet and not json and self.out.is_terminal
+        self.table_enabled = (
+            not quiet and not json and detect_mode(sys.stdout, environ) == "terminal"
+        )
         self._lock = threading.Lock()
 
-    def _line(self, console: Console, level: str, text: str, style: str | None = None) -> None:
+    @functools.cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
+        return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+    @functools.cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+    def _line(self, stream: TextIO, level: str, text: str, style: str | None = None) -> None:
         with self._lock:
-            if self.mode == "journal":
-                # Plain write: no rich wrapping or styling may split the priority prefix.
-                console.file.write(f"{_PRIORITY[level]}{text}\n")
-                console.file.flush()
-            else:
+            if self.mode == "terminal" and stream.isatty():
+                console = self.out if stream is sys.stdout else self.err
                 console.print(text, markup=False, style=style)
+                return
+            # Plain write: no escape codes, and nothing may split a journal priority prefix.
+            prefix = _PRIORITY[level] if self.mode == "journal" else ""
+            stream.write(f"{prefix}{text}\n")
+            stream.flush()
 
     def info(self, text: str) -> None:
         """A result line on stdout (not with --quiet or --json)."""
         if not self.quiet and not self.json:
-            self._line(self.out, "info", text)
+            self._line(sys.stdout, "info", text)
 
     def error(self, account: str | None, err: Pop3sFetchError) -> None:
-        self._line(self.err, "error", error_line(account, err), "red")
+        self._line(sys.stderr, "error", error_line(account, err), "red")
         if self.debug:
             write_traceback(err, sys.stderr)
 
     def warning(self, account: str, text: str) -> None:
         """Something worth knowing that did not stop the run (not with --quiet or --json)."""
         if not self.json and not self.quiet:
-            self._line(self.err, "warning", f"warning: {account}: {text}", "yellow")
+            self._line(sys.stderr, "warning", f"warning: {account}: {text}", "yellow")
 
     def summary(self, results: Sequence[AccountResult]) -> None:
         """A table on a terminal, else one line per successful account."""
@@ -164,6 +172,8 @@ class Output:
 
 
 def summary_table(results: Sequence[AccountResult]) -> Table:
+    from rich.table import Table
+
     table = Table(title=None, box=None, pad_edge=False, header_style="bold")
     for column, justify in (
         ("account", "left"),
@@ -199,6 +209,15 @@ class ProgressReporter:
         self._counts: dict[str, tuple[int, int]] = {}
         self._progress: Progress | None = None
         if output.progress_enabled:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("{task.fields[account]}"),
                 TextColumn("{task.fields[state]}"),

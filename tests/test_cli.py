@@ -186,3 +186,21 @@ def test_systemd_prints_a_service_and_a_timer(cli: Cli) -> None:
     assert "OnUnitActiveSec=30min" in lines
     bad = cli.run("systemd", "--interval", "5s")
     assert bad.code == 64
+
+
+def test_systemd_install_writes_the_units_once(cli: Cli) -> None:
+    write_account(cli)
+    first = cli.run("systemd", "--install")
+    assert first.code == 0, first.output
+    units = cli.home / ".config" / "systemd" / "user"
+    assert sorted(p.name for p in units.iterdir()) == ["pop3s-fetch.service", "pop3s-fetch.timer"]
+    assert "systemctl --user daemon-reload && systemctl --user enable --now pop3s-fetch.timer" in (
+        first.stdout
+    )
+    (units / "pop3s-fetch.timer").write_text("# edited by hand\n")
+    refused = cli.run("systemd", "--install")
+    assert refused.code == 74
+    assert (units / "pop3s-fetch.timer").read_text() == "# edited by hand\n"
+    forced = cli.run("systemd", "--install", "--force")
+    assert forced.code == 0
+    assert "OnUnitActiveSec=" in (units / "pop3s-fetch.timer").read_text()

@@ -870,7 +870,7 @@ BAD_CREDENTIAL = (
 )
 AUTH_CHOICES = (
     '"auto", "scram-sha-256", "scram-sha-1", "plain", "user", "xoauth2", "oauthbearer", '
-    '"apop", "cram-md5"'
+    '"apop", "cram-md5", "login"'
 )
 
 
@@ -920,7 +920,10 @@ AUTH_CHOICES = (
         ('x509_strict = "no"', 'accounts.work.x509_strict: expected true or false, got "no"'),
         ('client_cert = ""', 'accounts.work.client_cert: expected a non-empty path, got ""'),
         ("client_key = 3", "accounts.work.client_key: expected a non-empty path, got 3"),
-        ('auth = "login"', f'accounts.work.auth: expected one of {AUTH_CHOICES}, got "login"'),
+        (
+            'auth = "digest-md5"',
+            f'accounts.work.auth: expected one of {AUTH_CHOICES}, got "digest-md5"',
+        ),
         ("auth = 1", f"accounts.work.auth: expected one of {AUTH_CHOICES}, got 1"),
         ('password_command = "pass show mail"', f'{BAD_ARGV}"pass show mail"'),
         ("password_command = []", f"{BAD_ARGV}[]"),

@@ -260,7 +260,7 @@ def load(path: Path) -> Config:
                 f"pop3s-fetch looked for --config, then ${CONFIG_ENV_VAR}, then "
                 f"$XDG_CONFIG_HOME/{CONFIG_RELATIVE_PATH.as_posix()} (default "
                 f"~/.config/{CONFIG_RELATIVE_PATH.as_posix()}); copy config.example.toml "
-                f"to {path} and edit it"
+                f"to {path} and edit it, or run: pop3s-fetch init"
             ),
         ) from None
     except OSError as err:

@@ -112,7 +112,7 @@ def test_missing_file_says_where_it_looked(tmp_path: Path) -> None:
     assert err.hint == (
         "pop3s-fetch looked for --config, then $POP3S_FETCH_CONFIG, then "
         "$XDG_CONFIG_HOME/pop3s-fetch/config.toml (default ~/.config/pop3s-fetch/config.toml); "
-        f"copy config.example.toml to {path} and edit it"
+        f"copy config.example.toml to {path} and edit it, or run: pop3s-fetch init"
     )
     assert err.exit_code == ExitCode.CONFIG
     assert err.problems == []

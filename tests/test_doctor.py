@@ -306,7 +306,9 @@ def test_missing_config_fails_with_where_it_looked_and_skips_accounts(home: Home
     config = checks[0]
     assert config.detail == f"no configuration file at {home.config_path}"
     assert config.fix is not None
-    assert config.fix.endswith(f"copy config.example.toml to {home.config_path} and edit it")
+    assert config.fix.endswith(
+        f"copy config.example.toml to {home.config_path} and edit it, or run: pop3s-fetch init"
+    )
     assert checks[-1].detail == "the configuration could not be loaded"
     assert doctor.doctor_exit_code(checks) == 78
 

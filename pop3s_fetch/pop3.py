@@ -571,13 +571,19 @@ class Session:
 
 
 def _parse_pairs(lines: list[str], verb: str) -> dict[int, str]:
-    pairs: dict[int, str] = {}
-    for line in lines:
+    """``<number> <value>`` lines to a dict; in bulk, as idle runs list tens of thousands."""
+    if not lines:
+        return {}
+    tokens = " ".join(lines).split()
+    numbers, values = tokens[0::2], tokens[1::2]
+    digits = "".join(numbers)
+    if len(tokens) == 2 * len(lines) and digits.isascii() and digits.isdigit():
+        return dict(zip(map(int, numbers), values, strict=True))
+    for line in lines:  # something is malformed: find the line to name it
         parts = line.split()
-        if len(parts) != 2 or not parts[0].isdigit():
+        if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()):
             raise ProtocolError(f"malformed {verb} line from the server: {line[:200]!r}")
-        pairs[int(parts[0])] = parts[1]
-    return pairs
+    raise AssertionError("unreachable: the bulk parse failed on well-formed lines")
 
 
 def _connect_error(err: BaseException, host: str, where: str) -> BaseException:

@@ -125,13 +125,14 @@ class StateStore:
         with self._transaction() as db:
             db.executemany("DELETE FROM messages WHERE uidl = ?", [(uidl,) for uidl in uidls])
 
-    def forget_absent(self, present: set[str]) -> int:
+    def forget_absent(self, present: set[str], delivered: set[str] | None = None) -> int:
         """Forget delivered messages no longer on the server, so the store stays small.
 
         Only call this with a complete listing: a partial one would forget live messages
-        and so download them again.
+        and so download them again. ``delivered`` may pass a set already read (plus what
+        this run added), saving a second read of the whole table.
         """
-        gone = self.delivered() - present
+        gone = (self.delivered() if delivered is None else delivered) - present
         if gone:
             self.forget(gone)
         return len(gone)

@@ -15,10 +15,10 @@ keyring (``credentials`` owns it), poplib (``pop3`` owns it), or how mail is del
 
 from __future__ import annotations
 
+import datetime
 import os
 import shlex
 import socket
-import ssl
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Literal
 
 from pop3s_fetch import config, credentials, pop3, state, tls
+from pop3s_fetch import session as session_module
 from pop3s_fetch.config import Account, Config
 from pop3s_fetch.errors import (
     AuthError,
     ConfigError,
     ExitCode,
     Pop3sFetchError,
-    TLSError,
 )
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -55,6 +55,8 @@ TLS = "TLS"
 LOGIN = "login"
 CAPABILITIES = "capabilities"
 KEYRING = "keyring"
+#: Secret sources that need no keyring, so their password check does not wait for one.
+_KEYRINGLESS = ("password_command", "password_credential")
 _NEEDS: dict[str, tuple[str, ...]] = {
     PASSWORD: (KEYRING,),
     DNS: (),
@@ -90,7 +92,10 @@ def run_checks(
     config_check, selected = _check_config(config_path, accounts)
     yield config_check
     yield _check_state_dir(state.state_dir(environ))
-    keyring_check = _check_keyring()
+    if selected is not None and all(a.secret_source in _KEYRINGLESS for a in selected):
+        keyring_check = _skip(KEYRING, "not needed: every account reads its password elsewhere")
+    else:
+        keyring_check = _check_keyring()
     yield keyring_check
     if selected is None:
         yield _skip("accounts", "the configuration could not be loaded")
@@ -98,7 +103,10 @@ def run_checks(
     keyring_ok = keyring_check.status in ("ok", "warn")
     for account in selected:
         probe = _AccountProbe(account, config_path, account.timeout if timeout is None else timeout)
-        yield from probe.run(keyring_ok)
+        try:
+            yield from probe.run(keyring_ok)
+        finally:
+            probe.close()
 
 
 def doctor_exit_code(checks: Iterable[Check]) -> int:
@@ -273,7 +281,8 @@ class _AccountProbe:
     config_path: Path
     timeout: float
     password: str | None = field(default=None, repr=False)
-    context: ssl.SSLContext | None = None
+    oauth_ready: bool = False
+    live: pop3.Session | None = None
     session: _Session | None = None
 
     def run(self, keyring_ok: bool) -> Iterator[Check]:
@@ -287,7 +296,10 @@ class _AccountProbe:
             CAPABILITIES: self.check_capabilities,
         }
         for step, check in steps.items():
-            missing = [need for need in _NEEDS[step] if need not in passed]
+            needs = _NEEDS[step]
+            if step == PASSWORD and self.account.secret_source in _KEYRINGLESS:
+                needs = ()
+            missing = [need for need in needs if need not in passed]
             if missing:
                 result = _skip(self.name(step), f"skipped: the {missing[0]} check did not pass")
             else:
@@ -304,11 +316,23 @@ class _AccountProbe:
         return f"{self.account.host}:{self.account.port}"
 
     def check_password(self) -> Check:
+        name = self.name(PASSWORD)
+        source = self.account.secret_source
         try:
-            self.password = credentials.get_password(self.account.name)
+            if source == "oauth2":
+                credentials.get_refresh_token(self.account.name)
+                self.oauth_ready = True
+                return _ok(name, "an OAuth2 refresh token is stored in the keyring (not shown)")
+            self.password = credentials.get_secret(self.account)
         except Pop3sFetchError as err:
-            return _fail(self.name(PASSWORD), err)
-        return _ok(self.name(PASSWORD), "a password is stored in the keyring (not shown)")
+            return _fail(name, err)
+        where = {
+            "password_command": "password_command printed a password",
+            "password_credential": (
+                f"the systemd credential {self.account.password_credential} holds a password"
+            ),
+        }.get(source, "a password is stored in the keyring")
+        return _ok(name, f"{where} (not shown)")
 
     def check_dns(self) -> Check:
         host = self.account.host
@@ -357,40 +381,30 @@ class _AccountProbe:
         return Check(self.name(step), "fail", detail, fix, ExitCode.TEMPFAIL)
 
     def check_tls(self) -> Check:
+        """Connect exactly as sync does (STLS, trust, pin); the session is kept for login."""
+        name = self.name(TLS)
         try:
-            self.context = tls.client_context(self.account.tls)
-        except TLSError as err:
-            return _fail(self.name(TLS), err)
-        try:
-            info = _tls_handshake(self.account.host, self.account.port, self.context, self.timeout)
-        except ssl.SSLCertVerificationError as err:
-            return Check(
-                self.name(TLS),
-                "fail",
-                f"certificate of {self.where} refused: {err.verify_message}",
-                "if the server uses a private CA, set ca_file to that CA's PEM file in "
-                f"{self.config_path}; if the name does not match, check host",
-                ExitCode.UNAVAILABLE,
-            )
-        except ssl.SSLError as err:
-            return Check(
-                self.name(TLS),
-                "fail",
-                f"TLS handshake with {self.where} failed: {err.reason or err}",
-                "the server must speak TLS 1.2 or newer from the first byte on this port "
-                "(POP3S, usually 995)",
-                ExitCode.UNAVAILABLE,
-            )
-        except OSError as err:
+            self.live = session_module.open_session(self.account, timeout=self.timeout)
+        except OSError as err:  # pragma: no cover - open_session translates these
             return self.connect_failure(TLS, err)
-        if info.days_left < EXPIRY_WARNING_DAYS:
+        except Pop3sFetchError as err:
+            return _fail(name, err)
+        summary = tls.describe(self.live.peer_certificate())
+        days_left = (summary.not_after - datetime.datetime.now(datetime.UTC)).days
+        trust = "pinned" if self.account.tls.fingerprint else "verified"
+        detail = (
+            f"{self.live.tls_version}, {self.live.cipher}; certificate {summary.subject} "
+            f"({trust}), issued by {summary.issuer}, expires {summary.not_after:%Y-%m-%d} "
+            f"(in {days_left} days); {summary.sha256}"
+        )
+        if days_left < EXPIRY_WARNING_DAYS:
             return Check(
-                self.name(TLS),
+                name,
                 "warn",
-                info.describe(),
+                detail,
                 "the certificate expires soon; tell the server's administrator",
             )
-        return _ok(self.name(TLS), info.describe())
+        return _ok(name, detail)
 
     def check_login(self) -> Check:
         session = self.open_session()
@@ -398,10 +412,7 @@ class _AccountProbe:
         if failure is not None:
             fix = failure.hint
             if isinstance(failure, AuthError):
-                fix = (
-                    f"check username ({self.account.username}) in {self.config_path}, then store "
-                    f"the right password with: pop3s-fetch password set {self.account.name}"
-                )
+                fix = f"username is {self.account.username} in {self.config_path}; {failure.hint}"
             return _fail(self.name(LOGIN), failure, fix=fix)
         detail = f"logged in as {self.account.username}"
         if session.listing is not None:
@@ -442,92 +453,38 @@ class _AccountProbe:
         return self.session
 
     def _probe_session(self) -> _Session:
-        assert self.context is not None  # both callers need the TLS check to have passed
+        assert self.live is not None  # both callers need the TLS check to have passed
         result = _Session()
+        session = self.live
         try:
-            session = pop3.Session.connect(
-                self.account.host, self.account.port, context=self.context, timeout=self.timeout
-            )
+            if not session.capabilities:
+                session.capa()
+            result.capabilities = dict(session.capabilities)
         except Pop3sFetchError as err:
             result.error = err
             return result
-        with session:
-            try:
-                result.capabilities = session.capa()
-            except Pop3sFetchError as err:
-                result.error = err
-                return result
-            if self.password is None:
-                return result
-            try:
-                session.login(self.account.username, self.password)
-            except Pop3sFetchError as err:
-                result.login_error = err
-                return result
-            result.logged_in = True
-            try:
-                result.listing = session.listing()
-                session.quit()  # nothing was marked for deletion, so QUIT changes nothing
-            except Pop3sFetchError as err:
-                result.listing_error = err
+        if self.password is None and not self.oauth_ready:
+            return result
+        try:
+            secret = self.password
+            if secret is None:  # OAuth2: exchange the refresh token, as sync does
+                secret = credentials.login_secret(self.account)
+            session_module.log_in(session, self.account, secret, then_list=True)
+        except Pop3sFetchError as err:
+            result.login_error = err
+            return result
+        result.logged_in = True
+        try:
+            result.listing = session.listing()
+            session.quit()  # nothing was marked for deletion, so QUIT changes nothing
+        except Pop3sFetchError as err:
+            result.listing_error = err
         return result
 
-
-@dataclass(frozen=True, slots=True)
-class _TLSInfo:
-    version: str
-    cipher: str
-    subject: str
-    issuer: str
-    expires: str
-    days_left: int
-
-    def describe(self) -> str:
-        return (
-            f"{self.version}, {self.cipher}; certificate {self.subject}, issued by "
-            f"{self.issuer}, expires {self.expires} (in {self.days_left} days)"
-        )
-
-
-def _tls_handshake(host: str, port: int, context: ssl.SSLContext, timeout: float) -> _TLSInfo:
-    """Handshake, read the verified certificate, and hang up without sending a byte."""
-    with (
-        socket.create_connection((host, port), timeout=timeout) as raw,
-        context.wrap_socket(raw, server_hostname=host) as sock,
-    ):
-        certificate = sock.getpeercert() or {}
-        cipher = sock.cipher()
-        version = sock.version() or "unknown version"
-    not_after = str(certificate.get("notAfter", ""))
-    seconds = ssl.cert_time_to_seconds(not_after) if not_after else time.time()
-    return _TLSInfo(
-        version=version,
-        cipher=cipher[0] if cipher else "unknown cipher",
-        subject=_distinguished_name(certificate.get("subject", ())),
-        issuer=_distinguished_name(certificate.get("issuer", ())),
-        expires=time.strftime("%Y-%m-%d", time.gmtime(seconds)),
-        days_left=int((seconds - time.time()) // 86400),
-    )
-
-
-_SHORT_NAMES = {
-    "commonName": "CN",
-    "organizationName": "O",
-    "organizationalUnitName": "OU",
-    "countryName": "C",
-    "localityName": "L",
-    "stateOrProvinceName": "ST",
-}
-
-
-def _distinguished_name(rdns: object) -> str:
-    """``(( ("commonName", "x"), ), ...)`` from getpeercert() as ``CN=x, O=y``."""
-    parts: list[str] = []
-    if isinstance(rdns, tuple):
-        for rdn in rdns:
-            for key, value in rdn:
-                parts.append(f"{_SHORT_NAMES.get(key, key)}={value}")
-    return ", ".join(parts) or "(empty)"
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+            self.live = None
 
 
 def _describe_capabilities(capabilities: Mapping[str, list[str]]) -> str:

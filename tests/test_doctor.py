@@ -134,16 +134,18 @@ def assert_tls_detail(detail: str, server_cert: ServerCert) -> None:
     expires = leaf.not_valid_after_utc
     days = (expires - datetime.now(UTC)).days
     match = re.fullmatch(
-        r"(TLSv1\.[23]), ([A-Z0-9_-]+); certificate (.*), issued by (.*), "
-        r"expires (\d{4}-\d\d-\d\d) \(in (\d+) days\)",
+        r"(TLSv1\.[23]), ([A-Z0-9_-]+); certificate (.*) \(verified\), issued by (.*), "
+        r"expires (\d{4}-\d\d-\d\d) \(in (\d+) days\); (sha256:[0-9a-f]{64})",
         detail,
     )
     assert match is not None, detail
-    assert match.group(3, 4, 5) == (
-        name(leaf.subject),
-        name(leaf.issuer),
-        expires.strftime("%Y-%m-%d"),
-    )
+
+    def parts(text: str) -> set[str]:
+        return set(text.split(", "))
+
+    assert parts(match[3]) == parts(name(leaf.subject))
+    assert parts(match[4]) == parts(name(leaf.issuer))
+    assert match[5] == expires.strftime("%Y-%m-%d")
     assert int(match[6]) in (days, days - 1)  # the day may turn between the two readings
 
 
@@ -210,8 +212,8 @@ def test_wrong_password_fails_login_with_the_fix_and_exit_77(
     login = by_name(checks, "work: login")
     assert login.detail.startswith(f"{dovecot.host} refused the login: [AUTH]")
     assert login.fix == (
-        f"check username ({user.name}) in {home.config_path}, then store the right password "
-        "with: pop3s-fetch password set work"
+        f"username is {user.name} in {home.config_path}; check username, then store the right "
+        "password with: pop3s-fetch password set work"
     )
     assert doctor.doctor_exit_code(checks) == 77
     assert_no_secret(checks, wrong)
@@ -230,14 +232,11 @@ def test_wrong_ca_fails_tls_with_exit_69_and_skips_login(
 
     assert verdicts(checks)[3:] == account_verdicts("work", "ok ok ok fail skip skip")
     tls_check = by_name(checks, "work: TLS")
-    assert tls_check.detail == (
-        f"certificate of {dovecot.host}:{dovecot.port} refused: "
-        "unable to get local issuer certificate"
+    assert tls_check.detail.startswith(
+        f"refused the TLS connection to {dovecot.host}:{dovecot.port} (unknown issuer): subject "
     )
-    assert tls_check.fix == (
-        f"if the server uses a private CA, set ca_file to that CA's PEM file in "
-        f"{home.config_path}; if the name does not match, check host"
-    )
+    assert tls_check.fix is not None
+    assert tls_check.fix.startswith(f"its issuer is not in {other_ca_file}: set ca = ")
     assert by_name(checks, "work: login").detail == "skipped: the TLS check did not pass"
     assert doctor.doctor_exit_code(checks) == 69
 
@@ -473,7 +472,7 @@ def test_a_server_that_never_answers_times_out_in_the_tls_check(home: Home) -> N
     tls_check = by_name(checks, "work: TLS")
     assert (tls_check.status, tls_check.detail) == (
         "fail",
-        f"no answer from 127.0.0.1:{port} within 0.3 s",
+        f"timed out connecting to 127.0.0.1:{port}",
     )
     assert tls_check.exit_code == 75
 
@@ -502,3 +501,26 @@ def test_render_and_summary_of_plain_checks() -> None:
     ]
     assert doctor.summary(checks) == "no problems found, 1 warning"
     assert doctor.doctor_exit_code(checks) == 0
+
+
+@pytest.mark.dovecot
+@pytest.mark.usefixtures("use_backend")
+def test_password_command_account_needs_no_keyring(
+    home: Home, dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]
+    user = dovecot.add_user([b"Subject: x\n\nx\n"])
+    secret = tmp_path / "pw"
+    secret.write_text(user.password + "\n")
+    home.config_path.write_text(
+        f'[accounts.work]\nhost = "{dovecot.host}"\nport = {dovecot.port}\n'
+        f'username = "{user.name}"\ndestination = "{tmp_path / "Maildir"}"\n'
+        f'ca = "{dovecot.ca_file}"\npassword_command = ["cat", "{secret}"]\n'
+    )
+    checks = home.doctor()
+    assert by_name(checks, "keyring").status == "skip"
+    password = by_name(checks, "work: password")
+    assert password.detail == "password_command printed a password (not shown)"
+    assert by_name(checks, "work: login").status == "ok"
+    assert doctor.doctor_exit_code(checks) == 0
+    assert_no_secret(checks, user.password)

@@ -381,15 +381,15 @@ class Session:
     def login(self, username: str, password: str, *, then_list: bool = False) -> None:
         """USER/PASS; TLS is already up, so the password never crosses the wire in clear.
 
-        With ``then_list`` and PIPELINING, UIDL and LIST go out in the same flight, saving a
-        round trip; :meth:`listing` then only reads their replies.
+        With ``then_list`` and PIPELINING, UIDL goes out in the same flight, saving a round
+        trip; :meth:`unique_ids` then only reads its reply.
 
         Raises:
             AuthError: the server refused the credentials (exit 77).
             RemoteError: a temporary refusal ([IN-USE], [LOGIN-DELAY], [SYS/TEMP]) (exit 75).
         """
         if self.pipelining:
-            listing = ("UIDL", "LIST") if then_list else ()
+            listing = ("UIDL",) if then_list else ()
             self._send(f"USER {username}", f"PASS {password}", *listing)
             self._listing_sent = bool(listing)
             replies = [self._status(), self._status()]
@@ -446,36 +446,63 @@ class Session:
             raise ProtocolError(f"unexpected reply during AUTH: {line[:200]!r}")
 
     def listing(self) -> list[RemoteMessage]:
-        """UIDL and LIST, pipelined when possible, joined by message number.
+        """UIDL and LIST (every message), joined by message number.
+
+        Raises:
+            ProtocolError: no UIDL support, or malformed replies.
+        """
+        uidls = self.unique_ids()
+        return self.with_sizes(uidls, list(uidls))
+
+    def unique_ids(self) -> dict[int, str]:
+        """UIDL: message number -> unique-id. LIST is left for :meth:`with_sizes`, because on
+        a large mailbox with nothing new it is the server's costliest reply (sizes with CRLF).
 
         Raises:
             ProtocolError: no UIDL support, or malformed replies.
         """
         if self._listing_sent:
             self._listing_sent = False
-        elif self.pipelining:
-            self._send("UIDL", "LIST")
         else:
             self._send("UIDL")
-        uidl_ok, uidl_text = self._status()
-        uidl_lines = self._lines() if uidl_ok else []
-        if not self.pipelining:
-            self._send("LIST")
-        list_ok, list_text = self._status()
-        list_lines = self._lines() if list_ok else []
-        if not uidl_ok:
+        ok, text = self._status()
+        if not ok:
             raise ProtocolError(
-                f"the server does not support UIDL ({uidl_text})",
+                f"the server does not support UIDL ({text})",
                 hint="without UIDL, messages cannot be told apart between runs; "
                 "pop3s-fetch refuses to guess, and deleted nothing",
             )
-        if not list_ok:
-            raise ProtocolError(f"the server refused LIST: {list_text}")
-        uidls = _parse_pairs(uidl_lines, "UIDL")
-        sizes = {number: int(size) for number, size in _parse_pairs(list_lines, "LIST").items()}
-        if uidls.keys() != sizes.keys():
+        return _parse_pairs(self._lines(), "UIDL")
+
+    def with_sizes(self, uidls: dict[int, str], numbers: Sequence[int]) -> list[RemoteMessage]:
+        """The LIST sizes of ``numbers``: one ``LIST n`` each, pipelined, when they are a few
+        of many; one whole LIST otherwise.
+
+        Raises:
+            ProtocolError: LIST refused or malformed, or naming other messages than UIDL did.
+        """
+        if not numbers:
+            return []
+        wanted = sorted(numbers)
+        if self.pipelining and len(wanted) * 4 < len(uidls):
+            self._send(*(f"LIST {n}" for n in wanted))
+            replies = [self._status() for _ in wanted]
+            refused = [text for ok, text in replies if not ok]
+            if refused:
+                raise ProtocolError(f"the server refused LIST: {refused[0]}")
+            sizes = {
+                number: int(size)
+                for number, size in _parse_pairs([t for _, t in replies], "LIST").items()
+            }
+        else:
+            self._send("LIST")
+            ok, text = self._status()
+            if not ok:
+                raise ProtocolError(f"the server refused LIST: {text}")
+            sizes = {n: int(size) for n, size in _parse_pairs(self._lines(), "LIST").items()}
+        if not set(wanted) <= sizes.keys() or not sizes.keys() <= uidls.keys():
             raise ProtocolError("the server's UIDL and LIST replies name different messages")
-        return [RemoteMessage(n, uidls[n], sizes[n]) for n in sorted(uidls)]
+        return [RemoteMessage(n, uidls[n], sizes[n]) for n in wanted]
 
     def retrieve(
         self, messages: Sequence[RemoteMessage], open_sink: Callable[[RemoteMessage], Sink]

@@ -210,10 +210,13 @@ class _AccountSync:
         method = log_in(session, self.account, secret, then_list=True)
         logger.info("%s: logged in with %s", self.account.name, method)
         self.reporter.started(self.account.name, "listing")
-        listing = session.listing()
+        uidls = session.unique_ids()
+        listing = [RemoteMessage(n, uidl, 0) for n, uidl in sorted(uidls.items())]
         _check_uidls(listing)
         self.result.on_server = len(listing)
-        new = [m for m in listing if m.uidl not in delivered]
+        # Sizes only for what will be fetched: on a big mailbox with nothing new, a whole
+        # LIST is the server's costliest reply of the run.
+        new = session.with_sizes(uidls, [m.number for m in listing if m.uidl not in delivered])
         self.result.skipped = len(listing) - len(new)
         logger.info(
             "%s: %d messages on the server, %d new", self.account.name, len(listing), len(new)

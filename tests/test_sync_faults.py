@@ -257,3 +257,20 @@ def test_destination_that_cannot_be_created(rig: Rig) -> None:
     again = sync_account(blocked, lambda: PASSWORD, rig.options, NullReporter())
     assert again.error is None
     assert again.fetched == len(rig.originals)
+
+
+def test_sizes_are_asked_only_for_what_is_new(rig: Rig) -> None:
+    assert rig.sync().error is None
+    assert "LIST" in rig.sessions()[-1]  # everything was new: one whole LIST
+    if not rig.account.keep:
+        return  # the server is empty now
+    rig.store.add(b"Subject: late\n\nlate\n")
+    again = rig.sync()
+    assert again.error is None
+    assert again.fetched == 1
+    number = len(rig.originals) + 1
+    session = rig.sessions()[-1]
+    assert [c for c in session if c.startswith("LIST")] == [f"LIST {number}"]
+    idle = rig.sync()
+    assert (idle.error, idle.fetched) == (None, 0)
+    assert [c for c in rig.sessions()[-1] if c.startswith("LIST")] == []

@@ -227,6 +227,11 @@ class Session:
         self._pending: collections.deque[_Pending] = collections.deque()
         self._delete_errors: list[str] = []
         self._listing_sent = False
+        self._sizes_sent = False
+        self._prefetched: tuple[bool, str, list[str]] | None = None
+        #: Set when every message is expected to be new (a first run): LIST then rides with
+        #: UIDL instead of costing a round trip of its own.
+        self.prefetch_sizes = False
         self._deletes_sent = False
 
     # -- connection ---------------------------------------------------------------------------
@@ -389,7 +394,7 @@ class Session:
             RemoteError: a temporary refusal ([IN-USE], [LOGIN-DELAY], [SYS/TEMP]) (exit 75).
         """
         if self.pipelining:
-            listing = ("UIDL",) if then_list else ()
+            listing = self._listing_commands() if then_list else ()
             self._send(f"USER {username}", f"PASS {password}", *listing)
             self._listing_sent = bool(listing)
             replies = [self._status(), self._status()]
@@ -464,15 +469,24 @@ class Session:
         if self._listing_sent:
             self._listing_sent = False
         else:
-            self._send("UIDL")
+            self._send(*self._listing_commands())
         ok, text = self._status()
+        lines = self._lines() if ok else []
+        if self._sizes_sent:
+            self._sizes_sent = False
+            list_ok, list_text = self._status()
+            self._prefetched = (list_ok, list_text, self._lines() if list_ok else [])
         if not ok:
             raise ProtocolError(
                 f"the server does not support UIDL ({text})",
                 hint="without UIDL, messages cannot be told apart between runs; "
                 "pop3s-fetch refuses to guess, and deleted nothing",
             )
-        return _parse_pairs(self._lines(), "UIDL")
+        return _parse_pairs(lines, "UIDL")
+
+    def _listing_commands(self) -> tuple[str, ...]:
+        self._sizes_sent = self.prefetch_sizes and self.pipelining
+        return ("UIDL", "LIST") if self._sizes_sent else ("UIDL",)
 
     def with_sizes(self, uidls: dict[int, str], numbers: Sequence[int]) -> list[RemoteMessage]:
         """The LIST sizes of ``numbers``: one ``LIST n`` each, pipelined, when they are a few
@@ -481,10 +495,16 @@ class Session:
         Raises:
             ProtocolError: LIST refused or malformed, or naming other messages than UIDL did.
         """
+        prefetched, self._prefetched = self._prefetched, None
         if not numbers:
             return []
         wanted = sorted(numbers)
-        if self.pipelining and len(wanted) * 4 < len(uidls):
+        if prefetched is not None:
+            ok, text, lines = prefetched
+            if not ok:
+                raise ProtocolError(f"the server refused LIST: {text}")
+            sizes = {n: int(size) for n, size in _parse_pairs(lines, "LIST").items()}
+        elif self.pipelining and len(wanted) * 4 < len(uidls):
             self._send(*(f"LIST {n}" for n in wanted))
             replies = [self._status() for _ in wanted]
             refused = [text for ok, text in replies if not ok]

@@ -207,6 +207,7 @@ class _AccountSync:
     def _run_session(self, session: Session, secret: str, delivered: set[str]) -> None:
         if not session.capabilities:  # STLS sessions asked already, after the handshake
             session.capa()
+        session.prefetch_sizes = not delivered  # a first run: every message is new
         method = log_in(session, self.account, secret, then_list=True)
         logger.info("%s: logged in with %s", self.account.name, method)
         self.reporter.started(self.account.name, "listing")

@@ -93,7 +93,7 @@ def render(info: ServerInfo, now: datetime.datetime | None = None) -> list[str]:
         else:
             lines.append(f"{name + ':':<14}no")
     implementation = info.capabilities.get("IMPLEMENTATION")
-    lines.append(f"{'IMPLEMENTATION:':<14}{' '.join(implementation) if implementation else '-'}")
+    lines.append(f"IMPLEMENTATION: {' '.join(implementation) if implementation else '-'}")
     login = f"{info.method} (logged in)" if info.logged_in else info.method
     lines.append(f"{'login:':<14}{login}")
     if info.extra:

@@ -18,6 +18,7 @@ from keyring.backends import chainer, fail, null
 
 from pop3s_fetch import credentials
 from pop3s_fetch.errors import CredentialError, ExitCode
+from tests.support.memory_keyring import MemoryKeyring
 
 SECRET = "correct horse\tbattery staple"  # whitespace inside, to test scrubbing of one-lined text
 
@@ -47,28 +48,6 @@ LOCKED_HINT = (
     'set password_command = ["pass", "show", "mail/work"] or password_credential = "NAME" '
     "(a systemd LoadCredentialEncrypted= credential) in the account instead"
 )
-
-
-class MemoryKeyring(KeyringBackend):
-    """A dict-backed keyring: the normal paths, with no D-Bus involved."""
-
-    priority = -10
-
-    def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.entries: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.entries.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.entries[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        try:
-            del self.entries[(service, username)]
-        except KeyError:
-            raise keyring.errors.PasswordDeleteError("not found") from None
 
 
 class RaisingKeyring(KeyringBackend):
@@ -321,7 +300,7 @@ def test_set_failure_without_the_password_keeps_the_cause(
 
 
 def test_backend_description_of_a_plain_backend(memory: MemoryKeyring) -> None:
-    assert credentials.backend_description() == "test credentials MemoryKeyring (priority -10)"
+    assert credentials.backend_description() == "memory keyring MemoryKeyring (priority -10)"
 
 
 def test_backend_description_of_the_fail_backend(

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import keyring
 import pytest
-from keyring.backend import KeyringBackend
 
 from pop3s_fetch import credentials
 from pop3s_fetch.config import Account, OAuth2Settings
 from pop3s_fetch.errors import CredentialError, ExitCode
+from tests.support.memory_keyring import MemoryKeyring
 
 SECRET = "p4ss w0rd\t'\"$HOME;"  # spaces, a tab, quotes and shell syntax: all must survive
 PYTHON = sys.executable
@@ -232,25 +232,6 @@ def test_empty_credential(credentials_directory: Path, content: bytes) -> None:
 
 
 # --- get_secret: one source per account -------------------------------------------------------
-
-
-class MemoryKeyring(KeyringBackend):
-    """A dict-backed keyring; negative priority so discovery never picks it elsewhere."""
-
-    priority = -10
-
-    def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.entries: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.entries.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.entries[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        del self.entries[(service, username)]
 
 
 @pytest.fixture

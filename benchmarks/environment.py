@@ -19,7 +19,7 @@ from pathlib import Path
 import trustme
 
 from tests.support.certs import SERVER_IDENTITIES, ServerCert
-from tests.support.dovecot import POP3_BINARIES, DovecotServer, DovecotUser, find_dovecot
+from tests.support.dovecot import DovecotServer, DovecotUser, find_dovecot, missing_dovecot
 
 #: Environment variable that carries the shared password to the clients (never argv).
 PASSWORD_VARIABLE = "BENCH_POP3_PASSWORD"
@@ -62,11 +62,7 @@ class Environment:
 
 def missing_server() -> str | None:
     """Why Dovecot cannot be started here, or None when it can."""
-    if find_dovecot() is None:
-        return "dovecot is not installed (apt-get install dovecot-core dovecot-pop3d)"
-    if not any(Path(binary).exists() for binary in POP3_BINARIES):
-        return "Dovecot's POP3 server is not installed (apt-get install dovecot-pop3d)"
-    return None
+    return missing_dovecot()
 
 
 def _write_server_cert(ca: trustme.CA, directory: Path) -> ServerCert:

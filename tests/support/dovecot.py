@@ -79,6 +79,24 @@ def find_dovecot() -> str | None:
     return shutil.which("dovecot", path=search)
 
 
+def missing_dovecot() -> str | None:
+    """Why a private Dovecot POP3 server cannot be started here, or None when it can."""
+    if find_dovecot() is None:
+        return "dovecot is not installed (apt-get install dovecot-core dovecot-pop3d)"
+    if not any(Path(binary).exists() for binary in POP3_BINARIES):
+        return "Dovecot's POP3 server is not installed (apt-get install dovecot-pop3d)"
+    return None
+
+
+def require_dovecot() -> str:
+    """The ``dovecot`` binary for a fixture; skip (or fail, when CI requires servers) without."""
+    reason = missing_dovecot()
+    executable = find_dovecot()
+    if reason is not None or executable is None:
+        server_unavailable(reason or "dovecot is not installed")
+    return executable
+
+
 def pick_accounts() -> Accounts:
     """Accounts for this process: the current user, or (as root) an unprivileged mail owner."""
     if os.geteuid() != 0:
@@ -371,11 +389,7 @@ class DovecotServer:
 @pytest.fixture(scope="session")
 def dovecot(server_cert: ServerCert, ca_file: Path) -> Iterator[DovecotServer]:
     """A Dovecot POP3S server for the whole session; each test adds its own users."""
-    executable = find_dovecot()
-    if executable is None:
-        server_unavailable("dovecot is not installed (apt-get install dovecot-core dovecot-pop3d)")
-    if not any(Path(binary).exists() for binary in POP3_BINARIES):
-        server_unavailable("Dovecot's POP3 server is not installed (apt-get install dovecot-pop3d)")
+    executable = require_dovecot()
     # Not pytest's tmp_path: its parents are private to us, and Dovecot's unprivileged
     # processes must reach the passwd-file and the mail.
     root = Path(tempfile.mkdtemp(prefix="pop3s-fetch-dovecot-"))

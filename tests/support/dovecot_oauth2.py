@@ -31,9 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import server_unavailable
 from tests.support.certs import ServerCert
-from tests.support.dovecot import AUTH_MECHANISMS, POP3_BINARIES, DovecotServer, find_dovecot
+from tests.support.dovecot import AUTH_MECHANISMS, DovecotServer, require_dovecot
 from tests.support.oauth2_authority import OAuth2Authority
 
 PLAIN_MECHANISMS_LINE = f"auth_mechanisms = {AUTH_MECHANISMS}\n"
@@ -104,11 +103,7 @@ class DovecotOAuth2Server(DovecotServer):
 @pytest.fixture(scope="session")
 def dovecot_oauth2(server_cert: ServerCert, ca_file: Path) -> Iterator[DovecotOAuth2Server]:
     """A Dovecot POP3S server taking OAuth2 tokens from ``dovecot_oauth2.authority``."""
-    executable = find_dovecot()
-    if executable is None:
-        server_unavailable("dovecot is not installed (apt-get install dovecot-core dovecot-pop3d)")
-    if not any(Path(binary).exists() for binary in POP3_BINARIES):
-        server_unavailable("Dovecot's POP3 server is not installed (apt-get install dovecot-pop3d)")
+    executable = require_dovecot()
     # A one-second poll interval keeps a subprocess's `pop3s-fetch oauth2 login` quick.
     authority = OAuth2Authority(interval=1)
     authority.start()

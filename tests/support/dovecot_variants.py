@@ -45,14 +45,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support import server_unavailable
 from tests.support.certs import SERVER_IDENTITIES, ServerCert
 from tests.support.dovecot import (
     HOST,
-    POP3_BINARIES,
     DovecotServer,
-    find_dovecot,
     free_port,
+    require_dovecot,
 )
 
 WRONG_HOST_NAME = "mail.example.net"
@@ -240,11 +238,7 @@ def _start_variant(
     ca_file_for: Callable[[ServerCert], Path],
     edits: tuple[ConfigEdit, ...],
 ) -> Iterator[VariantDovecot]:
-    executable = find_dovecot()
-    if executable is None:
-        server_unavailable("dovecot is not installed (apt-get install dovecot-core dovecot-pop3d)")
-    if not any(Path(binary).exists() for binary in POP3_BINARIES):
-        server_unavailable("Dovecot's POP3 server is not installed (apt-get install dovecot-pop3d)")
+    executable = require_dovecot()
     # Not tmp_path: Dovecot's unprivileged processes must reach the files (see dovecot.py).
     root = Path(tempfile.mkdtemp(prefix="pop3s-fetch-dovecot-variant-"))
     root.chmod(0o755)

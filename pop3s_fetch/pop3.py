@@ -131,47 +131,80 @@ class _Reader:
         Returns the number of bytes passed to the sink. Raises ConnectionClosed when the
         connection ends before the terminating dot: a message without it is incomplete and
         must never be delivered. Work is done per EMIT_SIZE of data, not per TLS record, and
-        only new bytes are searched for the terminator, so the cost per byte stays in C.
+        new bytes are scanned once, for CRLF + ".": each hit is either a stuffing dot or the
+        terminator, so un-stuffing costs no pass of its own and the cost per byte stays in C.
         """
         buf = self._buf
         at_line_start = True  # does buf begin at the start of a line?
+        head_checked = False  # has that line's first byte been looked at?
+        dots: list[int] = []  # offsets in buf of stuffing dots to drop, ascending
+        scan_from = 0  # every CRLF + "." starting before this offset is decided
         written = 0
-        searched = 0  # bytes at the front of buf known to hold no terminator
         while True:
-            if at_line_start and len(buf) < 3 and b".\r\n".startswith(buf):
-                self._fill()  # too little to tell a terminator from a line starting with "."
-                continue
-            if at_line_start and buf.startswith(b".\r\n"):
-                del buf[:3]
-                return written
-            end = buf.find(_TERMINATOR, max(0, searched - len(_TERMINATOR) + 1))
-            if end >= 0:
-                written += _emit(sink, buf, end + 2, at_line_start)
-                del buf[: end + len(_TERMINATOR)]
-                return written
+            if at_line_start and not head_checked:
+                if len(buf) < 3 and b".\r\n".startswith(buf):
+                    self._fill()  # too little to tell the terminator from a line starting "."
+                    continue
+                if buf.startswith(b".\r\n"):
+                    del buf[:3]
+                    return written
+                if buf.startswith(b"."):
+                    dots.append(0)
+                head_checked = True
+            hit = buf.find(b"\r\n.", scan_from)
+            while hit >= 0 and hit + 5 <= len(buf):
+                if buf.startswith(b"\r\n", hit + 3):  # CRLF . CRLF: the terminator
+                    written += _emit(sink, buf, hit + 2, dots)
+                    del buf[: hit + 5]
+                    return written
+                dots.append(hit + 2)
+                hit = buf.find(b"\r\n.", hit + 3)
+            # No hit, or one too near the end to decide: look there again after the next read.
+            scan_from = hit if hit >= 0 else max(0, len(buf) - 2)
             if len(buf) >= EMIT_SIZE:
                 cut = buf.rfind(b"\r\n")
                 if cut >= 0:
                     # Keep what follows the last line end: it may be the start of the terminator.
-                    written += _emit(sink, buf, cut + 2, at_line_start)
-                    del buf[: cut + 2]
-                    at_line_start = True
+                    size = cut + 2
+                    at_line_start, head_checked = True, False
                 elif len(buf) > MAX_BUFFERED_LINE:
                     # One huge line: pass its head on, keeping a trailing CR to pair with its LF.
                     size = len(buf) - (1 if buf.endswith(b"\r") else 0)
-                    written += _emit(sink, buf, size, at_line_start)
+                    at_line_start, head_checked = False, True
+                else:
+                    size = 0
+                if size:
+                    written += _emit(sink, buf, size, dots)
                     del buf[:size]
-                    at_line_start = False
-            searched = len(buf)
+                    # A dot at the new start is found again by the line-start check.
+                    dots = [d - size for d in dots if d > size]
+                    scan_from = max(0, scan_from - size)
             self._fill()
 
 
-def _emit(sink: Sink, buf: bytearray, size: int, at_line_start: bool) -> int:
-    """Un-stuff and convert buf[:size], which ends on a line end (or inside a huge line)."""
-    start = 1 if at_line_start and buf.startswith(b".") else 0
+def _emit(sink: Sink, buf: bytearray, size: int, dots: list[int]) -> int:
+    """Pass buf[:size] on without the stuffing dots at ``dots`` (those below size), CRLF as LF.
+
+    buf[:size] ends on a line end, or inside a huge line.
+    """
     with memoryview(buf) as view:
-        data = bytes(view[start:size])
-    data = data.replace(b"\r\n.", b"\r\n").replace(b"\r\n", b"\n")
+        if dots and dots[0] < size:
+            pieces = []
+            start = 0
+            for dot in dots:
+                if dot >= size:
+                    break
+                pieces.append(view[start:dot])
+                start = dot + 1
+            pieces.append(view[start:size])
+            data = b"".join(pieces)
+            for piece in pieces:  # let buf be resized again
+                piece.release()
+        else:
+            data = bytes(view[:size])
+    # split + join beats replace(b"\r\n", b"\n") about 2:1 (one scan instead of a count
+    # and a copy); a lone CR, which is message data, stays inside its piece.
+    data = b"\n".join(data.split(b"\r\n"))
     if data:
         sink(data)
     return len(data)

@@ -10,7 +10,6 @@ It must not know about POP3, UIDLs, the state store or the configuration file.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import secrets
@@ -18,14 +17,12 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from pop3s_fetch.delivery import (
     DEFAULT_OWNER,
     FILE_MODE,
-    BufferedFdWriter,
     Destination,
     MessageWriter,
     Placement,
@@ -38,15 +35,17 @@ from pop3s_fetch.delivery import (
     unlink_quietly,
 )
 from pop3s_fetch.errors import DeliveryError
+from pop3s_fetch.file_writers import FileJob, FileWriterPool
 
 SUBDIRECTORIES = ("tmp", "new", "cur")
 
-# fsync is slow and blocks; two workers keep the reading thread busy with the network
-# while earlier messages reach the disk.
-FSYNC_WORKERS = 2
+# Creating, writing and fsyncing files blocks; two workers do it while the reading thread
+# decodes the next messages, and while one waits for an fsync the other writes.
+FILE_WORKERS = 2
 
 _name_counter = itertools.count(1)
 _name_counter_lock = threading.Lock()
+_name_random = secrets.token_hex(8)  # once per process: pid, counter and time do the rest
 
 
 def unique_name(host: str) -> str:
@@ -54,7 +53,7 @@ def unique_name(host: str) -> str:
     with _name_counter_lock:
         counter = next(_name_counter)
     seconds, microseconds = divmod(time.time_ns() // 1000, 1_000_000)
-    return f"{seconds}.M{microseconds}P{os.getpid()}Q{counter}R{secrets.token_hex(8)}.{host}"
+    return f"{seconds}.M{microseconds}P{os.getpid()}Q{counter}R{_name_random}.{host}"
 
 
 def sanitise_hostname(hostname: str) -> str:
@@ -64,8 +63,8 @@ def sanitise_hostname(hostname: str) -> str:
 
 @dataclass(eq=False, slots=True)
 class _StagedMaildirMessage(StagedMessage):
-    name: str
-    synced: Future[None]
+    job: FileJob
+    name: str = ""  # set once the file is synced; _avoid_taken_names may change it
 
 
 class Maildir(Destination):
@@ -77,13 +76,16 @@ class Maildir(Destination):
         # Our tmp/ files carry the owner in their name, so a later run of the same owner can
         # tell its own never-journalled leftovers from another program's work in progress.
         self._staging_prefix = staging_prefix(owner)
+        # Strings, not Paths, on the per-message paths: pathlib costs more than the syscalls.
+        self._staging_path_prefix = f"{self._tmp}{os.sep}{self._staging_prefix}"
+        self._new_prefix = f"{path / 'new'}{os.sep}"
         self._new = path / "new"
         self._cur = path / "cur"
         self._host = sanitise_hostname(socket.gethostname())
         self._writers: set[_MaildirWriter] = set()
         self._pending: set[_StagedMaildirMessage] = set()
         self._create()
-        self._fsync_pool = ThreadPoolExecutor(FSYNC_WORKERS, thread_name_prefix="maildir-fsync")
+        self._files = FileWriterPool(FILE_WORKERS, thread_name="maildir-writer")
 
     def _create(self) -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -106,23 +108,24 @@ class Maildir(Destination):
     # --- writing ------------------------------------------------------------------------
 
     def open_message(self) -> MessageWriter:
+        """Create tmp/<name> now; a worker fills, fsyncs and closes it (see file_writers)."""
         while True:
-            name = unique_name(self._host)
-            path = self._staging(name)
+            path = self._staging_path_prefix + unique_name(self._host)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
             except FileExistsError:
                 continue  # a name is unique only with overwhelming probability: draw again
             except OSError as err:
-                raise delivery_error(err, "create the message file", path) from err
-            writer = _MaildirWriter(self, name, fd)
+                raise delivery_error(err, "create the message file", Path(path)) from err
+            writer = _MaildirWriter(self, self._files.adopt(fd, path))
             self._writers.add(writer)
             return writer
 
-    def _stage(self, writer: _MaildirWriter, name: str, fd: int, size: int) -> StagedMessage:
-        """Hand the fsync and close to a worker so the caller can read the next message."""
+    def _stage(self, writer: _MaildirWriter, job: FileJob) -> StagedMessage:
+        """The worker fsyncs and closes the file while the caller reads the next message."""
         self._writers.discard(writer)
-        staged = _StagedMaildirMessage(size, name, self._fsync_pool.submit(_fsync_and_close, fd))
+        self._files.finish(job)
+        staged = _StagedMaildirMessage(job.size, job)
         self._pending.add(staged)
         return staged
 
@@ -147,7 +150,8 @@ class Maildir(Destination):
             self._fsync_new()
         finally:
             for message in batch[linked:]:
-                unlink_quietly(self._staging(message.name))
+                if message.name:  # a file that failed was removed by its worker
+                    unlink_quietly(self._staging(message.name))
         return placements
 
     def _take(self, staged: Sequence[StagedMessage]) -> list[_StagedMaildirMessage]:
@@ -163,13 +167,15 @@ class Maildir(Destination):
         first_error: DeliveryError | None = None
         for message in batch:  # wait for all, so no worker still holds a file we remove
             try:
-                message.synced.result()
+                path = message.job.wait()
             except OSError as err:
                 if first_error is None:
                     first_error = delivery_error(
-                        err, "write the message file", self._staging(message.name)
+                        err, "write the message file", Path(message.job.path)
                     )
                     first_error.__cause__ = err
+                continue
+            message.name = path[len(self._staging_path_prefix) :]
         if first_error is not None:
             raise first_error
 
@@ -180,7 +186,7 @@ class Maildir(Destination):
         foreign new/<name> would then be taken for our message by reconcile().
         """
         for message in batch:
-            while os.path.lexists(self._new / message.name):
+            while os.path.lexists(self._new_prefix + message.name):
                 self._rename_in_tmp(message)
 
     def _rename_in_tmp(self, message: _StagedMaildirMessage) -> None:
@@ -196,16 +202,17 @@ class Maildir(Destination):
         message.name = new_name
 
     def _link_into_new(self, message: _StagedMaildirMessage) -> None:
-        source = self._staging(message.name)
+        source = self._staging_path_prefix + message.name
+        target = self._new_prefix + message.name
         try:
-            os.link(source, self._new / message.name)
+            os.link(source, target)
         except OSError as err:
-            raise delivery_error(err, "link the message into", self._new / message.name) from err
+            raise delivery_error(err, "link the message into", Path(target)) from err
         try:
-            source.unlink()
+            os.unlink(source)
         except OSError as err:
             # The message is visible; reconcile() recognises and removes the leftover.
-            raise delivery_error(err, "remove the temporary file", source) from err
+            raise delivery_error(err, "remove the temporary file", Path(source)) from err
 
     def _fsync_new(self) -> None:
         try:
@@ -272,60 +279,40 @@ class Maildir(Destination):
     def close(self) -> None:
         for writer in list(self._writers):
             writer.abort()
+        self._files.shutdown()  # every file is closed (or was removed) once this returns
         for message in self._pending:
-            with contextlib.suppress(OSError):  # the file is about to be removed anyway
-                message.synced.result()
-            unlink_quietly(self._staging(message.name))
+            unlink_quietly(Path(message.job.path))
         self._pending.clear()
-        self._fsync_pool.shutdown(wait=True)
 
 
 class _MaildirWriter:
-    """Streams one message into tmp/<name>, byte for byte."""
+    """Streams one message into tmp/<name>, byte for byte, through the file workers."""
 
-    def __init__(self, maildir: Maildir, name: str, fd: int) -> None:
+    def __init__(self, maildir: Maildir, job: FileJob) -> None:
         self._maildir = maildir
-        self._name = name
-        self._path = maildir._staging(name)
-        self._fd: int | None = fd
-        self._sink = BufferedFdWriter(fd)
-        self._size = 0
+        self._job: FileJob | None = job
 
     def write(self, chunk: bytes) -> None:
-        self._sink_or_fail()
-        self._size += len(chunk)
+        job = self._job_or_fail()
         try:
-            self._sink.write(chunk)
+            self._maildir._files.write(job, chunk)
         except OSError as err:
             self.abort()
-            raise delivery_error(err, "write the message file", self._path) from err
+            raise delivery_error(err, "write the message file", Path(job.path)) from err
 
     def finish(self) -> StagedMessage:
-        fd = self._sink_or_fail()
-        try:
-            self._sink.flush()
-        except OSError as err:
-            self.abort()
-            raise delivery_error(err, "write the message file", self._path) from err
-        self._fd = None
-        return self._maildir._stage(self, self._name, fd, self._size)
+        job = self._job_or_fail()
+        self._job = None
+        return self._maildir._stage(self, job)
 
     def abort(self) -> None:
-        if self._fd is None:
+        if self._job is None:
             return
-        os.close(self._fd)
-        self._fd = None
-        unlink_quietly(self._path)
+        job, self._job = self._job, None
+        self._maildir._files.abort(job)
         self._maildir._forget(self)
 
-    def _sink_or_fail(self) -> int:
-        if self._fd is None:
+    def _job_or_fail(self) -> FileJob:
+        if self._job is None:
             raise ValueError("this message was already finished or aborted")
-        return self._fd
-
-
-def _fsync_and_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return self._job

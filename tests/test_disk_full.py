@@ -29,7 +29,7 @@ from typing import NoReturn
 
 import pytest
 
-from pop3s_fetch import delivery, mbox
+from pop3s_fetch import delivery, file_writers, mbox
 from pop3s_fetch.config import Account
 from pop3s_fetch.errors import ExitCode
 from pop3s_fetch.server import MailStore, Pop3Server
@@ -237,6 +237,7 @@ class FullDisk:
             self._refuse_beyond(allowed, length)
 
         monkeypatch.setattr(delivery, "write_all", write_all)
+        monkeypatch.setattr(file_writers, "write_all", write_all)
         monkeypatch.setattr(mbox, "write_all", write_all)
         monkeypatch.setattr(mbox, "copy_spool", copy_spool)
 

@@ -1,0 +1,96 @@
+"""The file workers: bytes land in order, memory handed over stays bounded, failures surface."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pop3s_fetch import file_writers
+from pop3s_fetch.file_writers import FileWriterPool
+
+
+@pytest.fixture
+def pool() -> Iterator[FileWriterPool]:
+    workers = FileWriterPool(2)
+    yield workers
+    workers.shutdown()
+
+
+def new_file(directory: Path, name: str) -> tuple[int, str]:
+    path = str(directory / name)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path
+
+
+def test_interleaved_files_get_their_own_bytes_in_order(
+    pool: FileWriterPool, tmp_path: Path
+) -> None:
+    jobs = [pool.adopt(*new_file(tmp_path, f"f{i}")) for i in range(5)]
+    expected = {job.path: b"" for job in jobs}
+    for round_ in range(40):
+        for i, job in enumerate(jobs):
+            chunk = bytes([65 + i]) * (round_ * 997 % 70_000) + b"|%d\n" % round_
+            pool.write(job, chunk)
+            expected[job.path] += chunk
+    for job in jobs:
+        pool.finish(job)
+
+    for job in jobs:
+        assert job.wait() == job.path
+        assert Path(job.path).read_bytes() == expected[job.path]
+        assert job.size == len(expected[job.path])
+
+
+def test_bytes_handed_over_stay_bounded_whatever_the_message_size(
+    pool: FileWriterPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    real_write_all = file_writers.write_all
+
+    def recording_write_all(fd: int, data: bytes) -> None:
+        seen.append(pool._pending)
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(file_writers, "write_all", recording_write_all)
+    job = pool.adopt(*new_file(tmp_path, "big"))
+    piece = b"x" * 65_536
+    for _ in range(600):  # 37.5 MiB
+        pool.write(job, piece)
+    pool.finish(job)
+
+    assert job.wait() == job.path
+    assert os.path.getsize(job.path) == 600 * 65_536
+    assert max(seen) <= file_writers.MAX_PENDING_BYTES
+
+
+def test_a_failed_write_removes_the_file_and_is_raised(
+    pool: FileWriterPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(file_writers, "write_all", full_disk)
+    job = pool.adopt(*new_file(tmp_path, "full"))
+    pool.write(job, b"x" * file_writers.HANDOFF_SIZE)  # handed over: the worker fails
+    pool.finish(job)
+
+    with pytest.raises(OSError, match="No space left") as caught:
+        job.wait()
+    assert caught.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(OSError, match="No space left"):  # later writes fail at once
+        pool.write(job, b"more")
+
+
+def test_abort_closes_and_removes_the_file_before_returning(
+    pool: FileWriterPool, tmp_path: Path
+) -> None:
+    job = pool.adopt(*new_file(tmp_path, "aborted"))
+    pool.write(job, b"y" * (file_writers.HANDOFF_SIZE + 1))
+
+    pool.abort(job)
+
+    assert os.listdir(tmp_path) == []

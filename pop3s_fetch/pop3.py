@@ -216,6 +216,13 @@ class _ReaderLines:
     reader: _Reader | None
     sock: socket.socket
 
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
+        # Commands are batched by hand; Nagle would hold a batch sent while an earlier one is
+        # unacknowledged for up to a round trip.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
     def _getline(self) -> tuple[bytes, int]:
         if self.reader is None:
             self.reader = _Reader(self.sock)
@@ -371,12 +378,18 @@ class Session:
     def pipelining(self) -> bool:
         return "PIPELINING" in self.capabilities
 
-    def _send(self, *commands: str, secret: bool = False) -> None:
-        """Send commands in one write; ``secret`` lines are logged masked (so are PASS lines)."""
+    def _send(self, *commands: str, secret: bool = False, then: Sequence[str] = ()) -> None:
+        """Send commands, and ``then`` after them, in one write (one TLS record, one segment).
+
+        ``secret`` commands are logged masked (so are PASS lines); ``then`` ones are not.
+        """
         for command in commands:
             logger.debug("C: %s", _masked(command) if secret else _masked_pass(command))
+        for command in then:
+            logger.debug("C: %s", _masked_pass(command))
+        lines = [*commands, *then]
         try:
-            self._transport.sock.sendall("".join(c + "\r\n" for c in commands).encode())
+            self._transport.sock.sendall("".join(c + "\r\n" for c in lines).encode())
         except TimeoutError as err:
             raise ConnectError("timed out sending to the server") from err
         except OSError as err:
@@ -469,17 +482,39 @@ class Session:
                 raise sasl.login_refused(self._host, text)
             return
         exchange = sasl.Exchange(sasl.mechanism(method, username=username, secret=secret))
-        self._send(exchange.command(), secret=True)
+        # With PIPELINING, what follows a login goes out as soon as the client's last word in
+        # it is known: behind a one-shot AUTH (PLAIN), or behind the empty answer SCRAM owes
+        # the server's final message, sent together with client-final. That saves a round
+        # trip, or two. Nothing is sent before the server's verdict that a failed login could
+        # misuse: the listing commands are harmless, and are simply refused then.
+        listing = self._listing_commands() if then_list and self.pipelining else ()
+        command = exchange.command()
+        ahead = listing if exchange.one_shot() else ()
+        self._send(command, secret=True, then=ahead)
+        self._listing_sent = bool(ahead)
+        answered_ahead = False  # the next challenge's answer is already on its way
         while True:
             line = self._reader.read_line().decode("utf-8", "replace")
             logger.debug("S: %s", line if not line.startswith("+ ") else "+ ****")
             if line.startswith("+OK"):
                 exchange.succeeded(line[3:].strip())
+                if answered_ahead:
+                    # The server needed no last challenge: it read our answer as a command.
+                    logger.debug("S: %s (the answer sent ahead, read as a command)", self._status())
                 return
             if line.startswith("-ERR"):
                 raise exchange.failed(self._host, line[4:].strip())
             if line.startswith("+"):
-                self._send(exchange.answer(line[1:]), secret=True)
+                response = exchange.answer(line[1:])
+                if answered_ahead:
+                    answered_ahead = False  # sent already; a cancelling "*" fails succeeded()
+                    continue
+                foreseen = exchange.foreseen() if listing and not self._listing_sent else None
+                if foreseen is None:
+                    self._send(response, secret=True)
+                    continue
+                self._send(response, foreseen, secret=True, then=listing)
+                self._listing_sent = answered_ahead = True
                 continue
             raise ProtocolError(f"unexpected reply during AUTH: {line[:200]!r}")
 

@@ -94,6 +94,17 @@ class Mechanism(Protocol):
         """The server said +OK (``final``: data it sent with it); raises SaslError if unproven."""
         ...
 
+    def foreseen_answer(self) -> bytes | None:
+        """The answer to the next challenge when it is known before the challenge comes.
+
+        A client may then send it, and the commands after the login, without waiting.
+        """
+        ...
+
+    def one_shot(self) -> bool:
+        """Whether the initial response is the whole exchange: the next line is the verdict."""
+        ...
+
 
 class _Base:
     """Defaults shared by the mechanisms: no initial response, no challenges expected."""
@@ -114,6 +125,12 @@ class _Base:
     def done(self, final: bytes | None) -> None:
         return None
 
+    def foreseen_answer(self) -> bytes | None:
+        return None
+
+    def one_shot(self) -> bool:
+        return False
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} user={self._username!r}>"
 
@@ -130,6 +147,9 @@ class Plain(_Base):
 
     def initial_response(self) -> bytes:
         return b"\0" + self._username.encode() + b"\0" + self._password.encode()
+
+    def one_shot(self) -> bool:
+        return True
 
 
 class Login(_Base):
@@ -220,6 +240,11 @@ class Scram(_Base):
             self._verify(challenge)
             return b""
         return super().respond(challenge)
+
+    def foreseen_answer(self) -> bytes | None:
+        # After client-final the one challenge left is server-final, answered empty (once
+        # its signature is checked; a bad one cancels the login whatever was sent).
+        return b"" if self._step == 1 else None
 
     def done(self, final: bytes | None) -> None:
         if not self._verified and final:
@@ -365,6 +390,17 @@ class Exchange:
             self._deferred = response
             return base
         return line
+
+    def one_shot(self) -> bool:
+        """True when :meth:`command` carried the whole exchange: ``+OK`` or ``-ERR`` is next."""
+        return self._deferred is None and self.mechanism.one_shot()
+
+    def foreseen(self) -> str | None:
+        """The line that will answer the next challenge, if it is known already."""
+        if self._deferred is not None or self._cancelled is not None:
+            return None
+        response = self.mechanism.foreseen_answer()
+        return None if response is None else _b64(response)
 
     def answer(self, challenge: str) -> str:
         """The line answering ``+ <challenge>``: base64, or ``*`` to cancel on a mechanism error."""

@@ -1,0 +1,218 @@
+"""What goes out with the login: the listing rides behind a one-shot AUTH or SCRAM's last word.
+
+A scripted server on a socket pair replies to each step only once every line it names has
+arrived, so a client that waited for a reply it should not wait for fails the test (the
+server times out) instead of passing slowly. The SCRAM side is scramp's own server.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from scramp import ScramMechanism  # type: ignore[import-untyped]
+
+from pop3s_fetch import pop3
+from pop3s_fetch.errors import AuthError
+
+PASSWORD = "pipelined-Pa55word"
+STEP_TIMEOUT = 10.0
+
+
+def b64(data: str) -> str:
+    return base64.b64encode(data.encode()).decode()
+
+
+def unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+@dataclass
+class ScriptedServer:
+    """Plays ``steps``: for each, wait for ``count`` lines, then send ``reply(lines)``."""
+
+    sock: socket.socket
+    received: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def play(self, steps: Sequence[tuple[int, object]]) -> threading.Thread:
+        def run() -> None:
+            buffer = b""
+            try:
+                for count, reply in steps:
+                    lines: list[str] = []
+                    while len(lines) < count:
+                        while b"\r\n" not in buffer:
+                            data = self.sock.recv(65536)
+                            if not data:
+                                raise ConnectionError("the client closed the connection")
+                            buffer += data
+                        line, buffer = buffer.split(b"\r\n", 1)
+                        lines.append(line.decode())
+                    self.received.extend(lines)
+                    text = reply(lines) if callable(reply) else reply
+                    assert isinstance(text, str)
+                    self.sock.sendall(text.encode())
+            except BaseException as err:  # reported by the test, not lost in the thread
+                self.error = err
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+
+class PairTransport:
+    """What Session needs from a transport, over one end of a socket pair (no TLS here)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader: pop3._Reader | None = pop3._Reader(sock)
+        self.welcome = b"+OK scripted server ready"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[pop3.Session, ScriptedServer]]:
+    client, server = socket.socketpair()
+    server.settimeout(STEP_TIMEOUT)
+    client.settimeout(STEP_TIMEOUT)
+    session = pop3.Session(PairTransport(client), "mail.example")  # type: ignore[arg-type]
+    session.capabilities = {"PIPELINING": [], "UIDL": [], "SASL": ["SCRAM-SHA-256", "PLAIN"]}
+    yield session, ScriptedServer(server)
+    client.close()
+    server.close()
+
+
+class Scram:
+    """scramp's server side of SCRAM-SHA-256 for one login."""
+
+    def __init__(self, password: str) -> None:
+        mechanism = ScramMechanism("SCRAM-SHA-256")
+        info = mechanism.make_auth_info(password, iteration_count=4096)
+        self.server = mechanism.make_server(lambda username: info)
+
+    def first(self, lines: list[str]) -> str:
+        auth, name, initial = lines[0].split(" ")
+        assert (auth, name) == ("AUTH", "SCRAM-SHA-256")
+        self.server.set_client_first(unb64(initial))
+        return f"+ {b64(self.server.get_server_first())}\r\n"
+
+    def final(self, lines: list[str]) -> str:
+        self.server.set_client_final(unb64(lines[0]))
+        return b64(self.server.get_server_final())
+
+
+def finish(thread: threading.Thread, server: ScriptedServer) -> None:
+    thread.join(STEP_TIMEOUT * 2)
+    assert server.error is None, f"scripted server: {server.error!r}"
+
+
+def test_scram_sends_its_empty_answer_and_uidl_with_client_final(
+    pair: tuple[pop3.Session, ScriptedServer],
+) -> None:
+    session, server = pair
+    scram = Scram(PASSWORD)
+    thread = server.play(
+        [
+            (1, scram.first),
+            # client-final, the empty answer owed to server-final, and UIDL: one flight.
+            (
+                3,
+                lambda lines: (
+                    f"+ {scram.final(lines)}\r\n+OK Logged in.\r\n+OK\r\n1 uid-a\r\n.\r\n"
+                ),
+            ),
+        ]
+    )
+
+    session.authenticate("SCRAM-SHA-256", "alice", PASSWORD, then_list=True)
+    assert session.unique_ids() == {1: "uid-a"}
+
+    finish(thread, server)
+    assert server.received[2:] == ["", "UIDL"]
+
+
+def test_scram_final_data_with_ok_turns_the_answer_sent_ahead_into_a_refused_command(
+    pair: tuple[pop3.Session, ScriptedServer],
+) -> None:
+    session, server = pair
+    scram = Scram(PASSWORD)
+    thread = server.play(
+        [
+            (1, scram.first),
+            (
+                3,
+                lambda lines: (
+                    f"+OK {scram.final(lines)}\r\n-ERR unknown command\r\n"
+                    "+OK\r\n1 uid-a\r\n2 uid-b\r\n.\r\n"
+                ),
+            ),
+        ]
+    )
+
+    session.authenticate("SCRAM-SHA-256", "alice", PASSWORD, then_list=True)
+    assert session.unique_ids() == {1: "uid-a", 2: "uid-b"}
+
+    finish(thread, server)
+
+
+def test_a_refused_scram_login_is_refused_whatever_was_sent_ahead(
+    pair: tuple[pop3.Session, ScriptedServer],
+) -> None:
+    session, server = pair
+    scram = Scram("not-the-password")
+    thread = server.play(
+        [
+            (1, scram.first),
+            (3, "-ERR [AUTH] Authentication failed.\r\n"),
+        ]
+    )
+
+    with pytest.raises(AuthError, match=r"refused the login: \[AUTH\] Authentication failed"):
+        session.authenticate("SCRAM-SHA-256", "alice", PASSWORD, then_list=True)
+
+    finish(thread, server)
+    assert server.received[2:] == ["", "UIDL"]
+    assert all(PASSWORD not in line for line in server.received)
+
+
+def test_plain_sends_uidl_with_the_auth_command(
+    pair: tuple[pop3.Session, ScriptedServer],
+) -> None:
+    session, server = pair
+    expected = b64(f"\0alice\0{PASSWORD}")
+    thread = server.play([(2, "+OK Logged in.\r\n+OK\r\n1 uid-a\r\n.\r\n")])
+
+    session.authenticate("PLAIN", "alice", PASSWORD, then_list=True)
+    assert session.unique_ids() == {1: "uid-a"}
+
+    finish(thread, server)
+    assert server.received == [f"AUTH PLAIN {expected}", "UIDL"]
+
+
+def test_without_pipelining_scram_waits_for_each_reply(
+    pair: tuple[pop3.Session, ScriptedServer],
+) -> None:
+    session, server = pair
+    del session.capabilities["PIPELINING"]
+    scram = Scram(PASSWORD)
+    thread = server.play(
+        [
+            (1, scram.first),
+            (1, lambda lines: f"+ {scram.final(lines)}\r\n"),
+            (1, "+OK Logged in.\r\n"),
+            (1, "+OK\r\n1 uid-a\r\n.\r\n"),
+        ]
+    )
+
+    session.authenticate("SCRAM-SHA-256", "alice", PASSWORD, then_list=True)
+    assert session.unique_ids() == {1: "uid-a"}
+
+    finish(thread, server)
+    assert server.received[2:] == ["", "UIDL"]

@@ -231,11 +231,29 @@ class _ReaderLines:
 
 
 class _Transport(_ReaderLines, poplib.POP3_SSL):
-    """poplib's implicit-TLS connection, with its 2,048-byte line reader replaced by ours."""
+    """poplib's implicit-TLS connection, with its 2,048-byte line reader replaced by ours.
 
-    def __init__(self, host: str, port: int, *, context: ssl.SSLContext, timeout: float) -> None:
+    ``early`` bytes are sent as soon as the handshake is done, before the greeting is read.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        context: ssl.SSLContext,
+        timeout: float,
+        early: bytes = b"",
+    ) -> None:
         self.reader = None
+        self._early = early
         super().__init__(host, port, timeout=timeout, context=context)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = super()._create_socket(timeout)
+        if self._early:
+            sock.sendall(self._early)
+        return sock
 
 
 class _PlainTransport(_ReaderLines, poplib.POP3):
@@ -273,6 +291,7 @@ class Session:
         #: UIDL instead of costing a round trip of its own.
         self.prefetch_sizes = False
         self._deletes_sent = False
+        self._capa_sent = False  # CAPA went out with the handshake: only its reply is due
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -285,11 +304,16 @@ class Session:
         context: ssl.SSLContext,
         timeout: float,
         starttls: bool = False,
+        early_capa: bool = False,
     ) -> Session:
         """Open a verified TLS connection (implicit, or by STLS) and read the greeting.
 
         With ``starttls`` the plaintext part carries only CAPA and STLS: a server that does not
         offer STLS ends the session before any credential could be sent.
+
+        With ``early_capa`` (implicit TLS; for a server known to pipeline) CAPA goes out with
+        the end of the handshake, so its reply comes with the greeting, a round trip sooner;
+        :meth:`capa` then only reads it.
 
         Raises:
             TLSError: the certificate or handshake was refused, or STLS is not offered (nothing
@@ -305,8 +329,10 @@ class Session:
                 session = cls(transport, host)
                 session._start_tls(context, where)
             else:
-                transport = _Transport(host, port, context=context, timeout=timeout)
+                early = b"CAPA\r\n" if early_capa else b""
+                transport = _Transport(host, port, context=context, timeout=timeout, early=early)
                 session = cls(transport, host)
+                session._capa_sent = early_capa
         except BaseException as err:
             if transport is not None:
                 with contextlib.suppress(OSError):
@@ -420,7 +446,11 @@ class Session:
 
     def capa(self) -> dict[str, list[str]]:
         """Ask for capabilities (RFC 2449); an RFC 1939-only server gets an empty set."""
-        self._send("CAPA")
+        if self._capa_sent:
+            self._capa_sent = False
+            logger.debug("C: CAPA (sent with the handshake)")
+        else:
+            self._send("CAPA")
         ok, _ = self._status()
         self.capabilities = {}
         if ok:

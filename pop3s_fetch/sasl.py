@@ -491,6 +491,16 @@ def offered_methods(capabilities: Mapping[str, Sequence[str]]) -> list[str]:
     return methods
 
 
+def preload(auth: str, *, oauth: bool) -> None:
+    """Import scramp now if the login may well use SCRAM.
+
+    It costs tens of milliseconds; a caller with a thread waiting on the network anyway (the
+    handshake) pays it there instead of between CAPA and AUTH.
+    """
+    if not oauth and auth in ("auto", "scram-sha-256", "scram-sha-1"):
+        import scramp  # noqa: F401
+
+
 def choose(auth: str, offered: Sequence[str], *, oauth: bool, apop_possible: bool) -> str:
     """Pick the login method: a SASL mechanism name, ``"USER"`` (USER/PASS) or ``"APOP"``.
 

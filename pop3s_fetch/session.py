@@ -16,9 +16,16 @@ from pop3s_fetch.pop3 import Session
 
 
 def open_session(
-    account: Account, *, timeout: float | None = None, context: ssl.SSLContext | None = None
+    account: Account,
+    *,
+    timeout: float | None = None,
+    context: ssl.SSLContext | None = None,
+    early_capa: bool = False,
 ) -> Session:
     """Connect, verify (or check the pin), and read the greeting; nothing secret is sent.
+
+    ``early_capa``: the server pipelined last time, so CAPA may go with the handshake (implicit
+    TLS only; see :meth:`Session.connect`).
 
     Raises:
         TLSError: refused, with the certificate's subject, issuer, expiry and fingerprint and
@@ -35,6 +42,8 @@ def open_session(
             context=context or tls.client_context(settings),
             timeout=wait,
             starttls=starttls,
+            # Not before a pin is checked: nothing goes to a server not yet verified.
+            early_capa=early_capa and not starttls and settings.fingerprint is None,
         )
     except TLSError as err:
         cause = err.__cause__

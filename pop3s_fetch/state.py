@@ -39,6 +39,14 @@ CREATE TABLE IF NOT EXISTS messages (
     recorded_at REAL NOT NULL
 )
 """
+# What the last session learnt about the server, to save round trips in the next one. A table
+# of its own, created when missing: older versions of this program ignore it.
+_SERVER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS server (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)
+"""
 
 
 def state_dir(environ: Mapping[str, str]) -> Path:
@@ -120,6 +128,22 @@ class StateStore:
                 [(uidl,) for uidl in uidls],
             )
 
+    def server_pipelines(self) -> bool:
+        """Whether the server offered PIPELINING in the last session that got so far."""
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM server WHERE key = 'pipelining'").fetchone()
+            return row is not None and row[0] == "yes"
+
+    def remember_pipelining(self, pipelining: bool) -> None:
+        """Record whether the server offers PIPELINING; written only when it changed."""
+        if self.server_pipelines() == pipelining:
+            return
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO server (key, value) VALUES ('pipelining', ?)",
+                ("yes" if pipelining else "no",),
+            )
+
     def forget(self, uidls: Iterable[str]) -> None:
         """Drop rows: failed intents, or messages gone from the server."""
         with self._transaction() as db:
@@ -169,9 +193,13 @@ def open_store(path: Path) -> StateStore:
                 f"(schema {version}, this one knows {SCHEMA_VERSION})",
                 hint="upgrade pop3s-fetch; nothing was downloaded or deleted",
             )
-        with db:
-            db.execute(_SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        if version != SCHEMA_VERSION or not {"messages", "server"} <= tables:
+            # Only then: a write here would cost every run a durable commit, an fsync.
+            with db:
+                db.execute(_SCHEMA)
+                db.execute(_SERVER_SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("SELECT count(*) FROM messages").fetchone()
     except sqlite3.Error as err:
         raise _state_error(path, err) from err

@@ -10,8 +10,10 @@ durable in the destination and recorded as delivered.** The order for each batch
 5. only then may DELE be sent for them, and only a clean QUIT commits those DELEs.
 
 A crash between 2 and 4 leaves ``pending`` rows; the next run reconciles them against the
-destination *before any network traffic*: a message that made it is marked delivered (so it is
-never fetched again), one that did not is forgotten (and fetched again). Batching steps 2-4
+destination *before any command that depends on the state is sent* (the connection is opened
+meanwhile, in a thread: it carries only the TLS handshake and CAPA): a message that made it is
+marked delivered (so it is never fetched again), one that did not is forgotten (and fetched
+again). Batching steps 2-4
 (group commit) keeps the number of fsyncs per batch constant rather than per message.
 
 This module knows no click, rich, keyring or TOML: callers pass an Account, a password getter
@@ -23,12 +25,14 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pop3s_fetch import sasl
 from pop3s_fetch.config import Account
 from pop3s_fetch.delivery import (
     Destination,
@@ -167,24 +171,39 @@ class _AccountSync:
         self.writer: MessageWriter | None = None
 
     def run(self, password: Callable[[], str]) -> None:
-        self.result.recovered = self.reconcile()
-        delivered = self.store.delivered()
-        secret = password()
         self.reporter.started(self.account.name, "connecting")
-        context = (
-            self.options.context_factory(self.account)
-            if self.options.context_factory is not None
-            else None
-        )
-        session = open_session(self.account, context=context)
+        # The handshake's round trips overlap the local work (reconcile, the password, which
+        # may be a keyring round trip of its own); nothing that depends on the state is sent
+        # before it is done.
+        connecting = _InBackground(self._connect)
+        try:
+            self.result.recovered = self.reconcile()
+            delivered = self.store.delivered()
+            secret = password()
+        except BaseException:
+            connecting.discard()
+            raise
+        session = connecting.result()
         self.session = session
         try:
             self._run_session(session, secret, delivered)
         finally:
             session.close()
 
+    def _connect(self) -> Session:
+        context = (
+            self.options.context_factory(self.account)
+            if self.options.context_factory is not None
+            else None
+        )
+        session = open_session(
+            self.account, context=context, early_capa=self.store.server_pipelines()
+        )
+        sasl.preload(self.account.auth, oauth=self.account.oauth2 is not None)
+        return session
+
     def reconcile(self) -> int:
-        """Settle deliveries a killed run left in flight; before any network traffic."""
+        """Settle deliveries a killed run left in flight, before any command that needs it."""
         intents = self.store.pending()
         if not intents:
             self.destination.remove_stale_staging()
@@ -207,6 +226,7 @@ class _AccountSync:
     def _run_session(self, session: Session, secret: str, delivered: set[str]) -> None:
         if not session.capabilities:  # STLS sessions asked already, after the handshake
             session.capa()
+        self.store.remember_pipelining(session.pipelining)
         session.prefetch_sizes = not delivered  # a first run: every message is new
         method = log_in(session, self.account, secret, then_list=True)
         logger.info("%s: logged in with %s", self.account.name, method)
@@ -307,6 +327,35 @@ class _AccountSync:
             self._publish()
         except Pop3sFetchError as err:
             logger.debug("%s: could not publish after an error: %s", self.account.name, err)
+
+
+class _InBackground:
+    """Open a session in a thread; :meth:`result` waits and raises what opening raised."""
+
+    def __init__(self, connect: Callable[[], Session]) -> None:
+        self._session: Session | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(connect,), daemon=True)
+        self._thread.start()
+
+    def _run(self, connect: Callable[[], Session]) -> None:
+        try:
+            self._session = connect()
+        except BaseException as err:  # handed to the caller by result()
+            self._error = err
+
+    def result(self) -> Session:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._session is not None
+        return self._session
+
+    def discard(self) -> None:
+        """The caller failed first: close the session, if one was opened, without a word."""
+        self._thread.join()
+        if self._session is not None:
+            self._session.close()
 
 
 def _check_uidls(listing: Sequence[RemoteMessage]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -30,11 +31,20 @@ MESSAGES = {
 
 
 def stage(destination: Destination, message: bytes, chunk_size: int = 7) -> StagedMessage:
-    """Stream one message into the destination in chunks of ``chunk_size`` bytes."""
+    """Stream one message into the destination in chunks of ``chunk_size`` bytes.
+
+    Returns once the staged bytes are on disk, as a crash after staging would find them
+    (Maildir's worker threads write them a little later; the tests inspect tmp/ directly).
+    """
     writer = destination.open_message()
     for start in range(0, len(message), chunk_size):
         writer.write(message[start : start + chunk_size])
-    return writer.finish()
+    staged = writer.finish()
+    job = getattr(staged, "job", None)
+    if job is not None:
+        with contextlib.suppress(OSError):  # a failed write is the caller's to see at publish
+            job.wait()
+    return staged
 
 
 def deliver(

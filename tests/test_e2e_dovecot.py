@@ -81,10 +81,20 @@ def test_maildir_byte_exact_and_second_run_fetches_nothing(
     for file in (destination / "new").iterdir():
         assert stat.S_IMODE(file.stat().st_mode) == 0o600
 
-    second = keyring_cli.run("sync")
+    second = keyring_cli.run("--debug", "sync")
     assert second.code == 0, second.output
     assert second.stdout == f"work: no new mail, {len(messages)} on server\n"
     assert len(read_maildir(destination)) == len(messages)
+    # The first run learnt that Dovecot pipelines: CAPA now goes with the TLS handshake, and
+    # UIDL with SCRAM's last words, before the server's verdict.
+    dialogue = [
+        line.split(": ", 1)[1]
+        for line in second.stderr.splitlines()
+        if " C: " in line or " S: " in line
+    ]
+    assert dialogue[0].startswith("S: +OK Dovecot")
+    assert dialogue[1] == "C: CAPA (sent with the handshake)"
+    assert dialogue.index("C: UIDL") < dialogue.index("S: +OK Logged in.")
     assert_no_leak(keyring_cli, user.password)
 
 

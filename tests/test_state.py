@@ -52,6 +52,46 @@ def test_files_are_private(tmp_path: Path) -> None:
         assert stat.S_IMODE(sibling.stat().st_mode) == 0o600, sibling
 
 
+def test_whether_the_server_pipelines_is_remembered(tmp_path: Path) -> None:
+    path = tmp_path / "work.sqlite3"
+    with open_store(path) as store:
+        assert store.server_pipelines() is False
+        store.remember_pipelining(True)
+    with open_store(path) as store:
+        assert store.server_pipelines() is True
+        store.remember_pipelining(False)
+        assert store.server_pipelines() is False
+
+
+def test_a_state_file_from_before_the_server_table_gains_it(tmp_path: Path) -> None:
+    path = tmp_path / "work.sqlite3"
+    with open_store(path) as store:
+        store.record_intents([intent("a")])
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE server")
+    db.commit()
+    db.close()
+
+    with open_store(path) as store:
+        assert [i.uidl for i in store.pending()] == ["a"]
+        store.remember_pipelining(True)
+        assert store.server_pipelines() is True
+
+
+def test_opening_an_up_to_date_store_writes_nothing(tmp_path: Path) -> None:
+    """Every run opens the store: a write there would cost each run an fsync."""
+    path = tmp_path / "work.sqlite3"
+    with open_store(path):
+        pass
+    db = sqlite3.connect(path)
+    before = db.execute("PRAGMA data_version").fetchone()[0]
+    with open_store(path) as store:
+        store.delivered()
+        store.server_pipelines()
+    assert db.execute("PRAGMA data_version").fetchone()[0] == before
+    db.close()
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "work.sqlite3"
     db = sqlite3.connect(path)

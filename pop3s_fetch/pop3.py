@@ -639,7 +639,9 @@ class Session:
         in_flight_bytes = 0
         while queue or self._pending:
             batch: list[str] = []
-            while queue and self._room(in_flight_bytes):
+            # Refill only once the window is half empty: a few big writes instead of one
+            # small one per message, for us and for the server.
+            while queue and self._room(in_flight_bytes, refill=not batch):
                 message = queue.popleft()
                 batch.append(f"RETR {message.number}")
                 self._pending.append(_Pending("RETR", message))
@@ -660,12 +662,15 @@ class Session:
             octets = self._reader.read_body(open_sink(message))
             yield Retrieved(message, octets)
 
-    def _room(self, in_flight_bytes: int) -> bool:
+    def _room(self, in_flight_bytes: int, *, refill: bool = False) -> bool:
+        """Whether one more RETR may be sent; with ``refill``, whether to start a batch."""
         outstanding = len(self._pending)
         if outstanding == 0:
             return True
         if not self.pipelining:
             return False
+        if refill:
+            return outstanding <= WINDOW_COMMANDS // 2 and in_flight_bytes <= WINDOW_BYTES // 2
         return outstanding < WINDOW_COMMANDS and in_flight_bytes < WINDOW_BYTES
 
     def queue_delete(self, messages: Sequence[RemoteMessage]) -> None:

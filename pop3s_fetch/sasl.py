@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -491,13 +493,19 @@ def offered_methods(capabilities: Mapping[str, Sequence[str]]) -> list[str]:
     return methods
 
 
-def preload(auth: str, *, oauth: bool) -> None:
-    """Import scramp now if the login may well use SCRAM.
+def preload_in_background(auth: str, *, oauth: bool) -> None:
+    """Start importing scramp in a thread if the login may well use SCRAM.
 
-    It costs tens of milliseconds; a caller with a thread waiting on the network anyway (the
-    handshake) pays it there instead of between CAPA and AUTH.
+    The import costs tens of milliseconds; started before connecting, it is done while the
+    handshake's round trips are waited for, instead of between CAPA and AUTH. (Python's import
+    lock makes the login's own import wait for this one, never run twice.)
     """
     if not oauth and auth in ("auto", "scram-sha-256", "scram-sha-1"):
+        threading.Thread(target=_import_scramp, name="preload-scramp", daemon=True).start()
+
+
+def _import_scramp() -> None:
+    with contextlib.suppress(ImportError):  # reported, if ever needed, by the login itself
         import scramp  # noqa: F401
 
 

@@ -172,9 +172,10 @@ class _AccountSync:
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
-        # The handshake's round trips overlap the local work (reconcile, the password, which
-        # may be a keyring round trip of its own); nothing that depends on the state is sent
-        # before it is done.
+        # The round trips of the handshake, the greeting and CAPA overlap the local work
+        # (reconcile, the password, which may be a keyring round trip of its own); nothing
+        # that depends on the state is sent before that is done. scramp is imported meanwhile.
+        sasl.preload_in_background(self.account.auth, oauth=self.account.oauth2 is not None)
         connecting = _InBackground(self._connect)
         try:
             self.result.recovered = self.reconcile()
@@ -199,7 +200,12 @@ class _AccountSync:
         session = open_session(
             self.account, context=context, early_capa=self.store.server_pipelines()
         )
-        sasl.preload(self.account.auth, oauth=self.account.oauth2 is not None)
+        try:
+            if not session.capabilities:  # STLS sessions asked already, after the handshake
+                session.capa()
+        except BaseException:
+            session.close()
+            raise
         return session
 
     def reconcile(self) -> int:
@@ -224,8 +230,6 @@ class _AccountSync:
         return len(made_it)
 
     def _run_session(self, session: Session, secret: str, delivered: set[str]) -> None:
-        if not session.capabilities:  # STLS sessions asked already, after the handshake
-            session.capa()
         self.store.remember_pipelining(session.pipelining)
         session.prefetch_sizes = not delivered  # a first run: every message is new
         method = log_in(session, self.account, secret, then_list=True)

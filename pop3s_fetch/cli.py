@@ -155,8 +155,6 @@ def sync(
     Exit status 0 also when there was no new mail; 1 when some accounts failed and others
     did not.
     """
-    import datetime
-    import json
     import time
 
     from pop3s_fetch import credentials, report
@@ -169,12 +167,16 @@ def sync(
     reporter = ProgressReporter(output)
     options = SyncOptions(state_dir=state_dir(os.environ), wait=wait)
     pairs = [(a, functools.partial(credentials.login_secret, a)) for a in selected]
-    started_at = datetime.datetime.now(datetime.UTC)
+    started_at = time.time()
     started = time.monotonic()
     with reporter.live():
         results = sync_accounts(pairs, options, reporter, jobs=jobs)
     if as_json:
-        document = report.json_document(results, started_at, time.monotonic() - started)
+        import datetime
+        import json
+
+        begun = datetime.datetime.fromtimestamp(started_at, datetime.UTC)
+        document = report.json_document(results, begun, time.monotonic() - started)
         click.echo(json.dumps(document, indent=2))
     else:
         output.summary(results)

@@ -163,13 +163,14 @@ def open_destination(
         DeliveryError: the destination cannot be created or is not writable.
     """
     # The backends import the shared types from this module, so they are imported here
-    # rather than at the top, where the import would be circular.
-    from pop3s_fetch.maildir import Maildir
-    from pop3s_fetch.mbox import Mbox
-
+    # rather than at the top, where the import would be circular; and only the one in use.
     if kind == "maildir":
+        from pop3s_fetch.maildir import Maildir
+
         return Maildir(path, owner=owner)
     if kind == "mbox":
+        from pop3s_fetch.mbox import Mbox
+
         return Mbox(path, owner=owner, lock_timeout=lock_timeout)
     raise ValueError(f"unknown destination kind {kind!r}")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import secrets
 import socket
 import threading
 import time
@@ -45,7 +44,7 @@ FILE_WORKERS = 2
 
 _name_counter = itertools.count(1)
 _name_counter_lock = threading.Lock()
-_name_random = secrets.token_hex(8)  # once per process: pid, counter and time do the rest
+_name_random = os.urandom(8).hex()  # once per process: pid, counter and time do the rest
 
 
 def unique_name(host: str) -> str:

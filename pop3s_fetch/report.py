@@ -7,13 +7,15 @@ incompatible change.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pop3s_fetch import __version__
 from pop3s_fetch.errors import ExitCode, Pop3sFetchError
 from pop3s_fetch.sync import AccountResult
+
+if TYPE_CHECKING:
+    import datetime
 
 SCHEMA = "pop3s-fetch.sync/1"
 

@@ -20,7 +20,6 @@ import binascii
 import contextlib
 import hashlib
 import hmac
-import json
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -446,6 +445,8 @@ def xoauth2_error(challenge: bytes) -> str:
     ``{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`` becomes
     ``status 401: invalid or expired token (scope https://mail.google.com/)``.
     """
+    import json  # only for a refused OAuth token: not worth importing at every start
+
     try:
         document = json.loads(challenge.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

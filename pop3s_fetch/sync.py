@@ -22,7 +22,6 @@ and a Reporter.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import ssl
 import threading
@@ -113,6 +112,8 @@ def sync_accounts(
     """Sync each (account, password getter) pair, ``jobs`` at a time; one failing stops no other."""
     if jobs <= 1 or len(accounts) <= 1:
         return [sync_account(a, pw, options, reporter) for a, pw in accounts]
+    import concurrent.futures  # only here: it costs start-up time a single account need not pay
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(sync_account, a, pw, options, reporter) for a, pw in accounts]
         return [f.result() for f in futures]

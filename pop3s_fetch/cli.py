@@ -155,6 +155,7 @@ def sync(
     Exit status 0 also when there was no new mail; 1 when some accounts failed and others
     did not.
     """
+    import gc
     import time
 
     from pop3s_fetch import credentials, report
@@ -169,6 +170,9 @@ def sync(
     pairs = [(a, functools.partial(credentials.login_secret, a)) for a in selected]
     started_at = time.time()
     started = time.monotonic()
+    # What start-up created lives until exit: keep it out of the cyclic collector's passes,
+    # which otherwise walk it again and again while mail streams in (a few % of a download).
+    gc.freeze()
     with reporter.live():
         results = sync_accounts(pairs, options, reporter, jobs=jobs)
     if as_json:

@@ -95,10 +95,16 @@ class StateStore:
             raise _state_error(self.path, err) from err
 
     def delivered(self) -> set[str]:
-        """UIDLs whose messages are durable in the destination."""
+        """UIDLs whose messages are durable in the destination.
+
+        Read as one string (UIDLs hold no spaces, RFC 1939 section 7): row by row, an idle
+        run over a big mailbox spent tens of milliseconds here, each row giving up the GIL.
+        """
         with self._transaction() as db:
-            rows = db.execute("SELECT uidl FROM messages WHERE status = 'delivered'")
-            return {uidl for (uidl,) in rows}
+            (joined,) = db.execute(
+                "SELECT group_concat(uidl, ' ') FROM messages WHERE status = 'delivered'"
+            ).fetchone()
+        return set(joined.split(" ")) if joined else set()
 
     def pending(self) -> list[Intent]:
         """Deliveries recorded but not known to have completed (a previous run died)."""

@@ -26,7 +26,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -237,26 +237,28 @@ class _AccountSync:
         logger.info("%s: logged in with %s", self.account.name, method)
         self.reporter.started(self.account.name, "listing")
         uidls = session.unique_ids()
-        listing = [RemoteMessage(n, uidl, 0) for n, uidl in sorted(uidls.items())]
-        _check_uidls(listing)
-        self.result.on_server = len(listing)
+        _check_uidls(uidls)
+        self.result.on_server = len(uidls)
         # Sizes only for what will be fetched: on a big mailbox with nothing new, a whole
-        # LIST is the server's costliest reply of the run.
-        new = session.with_sizes(uidls, [m.number for m in listing if m.uidl not in delivered])
-        self.result.skipped = len(listing) - len(new)
+        # LIST is the server's costliest reply of the run. (No object per message listed:
+        # an idle run lists tens of thousands.)
+        new = session.with_sizes(uidls, [n for n, uidl in uidls.items() if uidl not in delivered])
+        self.result.skipped = len(uidls) - len(new)
         logger.info(
-            "%s: %d messages on the server, %d new", self.account.name, len(listing), len(new)
+            "%s: %d messages on the server, %d new", self.account.name, len(uidls), len(new)
         )
         self.reporter.listed(self.account.name, len(new), sum(m.size for m in new))
         if not self.account.keep:
-            already = [m for m in listing if m.uidl in delivered]
+            already = [
+                RemoteMessage(n, uidl, 0) for n, uidl in sorted(uidls.items()) if uidl in delivered
+            ]
             session.queue_delete(already)
             self.result.deleted += len(already)
         retr_errors = self._fetch(session, new)
         delete_errors = session.drain()
         session.quit()
         # Only now is the listing known complete and our deliveries recorded.
-        self.store.forget_absent({m.uidl for m in listing}, delivered)
+        self.store.forget_absent(set(uidls.values()), delivered)
         if delete_errors:
             self.result.deleted -= len(delete_errors)
             raise ProtocolError(
@@ -363,36 +365,35 @@ class _InBackground:
             self._session.close()
 
 
-def _check_uidls(listing: Sequence[RemoteMessage]) -> None:
+def _check_uidls(uidls: Mapping[int, str]) -> None:
     """Refuse UIDLs that are not 1-70 printable characters, or not unique (RFC 1939 section 7).
 
-    Checked in bulk (one translate over all of them), as idle runs list tens of thousands.
+    ``uidls`` maps message numbers to UIDLs. Checked in bulk (one translate over all of
+    them), as idle runs list tens of thousands.
     """
-    uidls = [m.uidl for m in listing]
-    joined = "".join(uidls).encode("utf-8", "replace")
+    values = list(uidls.values())
+    joined = "".join(values).encode("utf-8", "replace")
     if joined.translate(None, _UIDL_BYTES) or (
-        uidls and (min(map(len, uidls)) < 1 or max(map(len, uidls)) > 70)
+        values and (min(map(len, values)) < 1 or max(map(len, values)) > 70)
     ):
-        for message in listing:
-            raw = message.uidl.encode("utf-8", "replace")
-            if not 1 <= len(message.uidl) <= 70 or raw.translate(None, _UIDL_BYTES):
+        for number, uidl in sorted(uidls.items()):
+            raw = uidl.encode("utf-8", "replace")
+            if not 1 <= len(uidl) <= 70 or raw.translate(None, _UIDL_BYTES):
                 raise ProtocolError(
-                    f"the server sent an invalid UIDL for message {message.number}: "
-                    f"{message.uidl[:80]!r}",
+                    f"the server sent an invalid UIDL for message {number}: {uidl[:80]!r}",
                     hint="this is a server fault; nothing was downloaded or deleted",
                 )
-    if len(set(uidls)) == len(uidls):
+    if len(set(values)) == len(values):
         return
     seen: dict[str, int] = {}
-    for message in listing:
-        if message.uidl in seen:
+    for number, uidl in sorted(uidls.items()):
+        if uidl in seen:
             raise ProtocolError(
-                f"the server gave messages {seen[message.uidl]} and {message.number} the same "
-                f"UIDL {message.uidl!r}",
+                f"the server gave messages {seen[uidl]} and {number} the same UIDL {uidl!r}",
                 hint="with duplicate UIDLs messages cannot be told apart; nothing was "
                 "downloaded or deleted. Report this to the server's administrator",
             )
-        seen[message.uidl] = message.number
+        seen[uidl] = number
 
 
 def _placement(intent: Intent) -> Placement:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pop3s_fetch.errors import ProtocolError
-from pop3s_fetch.pop3 import RemoteMessage, _parse_pairs
+from pop3s_fetch.pop3 import _parse_pairs
 from pop3s_fetch.sync import _check_uidls
 
 
@@ -25,13 +25,13 @@ def test_a_malformed_line_is_named(bad: str) -> None:
     assert str(caught.value) == f"malformed LIST line from the server: {bad!r}"
 
 
-def listing(*uidls: str) -> list[RemoteMessage]:
-    return [RemoteMessage(n, uidl, 10) for n, uidl in enumerate(uidls, start=1)]
+def listing(*uidls: str) -> dict[int, str]:
+    return dict(enumerate(uidls, start=1))
 
 
 def test_good_uidls_pass() -> None:
     _check_uidls(listing(*(f"{n:08X}abc~!" for n in range(5000))))
-    _check_uidls([])
+    _check_uidls({})
 
 
 @pytest.mark.parametrize("bad", ["has space", "", "x" * 71, "caf\u00e9", "tab\there"])

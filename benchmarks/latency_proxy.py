@@ -105,6 +105,10 @@ class LatencyProxy:
                 _pump(client_reader, server_writer, self.delay),
                 _pump(server_reader, client_writer, self.delay),
             )
+        except asyncio.CancelledError:
+            # stop() cancels connections still delivering (a client that closed without
+            # waiting for its last reply): end quietly, or asyncio logs a traceback for each.
+            pass
         finally:
             for writer in (client_writer, server_writer):
                 writer.close()

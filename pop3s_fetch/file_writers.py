@@ -21,7 +21,7 @@ from pop3s_fetch.delivery import write_all
 #: Bytes gathered on the caller's side before they are handed to a worker in one piece.
 HANDOFF_SIZE = 256 * 1024
 #: Bytes handed to workers but not yet written; a caller past it waits.
-MAX_PENDING_BYTES = 1024 * 1024
+MAX_PENDING_BYTES = 512 * 1024
 
 
 class FileJob:

@@ -233,7 +233,8 @@ class _ReaderLines:
 class _Transport(_ReaderLines, poplib.POP3_SSL):
     """poplib's implicit-TLS connection, with its 2,048-byte line reader replaced by ours.
 
-    ``early`` bytes are sent as soon as the handshake is done, before the greeting is read.
+    ``early()`` is asked for bytes to send as soon as the handshake is done, before the
+    greeting is read: asked then, so that it can offer what is ready at that moment.
     """
 
     def __init__(
@@ -243,7 +244,7 @@ class _Transport(_ReaderLines, poplib.POP3_SSL):
         *,
         context: ssl.SSLContext,
         timeout: float,
-        early: bytes = b"",
+        early: Callable[[], bytes] | None = None,
     ) -> None:
         self.reader = None
         self._early = early
@@ -251,8 +252,10 @@ class _Transport(_ReaderLines, poplib.POP3_SSL):
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
         sock = super()._create_socket(timeout)
-        if self._early:
-            sock.sendall(self._early)
+        if self._early is not None:
+            data = self._early()
+            if data:
+                sock.sendall(data)
         return sock
 
 
@@ -292,6 +295,7 @@ class Session:
         self.prefetch_sizes = False
         self._deletes_sent = False
         self._capa_sent = False  # CAPA went out with the handshake: only its reply is due
+        self._early_exchange: sasl.Exchange | None = None  # AUTH sent with it, reply due
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -305,6 +309,7 @@ class Session:
         timeout: float,
         starttls: bool = False,
         early_capa: bool = False,
+        early_login: Callable[[], sasl.Exchange | None] | None = None,
     ) -> Session:
         """Open a verified TLS connection (implicit, or by STLS) and read the greeting.
 
@@ -313,7 +318,9 @@ class Session:
 
         With ``early_capa`` (implicit TLS; for a server known to pipeline) CAPA goes out with
         the end of the handshake, so its reply comes with the greeting, a round trip sooner;
-        :meth:`capa` then only reads it.
+        :meth:`capa` then only reads it. ``early_login``, asked at the end of the handshake,
+        may hand over a prepared login (a SCRAM exchange, whose first line holds no secret) to
+        go with CAPA; :meth:`authenticate` continues it when CAPA confirms the mechanism.
 
         Raises:
             TLSError: the certificate or handshake was refused, or STLS is not offered (nothing
@@ -329,10 +336,26 @@ class Session:
                 session = cls(transport, host)
                 session._start_tls(context, where)
             else:
-                early = b"CAPA\r\n" if early_capa else b""
-                transport = _Transport(host, port, context=context, timeout=timeout, early=early)
+                sent_early: list[sasl.Exchange] = []
+
+                def early() -> bytes:
+                    lines = ["CAPA"]
+                    exchange = early_login() if early_login is not None else None
+                    if exchange is not None:
+                        lines.append(exchange.command())
+                        sent_early.append(exchange)
+                    return "".join(line + "\r\n" for line in lines).encode()
+
+                transport = _Transport(
+                    host,
+                    port,
+                    context=context,
+                    timeout=timeout,
+                    early=early if early_capa else None,
+                )
                 session = cls(transport, host)
                 session._capa_sent = early_capa
+                session._early_exchange = sent_early[0] if sent_early else None
         except BaseException as err:
             if transport is not None:
                 with contextlib.suppress(OSError):
@@ -511,17 +534,27 @@ class Session:
             if not ok:
                 raise sasl.login_refused(self._host, text)
             return
-        exchange = sasl.Exchange(sasl.mechanism(method, username=username, secret=secret))
+        early, self._early_exchange = self._early_exchange, None
+        if early is not None and early.mechanism.name != method:
+            self._drop_early_login(early)  # CAPA chose otherwise: end that attempt first
+            early = None
+        if early is not None:
+            exchange = early
+        else:
+            exchange = sasl.Exchange(sasl.mechanism(method, username=username, secret=secret))
         # With PIPELINING, what follows a login goes out as soon as the client's last word in
         # it is known: behind a one-shot AUTH (PLAIN), or behind the empty answer SCRAM owes
         # the server's final message, sent together with client-final. That saves a round
         # trip, or two. Nothing is sent before the server's verdict that a failed login could
         # misuse: the listing commands are harmless, and are simply refused then.
         listing = self._listing_commands() if then_list and self.pipelining else ()
-        command = exchange.command()
-        ahead = listing if exchange.one_shot() else ()
-        self._send(command, secret=True, then=ahead)
-        self._listing_sent = bool(ahead)
+        if early is not None:
+            logger.debug("C: AUTH %s **** (sent with the handshake)", method)
+        else:
+            command = exchange.command()
+            ahead = listing if exchange.one_shot() else ()
+            self._send(command, secret=True, then=ahead)
+            self._listing_sent = bool(ahead)
         answered_ahead = False  # the next challenge's answer is already on its way
         while True:
             line = self._reader.read_line().decode("utf-8", "replace")
@@ -547,6 +580,17 @@ class Session:
                 self._listing_sent = answered_ahead = True
                 continue
             raise ProtocolError(f"unexpected reply during AUTH: {line[:200]!r}")
+
+    def _drop_early_login(self, exchange: sasl.Exchange) -> None:
+        """Read the reply to an AUTH sent with the handshake that CAPA did not confirm.
+
+        Normally ``-ERR`` (the mechanism is no longer offered); a challenge is cancelled.
+        """
+        line = self._reader.read_line().decode("utf-8", "replace")
+        logger.debug("S: %s (to the AUTH %s sent early)", line[:200], exchange.mechanism.name)
+        if line.startswith("+") and not line.startswith("+OK"):
+            self._send("*")
+            logger.debug("S: %s", self._reader.read_line().decode("utf-8", "replace")[:200])
 
     def listing(self) -> list[RemoteMessage]:
         """UIDL and LIST (every message), joined by message number.

@@ -494,6 +494,11 @@ def offered_methods(capabilities: Mapping[str, Sequence[str]]) -> list[str]:
     return methods
 
 
+def is_scram(method: str | None) -> bool:
+    """Whether ``method`` (as :func:`choose` names them) is a SCRAM mechanism."""
+    return method in ("SCRAM-SHA-256", "SCRAM-SHA-1")
+
+
 def preload_in_background(auth: str, *, oauth: bool) -> None:
     """Start importing scramp in a thread if the login may well use SCRAM.
 

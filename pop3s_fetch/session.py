@@ -8,6 +8,7 @@ joins the configuration (``Account``) to the protocol (``pop3.Session``) and to 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 from pop3s_fetch import sasl, tls
 from pop3s_fetch.config import Account
@@ -21,11 +22,13 @@ def open_session(
     timeout: float | None = None,
     context: ssl.SSLContext | None = None,
     early_capa: bool = False,
+    early_login: Callable[[], sasl.Exchange | None] | None = None,
 ) -> Session:
     """Connect, verify (or check the pin), and read the greeting; nothing secret is sent.
 
     ``early_capa``: the server pipelined last time, so CAPA may go with the handshake (implicit
-    TLS only; see :meth:`Session.connect`).
+    TLS only), and with it the first line of a login ``early_login`` has ready (see
+    :meth:`Session.connect`).
 
     Raises:
         TLSError: refused, with the certificate's subject, issuer, expiry and fingerprint and
@@ -44,6 +47,7 @@ def open_session(
             starttls=starttls,
             # Not before a pin is checked: nothing goes to a server not yet verified.
             early_capa=early_capa and not starttls and settings.fingerprint is None,
+            early_login=early_login,
         )
     except TLSError as err:
         cause = err.__cause__

@@ -136,19 +136,30 @@ class StateStore:
 
     def server_pipelines(self) -> bool:
         """Whether the server offered PIPELINING in the last session that got so far."""
-        with self._transaction() as db:
-            row = db.execute("SELECT value FROM server WHERE key = 'pipelining'").fetchone()
-            return row is not None and row[0] == "yes"
+        return self._server_fact("pipelining") == "yes"
 
     def remember_pipelining(self, pipelining: bool) -> None:
         """Record whether the server offers PIPELINING; written only when it changed."""
-        if self.server_pipelines() == pipelining:
-            return
+        self._remember_server_fact("pipelining", "yes" if pipelining else "no")
+
+    def last_login_method(self) -> str | None:
+        """The login method (USER, APOP or a SASL name) of the last successful login."""
+        return self._server_fact("login")
+
+    def remember_login_method(self, method: str) -> None:
+        """Record the login method that worked; written only when it changed."""
+        self._remember_server_fact("login", method)
+
+    def _server_fact(self, key: str) -> str | None:
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO server (key, value) VALUES ('pipelining', ?)",
-                ("yes" if pipelining else "no",),
-            )
+            row = db.execute("SELECT value FROM server WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _remember_server_fact(self, key: str, value: str) -> None:
+        if self._server_fact(key) == value:
+            return  # every run would otherwise pay a durable commit, an fsync
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO server (key, value) VALUES (?, ?)", (key, value))
 
     def forget(self, uidls: Iterable[str]) -> None:
         """Drop rows: failed intents, or messages gone from the server."""

@@ -177,11 +177,22 @@ class _AccountSync:
         # (reconcile, the password, which may be a keyring round trip of its own); nothing
         # that depends on the state is sent before that is done. scramp is imported meanwhile.
         sasl.preload_in_background(self.account.auth, oauth=self.account.oauth2 is not None)
-        connecting = _InBackground(self._connect)
+        # What the last session learnt: a server that pipelines gets CAPA with the handshake,
+        # and, when it took SCRAM last time and the password is ready by then, the AUTH too.
+        early_capa = self.store.server_pipelines()
+        last_method = self.store.last_login_method()
+        early_login = _EarlyLogin() if early_capa and sasl.is_scram(last_method) else None
+        connecting = _InBackground(lambda: self._connect(early_capa, early_login))
         try:
+            secret = password()
+            if early_login is not None and last_method is not None:
+                early_login.offer(
+                    sasl.Exchange(
+                        sasl.mechanism(last_method, username=self.account.username, secret=secret)
+                    )
+                )
             self.result.recovered = self.reconcile()
             delivered = self.store.delivered()
-            secret = password()
         except BaseException:
             connecting.discard()
             raise
@@ -192,14 +203,18 @@ class _AccountSync:
         finally:
             session.close()
 
-    def _connect(self) -> Session:
+    def _connect(self, early_capa: bool, early_login: _EarlyLogin | None) -> Session:
+        """In a thread of its own: no state store in here (its connection is the caller's)."""
         context = (
             self.options.context_factory(self.account)
             if self.options.context_factory is not None
             else None
         )
         session = open_session(
-            self.account, context=context, early_capa=self.store.server_pipelines()
+            self.account,
+            context=context,
+            early_capa=early_capa,
+            early_login=early_login.take if early_login is not None else None,
         )
         try:
             if not session.capabilities:  # STLS sessions asked already, after the handshake
@@ -235,6 +250,7 @@ class _AccountSync:
         session.prefetch_sizes = not delivered  # a first run: every message is new
         method = log_in(session, self.account, secret, then_list=True)
         logger.info("%s: logged in with %s", self.account.name, method)
+        self.store.remember_login_method(method)
         self.reporter.started(self.account.name, "listing")
         uidls = session.unique_ids()
         _check_uidls(uidls)
@@ -334,6 +350,29 @@ class _AccountSync:
             self._publish()
         except Pop3sFetchError as err:
             logger.debug("%s: could not publish after an error: %s", self.account.name, err)
+
+
+class _EarlyLogin:
+    """A login the caller prepares while the connecting thread may already send it.
+
+    Whichever comes first wins: :meth:`take` (the handshake is done) closes the offer, so a
+    login offered later is simply not sent early, and is made the usual way after CAPA.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._exchange: sasl.Exchange | None = None
+        self._taken = False
+
+    def offer(self, exchange: sasl.Exchange) -> None:
+        with self._lock:
+            if not self._taken:
+                self._exchange = exchange
+
+    def take(self) -> sasl.Exchange | None:
+        with self._lock:
+            self._taken = True
+            return self._exchange
 
 
 class _InBackground:

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 import pytest
 from scramp import ScramMechanism  # type: ignore[import-untyped]
 
-from pop3s_fetch import pop3
+from pop3s_fetch import pop3, sasl
 from pop3s_fetch.errors import AuthError
 
 PASSWORD = "pipelined-Pa55word"
 STEP_TIMEOUT = 10.0
+ONE_UIDL = "+OK\r\n1 uid-a\r\n.\r\n"
 
 
 def b64(data: str) -> str:
@@ -216,3 +217,65 @@ def test_without_pipelining_scram_waits_for_each_reply(
 
     finish(thread, server)
     assert server.received[2:] == ["", "UIDL"]
+
+
+def sent_with_the_handshake(session: pop3.Session, exchange: sasl.Exchange) -> str:
+    """Do what Session.connect does when it sends CAPA and a prepared AUTH with the handshake
+    (its transport is TLS; here the pair's client end stands in for it)."""
+    command = exchange.command()
+    session._transport.sock.sendall(f"CAPA\r\n{command}\r\n".encode())
+    session._capa_sent = True
+    session._early_exchange = exchange
+    return command
+
+
+CAPABILITIES = "+OK\r\nPIPELINING\r\nUIDL\r\nSASL {}\r\n.\r\n"
+
+
+def test_an_auth_sent_with_the_handshake_is_continued_not_sent_again(
+    pair: tuple[pop3.Session, ScriptedServer],
+) -> None:
+    session, server = pair
+    session.capabilities = {}
+    scram = Scram(PASSWORD)
+    thread = server.play(
+        [
+            (2, lambda lines: CAPABILITIES.format("SCRAM-SHA-256 PLAIN") + scram.first(lines[1:])),
+            (3, lambda lines: f"+ {scram.final(lines)}\r\n+OK Logged in.\r\n{ONE_UIDL}"),
+        ]
+    )
+    exchange = sasl.Exchange(sasl.mechanism("SCRAM-SHA-256", username="alice", secret=PASSWORD))
+    auth = sent_with_the_handshake(session, exchange)
+
+    session.capa()
+    session.authenticate("SCRAM-SHA-256", "alice", PASSWORD, then_list=True)
+    assert session.unique_ids() == {1: "uid-a"}
+
+    finish(thread, server)
+    assert server.received[:2] == ["CAPA", auth]
+    assert server.received[3:] == ["", "UIDL"]  # and no second AUTH
+
+
+def test_an_early_auth_that_capa_does_not_confirm_is_ended_before_the_login(
+    pair: tuple[pop3.Session, ScriptedServer],
+) -> None:
+    session, server = pair
+    session.capabilities = {}
+    thread = server.play(
+        [
+            (2, CAPABILITIES.format("PLAIN") + "-ERR Unsupported authentication mechanism.\r\n"),
+            (2, f"+OK Logged in.\r\n{ONE_UIDL}"),
+        ]
+    )
+    exchange = sasl.Exchange(sasl.mechanism("SCRAM-SHA-256", username="alice", secret=PASSWORD))
+    sent_with_the_handshake(session, exchange)
+
+    session.capa()
+    session.authenticate("PLAIN", "alice", PASSWORD, then_list=True)
+    assert session.unique_ids() == {1: "uid-a"}
+
+    finish(thread, server)
+    assert server.received[2:] == [
+        f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + PASSWORD)}",
+        "UIDL",
+    ]

@@ -63,6 +63,17 @@ def test_whether_the_server_pipelines_is_remembered(tmp_path: Path) -> None:
         assert store.server_pipelines() is False
 
 
+def test_the_login_method_that_worked_is_remembered(tmp_path: Path) -> None:
+    path = tmp_path / "work.sqlite3"
+    with open_store(path) as store:
+        assert store.last_login_method() is None
+        store.remember_login_method("SCRAM-SHA-256")
+    with open_store(path) as store:
+        assert store.last_login_method() == "SCRAM-SHA-256"
+        store.remember_login_method("PLAIN")
+        assert store.last_login_method() == "PLAIN"
+
+
 def test_a_state_file_from_before_the_server_table_gains_it(tmp_path: Path) -> None:
     path = tmp_path / "work.sqlite3"
     with open_store(path) as store:

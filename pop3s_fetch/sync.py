@@ -381,14 +381,22 @@ class _InBackground:
     def __init__(self, connect: Callable[[], Session]) -> None:
         self._session: Session | None = None
         self._error: BaseException | None = None
+        self._abandoned = False
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, args=(connect,), daemon=True)
         self._thread.start()
 
     def _run(self, connect: Callable[[], Session]) -> None:
         try:
-            self._session = connect()
+            session = connect()
         except BaseException as err:  # handed to the caller by result()
             self._error = err
+            return
+        with self._lock:
+            abandoned = self._abandoned
+            self._session = session
+        if abandoned:
+            session.close()
 
     def result(self) -> Session:
         self._thread.join()
@@ -398,10 +406,16 @@ class _InBackground:
         return self._session
 
     def discard(self) -> None:
-        """The caller failed first: close the session, if one was opened, without a word."""
-        self._thread.join()
-        if self._session is not None:
-            self._session.close()
+        """The caller failed first: drop the session without a word, and without waiting.
+
+        Its error (a missing password, say) must not wait for a slow server's timeout: a
+        session still being opened is closed by its thread when it is done.
+        """
+        with self._lock:
+            self._abandoned = True
+            session = self._session
+        if session is not None:
+            session.close()
 
 
 def _check_uidls(uidls: Mapping[int, str]) -> None:

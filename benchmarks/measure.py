@@ -48,9 +48,13 @@ GNU_TIME = "/usr/bin/time"
 
 def run_measured(command: Command, log: Path, timeout: float = 3600.0) -> Measurement:
     """Run ``command`` to completion, output to ``log``; wall and CPU from ``wait4``, peak
-    RSS from GNU time (or, without it, wait4's upper bound)."""
+    RSS from GNU time (or, without it, wait4's upper bound). Dirty data is synced first."""
     rss_file = log.with_suffix(".rss")
     argv = list(command.argv)
+    # Start with no dirty data of earlier runs waiting to be written back: a client that
+    # fsyncs would otherwise pay for the writeback of one that did not (on ext4, a journal
+    # commit also writes out other files' data), and which client follows which is fixed.
+    os.sync()
     if Path(GNU_TIME).exists():
         argv = [GNU_TIME, "--quiet", "-f", "%M", "-o", str(rss_file), *argv]
     with log.open("ab") as out:

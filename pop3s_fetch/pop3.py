@@ -519,6 +519,10 @@ class Session:
             AuthError / RemoteError / LoginUnavailable: the server refused (77 / 75 / 69).
             SaslError: the server broke the mechanism (e.g. a forged SCRAM signature).
         """
+        early, self._early_exchange = self._early_exchange, None
+        if early is not None and early.mechanism.name != method:
+            self._drop_early_login(early)  # CAPA chose otherwise: end that attempt first
+            early = None
         if method == "USER":
             self.login(username, secret, then_list=then_list)
             return
@@ -534,10 +538,6 @@ class Session:
             if not ok:
                 raise sasl.login_refused(self._host, text)
             return
-        early, self._early_exchange = self._early_exchange, None
-        if early is not None and early.mechanism.name != method:
-            self._drop_early_login(early)  # CAPA chose otherwise: end that attempt first
-            early = None
         if early is not None:
             exchange = early
         else:

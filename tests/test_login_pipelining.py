@@ -279,3 +279,25 @@ def test_an_early_auth_that_capa_does_not_confirm_is_ended_before_the_login(
         f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + PASSWORD)}",
         "UIDL",
     ]
+
+
+def test_an_early_auth_is_ended_before_a_user_pass_login_too(
+    pair: tuple[pop3.Session, ScriptedServer],
+) -> None:
+    session, server = pair
+    session.capabilities = {}
+    thread = server.play(
+        [
+            (2, "+OK\r\nUSER\r\nUIDL\r\n.\r\n-ERR Unsupported authentication mechanism.\r\n"),
+            (1, "+OK send PASS\r\n"),
+            (1, "+OK Logged in.\r\n"),
+        ]
+    )
+    exchange = sasl.Exchange(sasl.mechanism("SCRAM-SHA-256", username="alice", secret=PASSWORD))
+    sent_with_the_handshake(session, exchange)
+
+    session.capa()
+    session.authenticate("USER", "alice", PASSWORD, then_list=True)
+
+    finish(thread, server)
+    assert server.received[2:] == ["USER alice", f"PASS {PASSWORD}"]

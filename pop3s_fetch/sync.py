@@ -11,10 +11,10 @@ durable in the destination and recorded as delivered.** The order for each batch
 
 A crash between 2 and 4 leaves ``pending`` rows; the next run reconciles them against the
 destination *before any command that depends on the state is sent* (the connection is opened
-meanwhile, in a thread: it carries only the TLS handshake and CAPA): a message that made it is
-marked delivered (so it is never fetched again), one that did not is forgotten (and fetched
-again). Batching steps 2-4
-(group commit) keeps the number of fsyncs per batch constant rather than per message.
+meanwhile, in a thread: it carries the TLS handshake, CAPA and at most the first line of a
+login): a message that made it is marked delivered (so it is never fetched again), one that
+did not is forgotten (and fetched again). Batching steps 2-4 (group commit) keeps the number
+of fsyncs per batch constant rather than per message.
 
 This module knows no click, rich, keyring or TOML: callers pass an Account, a password getter
 and a Reporter.

@@ -12,6 +12,7 @@ It knows nothing of Maildir, mbox, POP3 or the state store: a file is a path and
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from queue import SimpleQueue
@@ -143,6 +144,9 @@ class FileWriterPool:
                     self._write(job, handoff.chunks, handoff.finish)
             except OSError as err:
                 job.error = err
+                self._discard(job)
+            except Exception as err:  # a dead worker would leave its caller waiting forever
+                job.error = OSError(errno.EIO, f"the file writer failed: {err!r}")
                 self._discard(job)
             if handoff.abort:
                 self._discard(job)

@@ -94,3 +94,20 @@ def test_abort_closes_and_removes_the_file_before_returning(
     pool.abort(job)
 
     assert os.listdir(tmp_path) == []
+
+
+def test_an_unexpected_failure_in_a_worker_is_reported_not_hung_on(
+    pool: FileWriterPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int, data: bytes) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    monkeypatch.setattr(file_writers, "write_all", broken)
+    job = pool.adopt(*new_file(tmp_path, "broken"))
+    pool.write(job, b"z" * file_writers.HANDOFF_SIZE)
+    pool.finish(job)
+
+    with pytest.raises(OSError, match="the file writer failed: RuntimeError") as caught:
+        job.wait()
+    assert caught.value.errno == errno.EIO
+    assert os.listdir(tmp_path) == []

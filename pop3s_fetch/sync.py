@@ -40,7 +40,7 @@ from pop3s_fetch.delivery import (
     StagedMessage,
     open_destination,
 )
-from pop3s_fetch.errors import ExitCode, Pop3sFetchError, ProtocolError
+from pop3s_fetch.errors import ConnectError, ExitCode, Pop3sFetchError, ProtocolError
 from pop3s_fetch.pop3 import RemoteMessage, Session
 from pop3s_fetch.session import log_in, open_session
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
@@ -196,7 +196,14 @@ class _AccountSync:
         except BaseException:
             connecting.discard()
             raise
-        session = connecting.result()
+        try:
+            session = connecting.result()
+        except (ConnectError, ProtocolError):
+            if early_capa:
+                # Maybe this is no longer a server that takes CAPA before its greeting (one
+                # that drops early input would fail every run): be careful again next time.
+                self.store.remember_pipelining(False)
+            raise
         self.session = session
         try:
             self._run_session(session, secret, delivered)

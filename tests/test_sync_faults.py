@@ -16,6 +16,7 @@ import pytest
 
 from pop3s_fetch.config import Account
 from pop3s_fetch.server import Faults, MailStore, Pop3Server
+from pop3s_fetch.state import open_store
 from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
 from tests.support.mail import as_stored, corpus, leftovers, read_destination
 
@@ -276,3 +277,24 @@ def test_sizes_are_asked_only_for_what_is_new(rig: Rig) -> None:
     idle = rig.sync()
     assert (idle.error, idle.fetched) == (None, 0)
     assert [c for c in rig.sessions()[-1] if c.startswith("LIST")] == []
+
+
+def test_a_server_silent_after_an_early_capa_is_asked_carefully_next_time(rig: Rig) -> None:
+    """CAPA goes with the handshake to a server known to pipeline; if that session then
+    fails before CAPA's reply (here: the server never answers CAPA), the next run waits for
+    the greeting again, so a server that drops early input cannot fail every run."""
+    assert rig.sync().error is None  # learns that the server pipelines
+    state = open_store(rig.options.state_dir / f"{rig.account.name}.sqlite3")
+    assert state.server_pipelines()
+
+    rig.server.faults = Faults(hang_on=frozenset({"CAPA"}))
+    failed = rig.sync()
+    assert failed.error is not None
+    assert "no reply from the server" in str(failed.error)
+    assert not state.server_pipelines()
+    state.close()
+
+    rig.server.faults = Faults()
+    again = rig.sync()
+    assert again.error is None, again.error
+    assert rig.landed() == rig.expected()

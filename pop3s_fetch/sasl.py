@@ -494,9 +494,13 @@ def offered_methods(capabilities: Mapping[str, Sequence[str]]) -> list[str]:
     return methods
 
 
-def is_scram(method: str | None) -> bool:
-    """Whether ``method`` (as :func:`choose` names them) is a SCRAM mechanism."""
-    return method in ("SCRAM-SHA-256", "SCRAM-SHA-1")
+def may_start_early(auth: str, last_method: str | None) -> bool:
+    """Whether a login may begin before CAPA confirms the mechanism: only SCRAM (its first
+    line holds no secret), only the one that worked last time, and only if ``auth`` (the
+    setting) still allows it."""
+    if last_method not in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
+        return False
+    return auth == "auto" or _NAMED.get(auth) == last_method
 
 
 def preload_in_background(auth: str, *, oauth: bool) -> None:

@@ -181,7 +181,11 @@ class _AccountSync:
         # and, when it took SCRAM last time and the password is ready by then, the AUTH too.
         early_capa = self.store.server_pipelines()
         last_method = self.store.last_login_method()
-        early_login = _EarlyLogin() if early_capa and sasl.is_scram(last_method) else None
+        early_login = (
+            _EarlyLogin()
+            if early_capa and sasl.may_start_early(self.account.auth, last_method)
+            else None
+        )
         connecting = _InBackground(lambda: self._connect(early_capa, early_login))
         try:
             secret = password()

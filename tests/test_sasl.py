@@ -672,3 +672,22 @@ def test_login_refused(
     assert type(error) is kind
     assert error.exit_code == exit_code
     assert str(error) == message
+
+
+@pytest.mark.parametrize(
+    ("auth", "last", "early"),
+    [
+        ("auto", "SCRAM-SHA-256", True),
+        ("scram-sha-256", "SCRAM-SHA-256", True),
+        ("scram-sha-1", "SCRAM-SHA-1", True),
+        ("plain", "SCRAM-SHA-256", False),  # the setting changed since: it decides
+        ("scram-sha-1", "SCRAM-SHA-256", False),
+        ("auto", "PLAIN", False),  # its first line would carry the password
+        ("auto", None, False),
+        ("xoauth2", "XOAUTH2", False),
+    ],
+)
+def test_only_a_scram_login_the_setting_allows_may_start_before_capa(
+    auth: str, last: str | None, early: bool
+) -> None:
+    assert sasl.may_start_early(auth, last) is early

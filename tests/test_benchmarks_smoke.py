@@ -81,3 +81,39 @@ def test_quick_benchmark_runs_and_verifies_pop3s_fetch() -> None:
     assert len(rows) == 2, done.stdout  # one per quick scenario
     assert all(row.endswith("30/30 exact") for row in rows), done.stdout
     assert "pop3s-fetch --version:" in done.stdout
+
+
+@pytest.mark.dovecot
+def test_timeline_names_every_step_of_a_sync_in_order() -> None:
+    reason = missing_server()
+    if reason is not None:
+        server_unavailable(reason)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.timeline", "--runs", "1"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    steps = [
+        line.split(")", 1)[1].strip() for line in done.stdout.splitlines() if " ms  (+" in line
+    ]
+    assert steps == [
+        "interpreter ready",
+        "pop3s_fetch imported",
+        "account sync starts",
+        "TCP connect",
+        "TCP connected",
+        "TLS handshake done",
+        "greeting read",
+        "CAPA sent",
+        "AUTH sent",
+        "RETR sent",
+        "first message read",
+        "last publish starts",
+        "last publish done",
+        "QUIT sent",
+        "exit",
+    ], done.stdout

@@ -1,0 +1,103 @@
+"""pop3s-fetch's CLI with time marks at the steps of a sync, for ``benchmarks.timeline``.
+
+Run as ``python -m benchmarks._probe sync ...`` with ``POP3S_FETCH_PROBE_T0`` (the driver's
+``time.time()`` just before it started this process) and ``POP3S_FETCH_PROBE_OUT`` (where the
+marks go, as JSON). It wraps a few functions of pop3s_fetch to note when each step happens and
+changes nothing else; it is a measuring tool, never imported by the program.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+
+_T0 = float(os.environ["POP3S_FETCH_PROBE_T0"])
+_MARKS: list[tuple[str, float]] = []
+_SEEN: set[str] = set()
+
+
+def _mark(label: str, *, once: bool = True) -> None:
+    """Note the first time ``label`` happens (or, with ``once=False``, the last)."""
+    now = (time.time() - _T0) * 1000
+    if label in _SEEN:
+        if not once:
+            _MARKS[:] = [(name, at) for name, at in _MARKS if name != label]
+            _MARKS.append((label, now))
+        return
+    _SEEN.add(label)
+    _MARKS.append((label, now))
+
+
+_mark("interpreter ready")
+
+import poplib  # noqa: E402
+import socket  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from pop3s_fetch import cli, maildir, pop3, sync  # noqa: E402
+
+_mark("pop3s_fetch imported")
+
+
+def _wrap(
+    owner: Any, name: str, before: str | None = None, after: str | None = None, once: bool = True
+) -> None:
+    original: Callable[..., Any] = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if before:
+            _mark(before, once=once)
+        result = original(*args, **kwargs)
+        if after:
+            _mark(after, once=once)
+        return result
+
+    setattr(owner, name, wrapper)
+
+
+_wrap(sync._AccountSync, "run", before="account sync starts")
+_wrap(socket, "create_connection", before="TCP connect", after="TCP connected")
+_wrap(poplib.POP3_SSL, "_create_socket", after="TLS handshake done")
+_wrap(pop3._ReaderLines, "_getline", after="greeting read")
+_wrap(
+    maildir.Maildir, "publish", before="last publish starts", after="last publish done", once=False
+)
+
+_send = pop3.Session._send
+
+
+def _probe_send(self: pop3.Session, *commands: str, **kwargs: Any) -> None:
+    verb = (commands[0].split(" ", 1)[0] if commands and commands[0] else "").upper()
+    if verb in ("CAPA", "AUTH", "USER", "RETR", "QUIT"):
+        _mark(f"{verb} sent")
+    _send(self, *commands, **kwargs)
+
+
+pop3.Session._send = _probe_send  # type: ignore[method-assign]
+
+_read_body = pop3._Reader.read_body
+
+
+def _probe_read_body(self: pop3._Reader, sink: Any) -> int:
+    octets = _read_body(self, sink)
+    if "RETR sent" in _SEEN:
+        _mark("first message read")
+    return octets
+
+
+pop3._Reader.read_body = _probe_read_body  # type: ignore[method-assign]
+
+
+def _write_marks() -> None:
+    _mark("exit")
+    with open(os.environ["POP3S_FETCH_PROBE_OUT"], "w", encoding="utf-8") as out:
+        json.dump(_MARKS, out)
+
+
+atexit.register(_write_marks)
+
+if __name__ == "__main__":
+    cli.main()

@@ -62,6 +62,8 @@ _wrap(sync._AccountSync, "run", before="account sync starts")
 _wrap(socket, "create_connection", before="TCP connect", after="TCP connected")
 _wrap(poplib.POP3_SSL, "_create_socket", after="TLS handshake done")
 _wrap(pop3._ReaderLines, "_getline", after="greeting read")
+_wrap(sync, "log_in", after="logged in")
+_wrap(pop3.Session, "unique_ids", after="UIDL listing read")
 _wrap(
     maildir.Maildir, "publish", before="last publish starts", after="last publish done", once=False
 )

@@ -181,17 +181,8 @@ def run_client(
     result: ClientResult,
     fmt: str = "maildir",
 ) -> None:
-    """Time ``repeat`` runs (for idle scenarios, after an untimed run that fills the state)."""
+    """Time ``repeat`` runs, each into a fresh directory."""
     with reachable(env.endpoint, scenario.one_way_delay) as endpoint:
-        if scenario.idle:
-            run_dir = env.fresh_directory(f"{scenario.name}-{client.name}")
-            accounts = _accounts(run_dir, usernames, fmt)
-            command = client.command(run_dir, endpoint, accounts, fmt, keep=True)
-            _run_once(client, command, run_dir, result, "filling run")
-            for _ in range(repeat):
-                result.runs.append(_run_once(client, command, run_dir, result, "idle run"))
-            result.verification = _verify(mailboxes, accounts, fmt)
-            return
         for _ in range(repeat):
             run_dir = env.fresh_directory(f"{scenario.name}-{client.name}")
             accounts = _accounts(run_dir, usernames, fmt)
@@ -223,8 +214,19 @@ def run_scenario(
         for name in names:
             warm_up(env.endpoint, name)
     if scenario.idle:
-        for client, result in zip(clients, results, strict=True):
-            run_client(env, client, users[client.name], mailboxes, scenario, repeat, result)
+        # Every client fills its state first; then the timed idle runs are interleaved, like
+        # the others: Dovecot answers UIDL faster after a few sessions (its indexes settle),
+        # which would otherwise favour whichever client comes later.
+        with reachable(env.endpoint, scenario.one_way_delay) as endpoint:
+            filled = [
+                _fill_for_idle(env, endpoint, client, users[client.name], scenario, result)
+                for client, result in zip(clients, results, strict=True)
+            ]
+            for _ in range(repeat):
+                for (client, command, run_dir, _), result in zip(filled, results, strict=True):
+                    result.runs.append(_run_once(client, command, run_dir, result, "idle run"))
+        for (_, _, _, accounts), result in zip(filled, results, strict=True):
+            result.verification = _verify(mailboxes, accounts, "maildir")
             _progress(result)
     else:
         # Interleave the repetitions, so slow drift of the machine hits every client alike.
@@ -236,6 +238,22 @@ def run_scenario(
     if scenario.baseline:
         results.append(_small_baseline(env, repeat, seed))
     return results
+
+
+def _fill_for_idle(
+    env: Environment,
+    endpoint: Endpoint,
+    client: Client,
+    usernames: Sequence[str],
+    scenario: Scenario,
+    result: ClientResult,
+) -> tuple[Client, Command, Path, list[AccountSpec]]:
+    """One untimed run that fetches everything, so that the timed runs find nothing new."""
+    run_dir = env.fresh_directory(f"{scenario.name}-{client.name}")
+    accounts = _accounts(run_dir, usernames, "maildir")
+    command = client.command(run_dir, endpoint, accounts, "maildir", keep=True)
+    _run_once(client, command, run_dir, result, "filling run")
+    return client, command, run_dir, accounts
 
 
 def _small_baseline(env: Environment, repeat: int, seed: int) -> ClientResult:

@@ -110,6 +110,8 @@ def test_timeline_names_every_step_of_a_sync_in_order() -> None:
         "greeting read",
         "CAPA sent",
         "AUTH sent",
+        "logged in",
+        "UIDL listing read",
         "RETR sent",
         "first message read",
         "last publish starts",

@@ -41,7 +41,7 @@ class FileJob:
         """Block until the file is written, fsynced and closed (or aborted); return its path.
 
         Raises:
-            OSError: creating, writing or fsyncing failed (the file was removed).
+            OSError: writing or fsyncing failed (the file was removed).
         """
         self._done.wait()
         if self.error is not None:

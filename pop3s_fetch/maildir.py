@@ -63,7 +63,7 @@ def sanitise_hostname(hostname: str) -> str:
 @dataclass(eq=False, slots=True)
 class _StagedMaildirMessage(StagedMessage):
     job: FileJob
-    name: str = ""  # set once the file is synced; _avoid_taken_names may change it
+    name: str  # the base name in tmp/; _avoid_taken_names may change it
 
 
 class Maildir(Destination):
@@ -124,7 +124,7 @@ class Maildir(Destination):
         """The worker fsyncs and closes the file while the caller reads the next message."""
         self._writers.discard(writer)
         self._files.finish(job)
-        staged = _StagedMaildirMessage(job.size, job)
+        staged = _StagedMaildirMessage(job.size, job, job.path[len(self._staging_path_prefix) :])
         self._pending.add(staged)
         return staged
 
@@ -149,8 +149,7 @@ class Maildir(Destination):
             self._fsync_new()
         finally:
             for message in batch[linked:]:
-                if message.name:  # a file that failed was removed by its worker
-                    unlink_quietly(self._staging(message.name))
+                unlink_quietly(self._staging(message.name))  # gone already if it failed
         return placements
 
     def _take(self, staged: Sequence[StagedMessage]) -> list[_StagedMaildirMessage]:
@@ -166,15 +165,13 @@ class Maildir(Destination):
         first_error: DeliveryError | None = None
         for message in batch:  # wait for all, so no worker still holds a file we remove
             try:
-                path = message.job.wait()
+                message.job.wait()
             except OSError as err:
                 if first_error is None:
                     first_error = delivery_error(
                         err, "write the message file", Path(message.job.path)
                     )
                     first_error.__cause__ = err
-                continue
-            message.name = path[len(self._staging_path_prefix) :]
         if first_error is not None:
             raise first_error
 

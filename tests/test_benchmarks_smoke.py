@@ -63,19 +63,24 @@ def test_latency_proxy_delays_each_direction_and_keeps_bytes(
     assert bytes(received) == payload
 
 
-@pytest.mark.dovecot
-def test_quick_benchmark_runs_and_verifies_pop3s_fetch() -> None:
+def run_benchmark(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` from the repository root, once Dovecot can be started."""
     reason = missing_server()
     if reason is not None:
         server_unavailable(reason)
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick"],
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+@pytest.mark.dovecot
+def test_quick_benchmark_runs_and_verifies_pop3s_fetch() -> None:
+    done = run_benchmark("benchmarks.run", "--quick")
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("pop3s-fetch ")]
     assert len(rows) == 2, done.stdout  # one per quick scenario
@@ -85,17 +90,7 @@ def test_quick_benchmark_runs_and_verifies_pop3s_fetch() -> None:
 
 @pytest.mark.dovecot
 def test_timeline_names_every_step_of_a_sync_in_order() -> None:
-    reason = missing_server()
-    if reason is not None:
-        server_unavailable(reason)
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.timeline", "--runs", "1"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_benchmark("benchmarks.timeline", "--runs", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     steps = [
         line.split(")", 1)[1].strip() for line in done.stdout.splitlines() if " ms  (+" in line

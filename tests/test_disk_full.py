@@ -38,6 +38,7 @@ from pop3s_fetch.ui import error_line
 from tests.support import REQUIRE_SERVERS_VARIABLE, servers_required
 from tests.support.cli import account_toml, make_cli
 from tests.support.mail import as_stored, corpus, leftovers, read_destination
+from tests.support.reporting import NullReporter
 
 USER = "alice"
 PASSWORD = "disk-full-test-password"
@@ -250,14 +251,6 @@ class FullDisk:
         if allowed < wanted:
             self.refused += 1
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-class NullReporter:
-    def started(self, account: str, phase: str) -> None: ...
-    def listed(self, account: str, messages: int, octets: int) -> None: ...
-    def fetched(self, account: str, message_octets: int) -> None: ...
-    def warned(self, account: str, text: str) -> None: ...
-    def finished(self, result: AccountResult) -> None: ...
 
 
 def in_process_sync(account: Account, state_dir: Path) -> AccountResult:

@@ -123,12 +123,7 @@ def test_scram_sends_its_empty_answer_and_uidl_with_client_final(
         [
             (1, scram.first),
             # client-final, the empty answer owed to server-final, and UIDL: one flight.
-            (
-                3,
-                lambda lines: (
-                    f"+ {scram.final(lines)}\r\n+OK Logged in.\r\n+OK\r\n1 uid-a\r\n.\r\n"
-                ),
-            ),
+            (3, lambda lines: f"+ {scram.final(lines)}\r\n+OK Logged in.\r\n{ONE_UIDL}"),
         ]
     )
 

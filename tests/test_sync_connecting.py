@@ -11,17 +11,10 @@ import pytest
 
 from pop3s_fetch.config import Account
 from pop3s_fetch.errors import CredentialError, ExitCode
-from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
+from pop3s_fetch.sync import SyncOptions, sync_account
+from tests.support.reporting import NullReporter
 
 SILENT_TIMEOUT = 30.0
-
-
-class NullReporter:
-    def started(self, account: str, phase: str) -> None: ...
-    def listed(self, account: str, messages: int, octets: int) -> None: ...
-    def fetched(self, account: str, message_octets: int) -> None: ...
-    def warned(self, account: str, text: str) -> None: ...
-    def finished(self, result: AccountResult) -> None: ...
 
 
 @pytest.fixture

@@ -19,16 +19,9 @@ from pop3s_fetch.server import Faults, MailStore, Pop3Server
 from pop3s_fetch.state import open_store
 from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
 from tests.support.mail import as_stored, corpus, leftovers, read_destination
+from tests.support.reporting import NullReporter
 
 PASSWORD = "correct horse battery staple"
-
-
-class NullReporter:
-    def started(self, account: str, phase: str) -> None: ...
-    def listed(self, account: str, messages: int, octets: int) -> None: ...
-    def fetched(self, account: str, message_octets: int) -> None: ...
-    def warned(self, account: str, text: str) -> None: ...
-    def finished(self, result: AccountResult) -> None: ...
 
 
 @dataclasses.dataclass

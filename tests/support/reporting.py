@@ -1,0 +1,16 @@
+"""A Reporter that says nothing, for tests that run ``sync_account`` in process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pop3s_fetch.sync import AccountResult
+
+
+class NullReporter:
+    def started(self, account: str, phase: str) -> None: ...
+    def listed(self, account: str, messages: int, octets: int) -> None: ...
+    def fetched(self, account: str, message_octets: int) -> None: ...
+    def warned(self, account: str, text: str) -> None: ...
+    def finished(self, result: AccountResult) -> None: ...

@@ -149,7 +149,9 @@ class Transport:
     greeted (a test's socket pair), which :meth:`close` simply closes.
     """
 
-    def __init__(self, sock: socket.socket, greeting: bytes, *, reader: Reader | None = None):
+    def __init__(
+        self, sock: socket.socket, greeting: bytes, *, reader: Reader | None = None
+    ) -> None:
         self._sock = sock
         self._reader = reader if reader is not None else Reader(sock)
         #: The server's greeting line, without +OK's line end.

@@ -87,11 +87,11 @@ Transport.send = _probe_send  # type: ignore[method-assign]
 _read_body = Transport.read_body
 
 
-def _probe_read_body(self: Transport, sink: Any) -> int:
-    octets = _read_body(self, sink)
+def _probe_read_body(self: Transport, sink: Any, **options: Any) -> Any:
+    decoder = _read_body(self, sink, **options)
     if "RETR sent" in _SEEN:
         _mark("first message read")
-    return octets
+    return decoder
 
 
 Transport.read_body = _probe_read_body  # type: ignore[method-assign]

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 WINDOW_BYTES = 32 * 1024 * 1024
 #: ...and at most this many commands, so the command bytes never fill the server's socket buffer.
 WINDOW_COMMANDS = 256
+#: The longest UIDL or LIST reply read: MAX_MESSAGES lines of the longest kind.
+_LISTING_LIMIT = codec.MAX_MESSAGES * codec.MAX_LISTING_LINE
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,9 +284,19 @@ class Pop3Client:
             raise ProtocolError(f"the server refused {verb}: {text}")
         return text
 
-    def _lines(self) -> list[str]:
+    def _lines(self, verb: str, limit: int) -> list[str]:
+        """A multi-line text reply, read up to ``limit`` octets: beyond it the server is broken
+        or hostile, and the connection is unusable (the rest of the reply is unread)."""
         collected: list[bytes] = []
-        self._transport.read_body(collected.append)
+        try:
+            self._transport.read_body(collected.append, limit=limit)
+        except codec.BodyTooLong:
+            raise ProtocolError(
+                f"the server's {verb} reply is longer than {limit:,} bytes, "
+                "so it was not read to the end",
+                hint="this is a server fault (or an attack before TLS); nothing was "
+                "downloaded or deleted",
+            ) from None
         return codec.text_lines(collected)
 
     def capa(self) -> dict[str, list[str]]:
@@ -294,7 +306,8 @@ class Pop3Client:
         else:
             self._send(Capa.command)
         ok, _ = self._status()
-        self.capabilities = codec.parse_capabilities(self._lines()) if ok else {}
+        lines = self._lines("CAPA", codec.MAX_CAPA_OCTETS) if ok else []
+        self.capabilities = codec.parse_capabilities(lines)
         return self.capabilities
 
     def login(self, username: str, password: str, *, then_list: bool = False) -> None:
@@ -433,7 +446,7 @@ class Pop3Client:
             self._send(*(c.command for c in listing))
             self._in_flight.extend(listing[1:])  # UIDL's reply is read now
         ok, text = self._status()
-        lines = self._lines() if ok else []
+        lines = self._lines("UIDL", _LISTING_LIMIT) if ok else []
         if not ok:
             raise ProtocolError(
                 f"the server does not support UIDL ({text})",
@@ -456,30 +469,27 @@ class Pop3Client:
         sent_ahead = self._due(ListAll)
         if sent_ahead is not None:  # read it whether or not it is needed: it is next
             list_ok, list_text = self._status()
-            list_lines = self._lines() if list_ok else []
+            list_lines = self._lines("LIST", _LISTING_LIMIT) if list_ok else []
         if not numbers:
             return []
         wanted = sorted(numbers)
         if sent_ahead is not None:
             if not list_ok:
                 raise ProtocolError(f"the server refused LIST: {list_text}")
-            sizes = {n: int(size) for n, size in codec.parse_pairs(list_lines, "LIST").items()}
+            sizes = codec.parse_sizes(list_lines)
         elif self.pipelining and len(wanted) * 4 < len(uidls):
             self._send(*(f"LIST {n}" for n in wanted))
             replies = [self._status() for _ in wanted]
             refused = [text for ok, text in replies if not ok]
             if refused:
                 raise ProtocolError(f"the server refused LIST: {refused[0]}")
-            sizes = {
-                number: int(size)
-                for number, size in codec.parse_pairs([t for _, t in replies], "LIST").items()
-            }
+            sizes = codec.parse_sizes([text for _, text in replies])
         else:
             self._send("LIST")
             ok, text = self._status()
             if not ok:
                 raise ProtocolError(f"the server refused LIST: {text}")
-            sizes = {n: int(size) for n, size in codec.parse_pairs(self._lines(), "LIST").items()}
+            sizes = codec.parse_sizes(self._lines("LIST", _LISTING_LIMIT))
         if not set(wanted) <= sizes.keys() or not sizes.keys() <= uidls.keys():
             raise ProtocolError("the server's UIDL and LIST replies name different messages")
         return [RemoteMessage(n, uidls[n], sizes[n]) for n in wanted]
@@ -522,8 +532,8 @@ class Pop3Client:
             if not ok:
                 yield Retrieved(message, 0, error=text or "RETR refused")
                 continue
-            octets = self._transport.read_body(open_sink(message))
-            yield Retrieved(message, octets)
+            body = self._transport.read_body(open_sink(message))
+            yield Retrieved(message, body.written)
 
     def _room(self, in_flight_bytes: int, *, refill: bool = False) -> bool:
         """Whether one more RETR may be sent; with ``refill``, whether to start a batch."""

@@ -24,6 +24,18 @@ MAX_STATUS_LINE = 8 * 1024
 EMIT_SIZE = 256 * 1024
 #: A body line longer than this is passed to the sink in pieces rather than buffered whole.
 MAX_BUFFERED_LINE = 1024 * 1024
+#: The most messages a listing may name. Beyond it a server is broken or hostile: a UIDL
+#: listing is held in memory, and 5,000,000 entries took 2.3 GiB before this limit.
+MAX_MESSAGES = 1_000_000
+#: The largest message size a LIST line may state (1 TiB): anything larger is garbage, and
+#: would overflow the state store's integers.
+MAX_MESSAGE_OCTETS = 1 << 40
+#: The longest CAPA reply read (RFC 2449 capabilities are a few lines): before TLS anyone on
+#: the path writes it, so it must not grow without bound.
+MAX_CAPA_OCTETS = 64 * 1024
+#: Per listed message, the most bytes its UIDL or LIST line may take (a 70-character UIDL,
+#: a 7-digit number, a space, a CRLF): MAX_MESSAGES of them bound a listing's reply.
+MAX_LISTING_LINE = 82
 
 
 def take_line(buf: bytearray, start: int = 0) -> bytes | None:
@@ -64,17 +76,26 @@ class BodyDecoder:
     """
 
     def __init__(
-        self, sink: Sink, *, emit_size: int = EMIT_SIZE, max_line: int = MAX_BUFFERED_LINE
+        self,
+        sink: Sink,
+        *,
+        emit_size: int = EMIT_SIZE,
+        max_line: int = MAX_BUFFERED_LINE,
+        limit: int | None = None,
     ) -> None:
         self._sink = sink
         self._emit_size = emit_size
         self._max_line = max_line
+        #: More message octets than this end the read with :class:`BodyTooLong`.
+        self._limit = limit
         self._at_line_start = True  # does the buffer begin at the start of a line?
         self._head_checked = False  # has that line's first byte been looked at?
         self._dots: list[int] = []  # offsets in the buffer of stuffing dots to drop, ascending
         self._scan_from = 0  # every CRLF + "." starting before this offset is decided
         #: Bytes passed to the sink so far.
         self.written = 0
+        #: The message's octets as RFC 1939's LIST counts them: CRLF line ends, no stuffing.
+        self.octets = 0
 
     def feed(self, buf: bytearray) -> bool:
         """Consume what can be decided of ``buf``; True once the terminator was consumed.
@@ -95,7 +116,7 @@ class BodyDecoder:
         hit = buf.find(b"\r\n.", self._scan_from)
         while hit >= 0 and hit + 5 <= len(buf):
             if buf.startswith(b"\r\n", hit + 3):  # CRLF . CRLF: the terminator
-                self.written += _emit(self._sink, buf, hit + 2, dots)
+                self._pass_on(buf, hit + 2, dots)
                 del buf[: hit + 5]
                 return True
             dots.append(hit + 2)
@@ -115,13 +136,28 @@ class BodyDecoder:
             else:
                 size = 0
             if size:
-                self.written += _emit(self._sink, buf, size, dots)
+                self._pass_on(buf, size, dots)
                 del buf[:size]
                 # A dot at the new start is found again by the line-start check.
                 self._dots = [d - size for d in dots if d > size]
                 scan_from = max(0, scan_from - size)
         self._scan_from = scan_from
         return False
+
+    def _pass_on(self, buf: bytearray, size: int, dots: list[int]) -> None:
+        octets = size - sum(1 for dot in dots if dot < size)
+        if self._limit is not None and self.octets + octets > self._limit:
+            raise BodyTooLong(self._limit)
+        self.octets += octets
+        self.written += _emit(self._sink, buf, size, dots)
+
+
+class BodyTooLong(ProtocolError):
+    """A multi-line reply ran past the most octets it may have; the read was stopped."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the server sent a reply longer than {limit} bytes")
+        self.limit = limit
 
 
 def _emit(sink: Sink, buf: bytearray, size: int, dots: list[int]) -> int:
@@ -171,32 +207,78 @@ def parse_status(line: str) -> tuple[bool, str]:
 
 
 def parse_capabilities(lines: Iterable[str]) -> dict[str, list[str]]:
-    """CAPA's lines (RFC 2449) as name (upper case) -> arguments."""
+    """CAPA's lines (RFC 2449) as name (upper case) -> arguments; blank lines are skipped."""
     capabilities: dict[str, list[str]] = {}
     for line in lines:
-        name, *args = line.split()
-        capabilities[name.upper()] = args
+        if line.strip():
+            name, *args = line.split()
+            capabilities[name.upper()] = args
     return capabilities
 
 
 def parse_pairs(lines: list[str], verb: str) -> dict[int, str]:
     """``<number> <value>`` lines to a dict; in bulk, as idle runs list tens of thousands.
 
+    Message numbers must be 1 to :data:`MAX_MESSAGES`, each named once: were a number
+    repeated, one message would be recorded under another's UIDL.
+
     Raises:
-        ProtocolError: a malformed line, named (``verb`` says which reply it came in).
+        ProtocolError: a malformed line or a repeated number, named (``verb`` says which
+            reply it came in).
     """
     if not lines:
         return {}
+    if len(lines) > MAX_MESSAGES:
+        raise _too_many(verb)
     tokens = " ".join(lines).split()
     numbers, values = tokens[0::2], tokens[1::2]
     digits = "".join(numbers)
     if len(tokens) == 2 * len(lines) and digits.isascii() and digits.isdigit():
-        return dict(zip(map(int, numbers), values, strict=True))
-    for line in lines:  # something is malformed: find the line to name it
+        pairs = dict(zip(map(int, numbers), values, strict=True))
+        if len(pairs) == len(lines) and 0 not in pairs and max(pairs) <= MAX_MESSAGES:
+            return pairs
+    seen: set[int] = set()
+    for line in lines:  # something is wrong: find the line to name it
         parts = line.split()
         if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()):
             raise ProtocolError(f"malformed {verb} line from the server: {line[:200]!r}")
+        number = int(parts[0])
+        if not 1 <= number <= MAX_MESSAGES:
+            raise ProtocolError(f"{verb} from the server names message {parts[0][:20]}")
+        if number in seen:
+            raise ProtocolError(
+                f"the server's {verb} reply names message {number} twice",
+                hint="this is a server fault; nothing was downloaded or deleted",
+            )
+        seen.add(number)
     raise AssertionError("unreachable: the bulk parse failed on well-formed lines")
+
+
+def parse_sizes(lines: list[str], verb: str = "LIST") -> dict[int, int]:
+    """LIST's ``<number> <octets>`` lines to a dict, each size a whole number in range.
+
+    Raises:
+        ProtocolError: as :func:`parse_pairs`, or a size that is not a number or too large.
+    """
+    pairs = parse_pairs(lines, verb)
+    joined = "".join(pairs.values())
+    if joined.isascii() and joined.isdigit():
+        sizes = {number: int(size) for number, size in pairs.items()}
+        if not sizes or max(sizes.values()) <= MAX_MESSAGE_OCTETS:
+            return sizes
+    for number, size in pairs.items():
+        if not (size.isascii() and size.isdigit()) or int(size) > MAX_MESSAGE_OCTETS:
+            raise ProtocolError(
+                f"malformed {verb} line from the server: {f'{number} {size}'[:200]!r}"
+            )
+    raise AssertionError("unreachable: the bulk parse failed on well-formed sizes")
+
+
+def _too_many(verb: str) -> ProtocolError:
+    return ProtocolError(
+        f"the server's {verb} reply names more than {MAX_MESSAGES:,} messages",
+        hint="pop3s-fetch reads at most that many; nothing was downloaded or deleted",
+    )
 
 
 def encode_commands(commands: Iterable[str]) -> bytes:

@@ -72,17 +72,18 @@ class Reader:
             self._fill()
         return line
 
-    def read_body(self, sink: codec.Sink) -> int:
+    def read_body(self, sink: codec.Sink, *, limit: int | None = None) -> codec.BodyDecoder:
         """Stream a dot-terminated body to ``sink``, un-stuffed and with LF line ends.
 
-        Returns the number of bytes passed to the sink. Raises ConnectionClosed when the
-        connection ends before the terminating dot: a message without it is incomplete and
-        must never be delivered.
+        Returns the finished decoder: ``written`` bytes passed to the sink, ``octets`` as LIST
+        counts them. Raises ConnectionClosed when the connection ends before the terminating
+        dot (a message without it is incomplete and must never be delivered), and
+        :class:`codec.BodyTooLong` past ``limit`` octets (the rest is left unread).
         """
-        decoder = codec.BodyDecoder(sink)
+        decoder = codec.BodyDecoder(sink, limit=limit)
         while not decoder.feed(self._buf):
             self._fill()
-        return decoder.written
+        return decoder
 
 
 class _ReaderLines:
@@ -208,9 +209,9 @@ class Transport:
         """The next reply line, without its line end."""
         return self._reader.read_line()
 
-    def read_body(self, sink: codec.Sink) -> int:
+    def read_body(self, sink: codec.Sink, *, limit: int | None = None) -> codec.BodyDecoder:
         """Stream the next dot-terminated body into ``sink``; see :meth:`Reader.read_body`."""
-        return self._reader.read_body(sink)
+        return self._reader.read_body(sink, limit=limit)
 
     def buffered(self) -> int:
         """Bytes received but not read yet."""

@@ -13,9 +13,9 @@ import pytest
 from cryptography import x509  # a trustme dependency, so present wherever the tests run
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from pop3s_fetch import throwaway_ca
+from pop3s_fetch.demo import ca as throwaway_ca
+from pop3s_fetch.demo.server import MailStore, Pop3Server
 from pop3s_fetch.errors import Pop3sFetchError
-from pop3s_fetch.server import MailStore, Pop3Server
 
 needs_openssl = pytest.mark.skipif(
     shutil.which("openssl") is None, reason="the openssl command is not installed"

@@ -111,3 +111,14 @@ def test_a_failing_openssl_step_is_reported_with_its_message(
     with pytest.raises(Pop3sFetchError) as failed:
         throwaway_ca.create(tmp_path / "ca")
     assert str(failed.value) == "openssl failed to create the demo's CA key: unsupported algorithm"
+
+
+def test_a_key_file_is_private_before_the_key_is_written(tmp_path: Path) -> None:
+    existing = tmp_path / "existing-key.pem"
+    existing.write_bytes(b"")
+    existing.chmod(0o644)
+    for path in (tmp_path / "new-key.pem", existing):
+        throwaway_ca.create_private(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        path.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")  # as openssl or trustme would
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600

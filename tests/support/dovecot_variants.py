@@ -23,7 +23,7 @@ leaf; for the self-signed one, the leaf itself), ``fingerprint`` (``sha256:<hex>
 computed here independently of pop3s_fetch), ``names`` (the leaf's subjectAltNames),
 ``not_after`` and ``add_user()`` as on the plain ``dovecot`` fixture.
 
-Like the rest of ``tests/support`` this must not import ``pop3s_fetch``.
+Like the rest of ``tests/support`` this imports no client module of ``pop3s_fetch``.
 """
 
 from __future__ import annotations

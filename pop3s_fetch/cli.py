@@ -493,7 +493,7 @@ def demo(g: _Globals, directory: Path) -> None:
     line, 8-bit text, lines starting with "From " and "."), syncs them into a Maildir and an
     mbox under DIRECTORY, syncs again to show nothing is fetched twice, and reports.
     """
-    from pop3s_fetch import demo as demo_module
+    from pop3s_fetch.demo import run as demo_module
     from pop3s_fetch.ui import ProgressReporter
 
     output = _output(g)

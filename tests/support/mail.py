@@ -6,7 +6,7 @@ import mailbox
 import re
 from pathlib import Path
 
-from pop3s_fetch.samples import demo_messages
+from pop3s_fetch.demo.samples import demo_messages
 
 
 def corpus() -> list[bytes]:

@@ -354,17 +354,23 @@ def _lines(lines: Iterable[str]) -> bytes:
 
 
 @dataclass(frozen=True)
-class _SessionContext:
+class _ConversationContext:
+    """What every conversation shares with the server that accepted it."""
+
     users: Mapping[str, tuple[str, MailStore]]
     faults: Faults
     open_transcript: Callable[[], list[str]]
     stopping: threading.Event
 
 
-class _Session:
-    """One client, from the TLS handshake to QUIT or a dropped connection."""
+class _Conversation:
+    """One client, from the TLS handshake to QUIT or a dropped connection.
 
-    def __init__(self, connection: _Connection, context: _SessionContext) -> None:
+    Not called a session: the client's ``pop3.Session`` already has that name, and a reader
+    of a test should never wonder which side a name belongs to.
+    """
+
+    def __init__(self, connection: _Connection, context: _ConversationContext) -> None:
         self._connection = connection
         self._context = context
         self._faults = context.faults
@@ -749,9 +755,11 @@ class Pop3Server:
         thread.start()
 
     def _run_session(self, connection: _Connection) -> None:
-        context = _SessionContext(self._users, self.faults, self._open_transcript, self._stopping)
+        context = _ConversationContext(
+            self._users, self.faults, self._open_transcript, self._stopping
+        )
         try:
-            _Session(connection, context).run()
+            _Conversation(connection, context).run()
         finally:
             with self._sessions_changed:
                 del self._sessions[threading.current_thread()]

@@ -261,10 +261,12 @@ def parse_sizes(lines: list[str], verb: str = "LIST") -> dict[int, int]:
         ProtocolError: as :func:`parse_pairs`, or a size that is not a number or too large.
     """
     pairs = parse_pairs(lines, verb)
+    if not pairs:
+        return {}
     joined = "".join(pairs.values())
     if joined.isascii() and joined.isdigit():
         sizes = {number: int(size) for number, size in pairs.items()}
-        if not sizes or max(sizes.values()) <= MAX_MESSAGE_OCTETS:
+        if max(sizes.values()) <= MAX_MESSAGE_OCTETS:
             return sizes
     for number, size in pairs.items():
         if not (size.isascii() and size.isdigit()) or int(size) > MAX_MESSAGE_OCTETS:

@@ -152,6 +152,8 @@ class Faults:
     - ``retr_body_of``: message number n -> m; RETR n is answered with message m's body.
     - ``endless_reply_to``: the reply to these verbs is ``+OK`` and a body that never ends
       (numbered lines), until the client goes away or the server stops.
+    - ``trickle_greeting``, ``trickle_retr`` (message number -> seconds): send the greeting, or
+      the reply to RETR of that message, one byte per this many seconds (a slow-loris server).
     """
 
     drop_mid_retr: Mapping[int, int] = field(default_factory=dict)
@@ -171,6 +173,8 @@ class Faults:
     raw_replies: Mapping[str, bytes] = field(default_factory=dict)
     retr_body_of: Mapping[int, int] = field(default_factory=dict)
     endless_reply_to: AbstractSet[str] = frozenset()
+    trickle_greeting: float = 0.0
+    trickle_retr: Mapping[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Frozen copies: a test that keeps mutating its own set or dict must not change the
@@ -179,7 +183,13 @@ class Faults:
             object.__setattr__(self, name, _frozen_verbs(getattr(self, name), name))
         for name in ("err_on_retr", "err_on_dele", "no_terminator_retr"):
             object.__setattr__(self, name, frozenset(getattr(self, name)))
-        for name in ("drop_mid_retr", "list_size_delta", "hold_retr", "retr_body_of"):
+        for name in (
+            "drop_mid_retr",
+            "list_size_delta",
+            "hold_retr",
+            "retr_body_of",
+            "trickle_retr",
+        ):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         verbs = _frozen_verbs(self.raw_replies, "raw_replies")
         raw = {verb.upper(): data for verb, data in self.raw_replies.items()}
@@ -359,6 +369,7 @@ class _Reply:
     data: bytes | None = None  # a multi-line body in wire form, without the terminator
     cut_after: int | None = None  # send only this many octets of data, then drop
     ends_session: bool = False
+    trickle: float = 0.0  # send it a byte per this many seconds
 
 
 def _ok(text: str = "", data: bytes | None = None) -> _Reply:
@@ -403,7 +414,11 @@ class _Conversation:
         try:
             self._connection.tls.do_handshake()
             self._transcript = self._context.open_transcript()
-            self._out.write(GREETING if self._faults.greeting is None else self._faults.greeting)
+            greeting = GREETING if self._faults.greeting is None else self._faults.greeting
+            if self._faults.trickle_greeting:
+                self._trickle(greeting, self._faults.trickle_greeting)
+            else:
+                self._out.write(greeting)
             while self._serve_one():
                 pass
             self._out.flush()
@@ -453,6 +468,14 @@ class _Conversation:
         while self._connection.tls.recv(_RECEIVE_SIZE):
             pass
 
+    def _trickle(self, data: bytes, interval: float) -> None:
+        """Send ``data`` a byte at a time, ``interval`` seconds apart (pacing, not waiting)."""
+        self._out.flush()
+        for index in range(len(data)):
+            if self._context.stopping.wait(interval):
+                return
+            self._connection.tls.sendall(data[index : index + 1])
+
     def _endless_reply(self) -> None:
         """``+OK`` and body lines until the client gives up (a write fails) or stop()."""
         self._out.write(b"+OK here it comes\r\n")
@@ -485,6 +508,11 @@ class _Conversation:
             return _Reply(f"-ERR {err}")
 
     def _send(self, verb: str, reply: _Reply) -> None:
+        if reply.trickle:
+            self._trickle(
+                reply.status.encode("ascii") + b"\r\n" + (reply.data or b""), reply.trickle
+            )
+            return
         status = reply.status
         if verb in self._faults.long_line_on:
             status += " " + "x" * LONG_STATUS_OCTETS
@@ -629,6 +657,8 @@ class _Conversation:
             return _Reply(status, data, cut_after=cut, ends_session=True)
         if number in self._faults.no_terminator_retr:
             return _Reply(status, data, cut_after=len(data), ends_session=True)
+        if number in self._faults.trickle_retr:
+            return _Reply(status, data + b".\r\n", trickle=self._faults.trickle_retr[number])
         return _Reply(status, data)
 
     def _top(self, argument: str) -> _Reply:

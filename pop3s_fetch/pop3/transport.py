@@ -21,6 +21,7 @@ import contextlib
 import poplib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable
 
 from pop3s_fetch.errors import ConnectError, ProtocolError, RemoteError, TLSError
@@ -28,6 +29,10 @@ from pop3s_fetch.pop3 import codec
 
 #: Bytes asked of the socket per read; TLS hands back at most one record (16 KiB) per call anyway.
 RECV_SIZE = 64 * 1024
+#: After ``timeout`` seconds, a reply must have come at least this fast on average (bytes per
+#: second): a server that sends one byte just before each timeout would otherwise hold the
+#: connection, and the account's lock, for as long as it likes.
+MIN_REPLY_RATE = 512
 
 
 class ConnectionClosed(ConnectError):
@@ -43,11 +48,36 @@ class Reader:
         # recv(n) allocates n bytes per call even when TLS hands back one 16 KiB record;
         # reading into one reused buffer avoids that allocation on every record.
         self._chunk = memoryview(bytearray(RECV_SIZE))
+        self._timeout = sock.gettimeout()
+        self._waiting = self._timeout  # the socket's timeout now: changed only when it must be
+        self._reply_started = time.monotonic()
+        self._reply_octets = 0
+
+    def _start_reply(self) -> None:
+        """A reply is due from now: it gets ``timeout`` to start, then MIN_REPLY_RATE."""
+        self._reply_started = time.monotonic()
+        self._reply_octets = 0
 
     def _fill(self) -> None:
+        waiting = self._timeout
+        if waiting is not None:
+            allowed = (
+                self._reply_started
+                + waiting
+                + self._reply_octets / MIN_REPLY_RATE
+                - time.monotonic()
+            )
+            if allowed <= 0:
+                raise self._too_slow()
+            waiting = min(waiting, allowed)
+            if waiting != self._waiting:  # settimeout costs a system call: only when it changes
+                self._sock.settimeout(waiting)
+                self._waiting = waiting
         try:
             received = self._sock.recv_into(self._chunk)
         except TimeoutError as err:
+            if self._timeout is not None and waiting is not None and waiting < self._timeout:
+                raise self._too_slow() from err
             raise ConnectError(
                 "no reply from the server before the timeout",
                 hint="the server or the network is slow or stuck; retry later or raise timeout",
@@ -58,7 +88,17 @@ class Reader:
             raise ConnectionClosed(f"connection lost: {err.strerror or err}") from err
         if not received:
             raise ConnectionClosed("the server closed the connection")
+        self._reply_octets += received
         self._buf += self._chunk[:received]
+
+    def _too_slow(self) -> ConnectError:
+        elapsed = time.monotonic() - self._reply_started
+        return ConnectError(
+            f"the server sent a reply too slowly ({self._reply_octets} bytes in "
+            f"{elapsed:.0f} seconds), so the connection was given up",
+            hint=f"after the timeout a reply must keep coming at {MIN_REPLY_RATE} bytes per "
+            "second or more; retry later, or raise timeout for a very slow link",
+        )
 
     def buffered(self) -> int:
         """Bytes received but not read yet."""
@@ -67,6 +107,7 @@ class Reader:
     def read_line(self) -> bytes:
         """Return the next line without its line end (see :func:`codec.take_line`)."""
         start = 0
+        self._start_reply()
         while (line := codec.take_line(self._buf, start)) is None:
             start = len(self._buf)
             self._fill()
@@ -81,6 +122,7 @@ class Reader:
         :class:`codec.BodyTooLong` past ``limit`` octets (the rest is left unread).
         """
         decoder = codec.BodyDecoder(sink, limit=limit)
+        self._start_reply()
         while not decoder.feed(self._buf):
             self._fill()
         return decoder

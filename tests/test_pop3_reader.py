@@ -24,6 +24,9 @@ class ChunkedSocket:
     def __init__(self, pieces: Iterable[bytes]) -> None:
         self.pieces = list(pieces)
 
+    def gettimeout(self) -> float | None:
+        return None  # pieces are all there: nothing to wait for
+
     def recv_into(self, buffer: memoryview) -> int:
         if not self.pieces:
             return 0

@@ -35,6 +35,13 @@ RECV_SIZE = 64 * 1024
 MIN_REPLY_RATE = 512
 
 
+def _no_reply() -> ConnectError:
+    return ConnectError(
+        "no reply from the server before the timeout",
+        hint="the server or the network is slow or stuck; retry later or raise timeout",
+    )
+
+
 class ConnectionClosed(ConnectError):
     """The server closed the connection (or it dropped) before a reply was complete."""
 
@@ -68,7 +75,7 @@ class Reader:
                 - time.monotonic()
             )
             if allowed <= 0:
-                raise self._too_slow()
+                raise self._too_slow() if self._reply_octets else _no_reply()
             waiting = min(waiting, allowed)
             if waiting != self._waiting:  # settimeout costs a system call: only when it changes
                 self._sock.settimeout(waiting)
@@ -76,12 +83,7 @@ class Reader:
         try:
             received = self._sock.recv_into(self._chunk)
         except TimeoutError as err:
-            if self._timeout is not None and waiting is not None and waiting < self._timeout:
-                raise self._too_slow() from err
-            raise ConnectError(
-                "no reply from the server before the timeout",
-                hint="the server or the network is slow or stuck; retry later or raise timeout",
-            ) from err
+            raise (self._too_slow() if self._reply_octets else _no_reply()) from err
         except ssl.SSLError as err:
             raise ConnectionClosed(f"TLS error while reading: {err.reason or err}") from err
         except OSError as err:

@@ -67,6 +67,36 @@ class UnsafeStateError(StateError):
     exit_code = ExitCode.NOPERM
 
 
+# Messages delivered but never to be deleted by us: what arrived did not match the size the
+# server listed (issue 11: a server answering RETR n with another message's body). A table of
+# its own, created when missing: older versions ignore it (and would delete them; see README).
+_HELD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS held (
+    uidl TEXT PRIMARY KEY,
+    listed INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    recorded_at REAL NOT NULL
+)
+"""
+# Delivered messages missing from complete listings: since when, and in how many listings.
+# They are forgotten only after FORGET_AFTER_LISTINGS listings over FORGET_AFTER_SECONDS, so a
+# server's hiccup (an empty or partial listing) cannot make the next run deliver them again.
+_ABSENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS absent (
+    uidl TEXT PRIMARY KEY,
+    since REAL NOT NULL,
+    listings INTEGER NOT NULL
+)
+"""
+#: A delivered UIDL missing from this many complete listings in a row...
+FORGET_AFTER_LISTINGS = 3
+#: ...spread over at least this long is taken to be gone for good, and forgotten.
+FORGET_AFTER_SECONDS = 24 * 3600.0
+#: A listing that names fewer than this share of the delivered messages it named last time
+#: is not believed: nothing is marked absent (an outage, not a mass deletion).
+SHRUNK_LISTING_SHARE = 0.5
+
+
 def state_dir(environ: Mapping[str, str]) -> Path:
     """``$XDG_STATE_HOME/pop3s-fetch``, or ``~/.local/state/pop3s-fetch`` (XDG base dir spec)."""
     base = environ.get("XDG_STATE_HOME", "")
@@ -180,21 +210,67 @@ class StateStore:
             db.execute("INSERT OR REPLACE INTO server (key, value) VALUES (?, ?)", (key, value))
 
     def forget(self, uidls: Iterable[str]) -> None:
-        """Drop rows: failed intents, or messages gone from the server."""
+        """Drop rows: failed intents, messages this run deleted, or ones long gone."""
+        rows = [(uidl,) for uidl in uidls]
         with self._transaction() as db:
-            db.executemany("DELETE FROM messages WHERE uidl = ?", [(uidl,) for uidl in uidls])
+            db.executemany("DELETE FROM messages WHERE uidl = ?", rows)
+            db.executemany("DELETE FROM held WHERE uidl = ?", rows)
+            db.executemany("DELETE FROM absent WHERE uidl = ?", rows)
 
-    def forget_absent(self, present: set[str], delivered: set[str] | None = None) -> int:
-        """Forget delivered messages no longer on the server, so the store stays small.
+    def hold(self, uidl: str, listed: int, received: int) -> None:
+        """Never delete this delivered message from the server: its size disagreed."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO held (uidl, listed, received, recorded_at)"
+                " VALUES (?, ?, ?, ?)",
+                (uidl, listed, received, time.time()),
+            )
 
-        Only call this with a complete listing: a partial one would forget live messages
-        and so download them again. ``delivered`` may pass a set already read (plus what
-        this run added), saving a second read of the whole table.
+    def held(self) -> set[str]:
+        """UIDLs delivered with a size that disagreed with LIST: kept on the server."""
+        with self._transaction() as db:
+            return {uidl for (uidl,) in db.execute("SELECT uidl FROM held")}
+
+    def forget_absent(
+        self, present: set[str], delivered: set[str] | None = None, *, now: float | None = None
+    ) -> int:
+        """Forget delivered messages gone from the server for good, so the store stays small.
+
+        Call only with a complete listing, after the messages this run deleted were forgotten.
+        A delivered UIDL missing from the listing is only noted; it is forgotten once it was
+        missing from FORGET_AFTER_LISTINGS listings in a row over FORGET_AFTER_SECONDS. A
+        listing naming under SHRUNK_LISTING_SHARE of what it named last time notes nothing.
+        ``delivered`` may pass a set already read (plus what this run added), saving a read
+        of the whole table. Returns how many were forgotten.
         """
-        gone = (self.delivered() if delivered is None else delivered) - present
-        if gone:
-            self.forget(gone)
-        return len(gone)
+        now = time.time() if now is None else now
+        known = self.delivered() if delivered is None else delivered
+        listed = len(known & present)
+        previous = int(self._server_fact("listed_delivered") or 0)
+        gone = known - present
+        with self._transaction() as db:
+            db.executemany("DELETE FROM absent WHERE uidl = ?", [(u,) for u in known & present])
+            if listed < previous * SHRUNK_LISTING_SHARE:
+                return 0  # an empty or collapsed listing is an outage until shown otherwise
+            db.executemany(
+                "INSERT INTO absent (uidl, since, listings) VALUES (?, ?, 1)"
+                " ON CONFLICT (uidl) DO UPDATE SET listings = listings + 1",
+                [(uidl, now) for uidl in gone],
+            )
+            expired = [
+                uidl
+                for (uidl,) in db.execute(
+                    "SELECT uidl FROM absent WHERE listings >= ? AND since <= ?",
+                    (FORGET_AFTER_LISTINGS, now - FORGET_AFTER_SECONDS),
+                )
+            ]
+            db.execute(
+                "INSERT OR REPLACE INTO server (key, value) VALUES ('listed_delivered', ?)",
+                (str(listed),),
+            )
+        if expired:
+            self.forget(expired)
+        return len(expired)
 
 
 def open_store(path: Path) -> StateStore:
@@ -225,11 +301,13 @@ def open_store(path: Path) -> StateStore:
                 hint="upgrade pop3s-fetch; nothing was downloaded or deleted",
             )
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
-        if version != SCHEMA_VERSION or not {"messages", "server"} <= tables:
+        if version != SCHEMA_VERSION or not {"messages", "server", "held", "absent"} <= tables:
             # Only then: a write here would cost every run a durable commit, an fsync.
             with db:
                 db.execute(_SCHEMA)
                 db.execute(_SERVER_SCHEMA)
+                db.execute(_HELD_SCHEMA)
+                db.execute(_ABSENT_SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("SELECT count(*) FROM messages").fetchone()
     except sqlite3.Error as err:

@@ -37,7 +37,8 @@ import socket  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from pop3s_fetch import cli, maildir, pop3, sync  # noqa: E402
+from pop3s_fetch import cli, pop3, sync  # noqa: E402
+from pop3s_fetch.destinations import maildir  # noqa: E402
 
 _mark("pop3s_fetch imported")
 

@@ -29,8 +29,8 @@ from typing import NoReturn
 
 import pytest
 
-from pop3s_fetch import delivery, file_writers, mbox
 from pop3s_fetch.config import Account
+from pop3s_fetch.destinations import file_writers, files, mbox
 from pop3s_fetch.errors import ExitCode
 from pop3s_fetch.server import MailStore, Pop3Server
 from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
@@ -213,7 +213,7 @@ class FullDisk:
     """Stands in for the destination's file system with ``free`` bytes left.
 
     Wraps the three functions through which the destinations write message bytes: the
-    staging writer (:func:`pop3s_fetch.delivery.write_all`, under Maildir tmp/ files and
+    staging writer (:func:`pop3s_fetch.destinations.files.write_all`, under Maildir tmp/ files and
     mbox spools) and the mbox append (``write_all`` and ``copy_spool`` as mbox calls them).
     Space freed by deleting files is not given back: the disk only fills.
     """
@@ -223,7 +223,7 @@ class FullDisk:
         self.refused = 0
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real_write_all = delivery.write_all
+        real_write_all = files.write_all
         real_copy_spool = mbox.copy_spool
 
         def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -237,7 +237,7 @@ class FullDisk:
             real_copy_spool(spool, out_fd, allowed)
             self._refuse_beyond(allowed, length)
 
-        monkeypatch.setattr(delivery, "write_all", write_all)
+        monkeypatch.setattr(files, "write_all", write_all)
         monkeypatch.setattr(file_writers, "write_all", write_all)
         monkeypatch.setattr(mbox, "write_all", write_all)
         monkeypatch.setattr(mbox, "copy_spool", copy_spool)

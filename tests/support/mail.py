@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import mailbox
-import re
 from pathlib import Path
 
+from pop3s_fetch.destinations import Kind, read_messages
 from pop3s_fetch.samples import demo_messages
 
 
@@ -28,29 +27,17 @@ def as_stored(message: bytes, fmt: str) -> bytes:
     return message
 
 
+def read_destination(path: Path, fmt: Kind) -> list[bytes]:
+    """Every message delivered to ``path`` (none if it is missing), sorted by content."""
+    return sorted(read_messages(path, fmt))
+
+
 def read_maildir(path: Path) -> list[bytes]:
-    """Every message in new/ and cur/, sorted by content."""
-    if not path.exists():
-        return []
-    return sorted(f.read_bytes() for sub in ("new", "cur") for f in (path / sub).iterdir())
-
-
-_QUOTED = re.compile(rb"(?m)^>(>*From )")
+    return read_destination(path, "maildir")
 
 
 def read_mbox(path: Path) -> list[bytes]:
-    """Every message in an mboxrd file, unquoted, sorted by content."""
-    if not path.exists():
-        return []
-    box = mailbox.mbox(path, create=False)
-    try:
-        return sorted(_QUOTED.sub(rb"\1", box.get_bytes(k)) for k in box.iterkeys())
-    finally:
-        box.close()
-
-
-def read_destination(path: Path, fmt: str) -> list[bytes]:
-    return read_maildir(path) if fmt == "maildir" else read_mbox(path)
+    return read_destination(path, "mbox")
 
 
 def leftovers(path: Path, fmt: str) -> list[Path]:

@@ -34,11 +34,13 @@ _mark("interpreter ready")
 
 import poplib  # noqa: E402
 import socket  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from pop3s_fetch import cli, pop3, sync  # noqa: E402
+from pop3s_fetch import cli, sync  # noqa: E402
 from pop3s_fetch.destinations import maildir  # noqa: E402
+from pop3s_fetch.pop3 import Pop3Client  # noqa: E402
+from pop3s_fetch.pop3.transport import Transport  # noqa: E402
 
 _mark("pop3s_fetch imported")
 
@@ -62,36 +64,38 @@ def _wrap(
 _wrap(sync._AccountSync, "run", before="account sync starts")
 _wrap(socket, "create_connection", before="TCP connect", after="TCP connected")
 _wrap(poplib.POP3_SSL, "_create_socket", after="TLS handshake done")
-_wrap(pop3._ReaderLines, "_getline", after="greeting read")
+_wrap(Transport, "open_tls", after="greeting read")
+_wrap(Transport, "open_plaintext", after="greeting read")
 _wrap(sync, "log_in", after="logged in")
-_wrap(pop3.Session, "unique_ids", after="UIDL listing read")
+_wrap(Pop3Client, "unique_ids", after="UIDL listing read")
 _wrap(
     maildir.Maildir, "publish", before="last publish starts", after="last publish done", once=False
 )
 
-_send = pop3.Session._send
+_send = Transport.send
 
 
-def _probe_send(self: pop3.Session, *commands: str, **kwargs: Any) -> None:
-    verb = (commands[0].split(" ", 1)[0] if commands and commands[0] else "").upper()
+def _probe_send(self: Transport, lines: Iterable[str]) -> None:
+    lines = list(lines)
+    verb = (lines[0].split(" ", 1)[0] if lines and lines[0] else "").upper()
     if verb in ("CAPA", "AUTH", "USER", "RETR", "QUIT"):
         _mark(f"{verb} sent")
-    _send(self, *commands, **kwargs)
+    _send(self, lines)
 
 
-pop3.Session._send = _probe_send  # type: ignore[method-assign]
+Transport.send = _probe_send  # type: ignore[method-assign]
 
-_read_body = pop3._Reader.read_body
+_read_body = Transport.read_body
 
 
-def _probe_read_body(self: pop3._Reader, sink: Any) -> int:
-    octets = _read_body(self, sink)
+def _probe_read_body(self: Transport, sink: Any, **options: Any) -> Any:
+    decoder = _read_body(self, sink, **options)
     if "RETR sent" in _SEEN:
         _mark("first message read")
-    return octets
+    return decoder
 
 
-pop3._Reader.read_body = _probe_read_body  # type: ignore[method-assign]
+Transport.read_body = _probe_read_body  # type: ignore[method-assign]
 
 
 def _write_marks() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trustme
 
-from tests.support.certs import SERVER_IDENTITIES, ServerCert
+from tests.support.certs import SERVER_IDENTITIES, write_server_cert
 from tests.support.dovecot import DovecotServer, DovecotUser, find_dovecot, missing_dovecot
 
 #: Environment variable that carries the shared password to the clients (never argv).
@@ -65,17 +65,6 @@ def missing_server() -> str | None:
     return missing_dovecot()
 
 
-def _write_server_cert(ca: trustme.CA, directory: Path) -> ServerCert:
-    # A common name too: fetchmail looks for one.
-    leaf = ca.issue_cert(*SERVER_IDENTITIES, common_name="localhost")
-    chain_file = directory / "server-chain.pem"
-    key_file = directory / "server-key.pem"
-    chain_file.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key_file))
-    key_file.chmod(0o600)
-    return ServerCert(leaf=leaf, cert_chain_file=chain_file, key_file=key_file)
-
-
 @contextlib.contextmanager
 def running_environment(keep_scratch: bool = False) -> Iterator[Environment]:
     """Start Dovecot in a new scratch directory; stop it and delete everything afterwards."""
@@ -90,7 +79,9 @@ def running_environment(keep_scratch: bool = False) -> Iterator[Environment]:
     ca = trustme.CA()
     ca_file = scratch / "tls" / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    cert = _write_server_cert(ca, scratch / "tls")
+    # A common name too: fetchmail looks for one.
+    leaf = ca.issue_cert(*SERVER_IDENTITIES, common_name="localhost")
+    cert = write_server_cert(leaf, scratch / "tls")
     (scratch / "dovecot").mkdir(mode=0o755)
     server = DovecotServer(executable, cert, ca_file, scratch / "dovecot")
     # Letters and digits only: it goes into a passwd-file and into peers' config syntax.

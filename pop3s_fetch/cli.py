@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
+def _echo(text: str, *, err: bool = False) -> None:
+    """Print a line that may quote a server or a certificate, with its controls escaped."""
+    from pop3s_fetch.printable import printable
+
+    click.echo(printable(text, newlines=True), err=err)
+
+
 @dataclass
 class _Globals:
     config_path: Path | None
@@ -37,10 +44,10 @@ class _Globals:
 def _fail(err: Pop3sFetchError, account: str | None = None, *, debug: bool = False) -> NoReturn:
     from pop3s_fetch.ui import error_line, write_traceback
 
-    click.echo(error_line(account, err), err=True)
+    _echo(error_line(account, err), err=True)
     if isinstance(err, ConfigError):
         for problem in err.problems:
-            click.echo(f"  {problem}", err=True)
+            _echo(f"  {problem}", err=True)
     if debug:
         write_traceback(err, sys.stderr)
     sys.exit(int(err.exit_code))
@@ -77,13 +84,11 @@ def _setup_logging(g: _Globals) -> None:
     if g.debug or g.verbose:
         import logging  # only when asked for: it costs start-up time
 
-        from pop3s_fetch.ui import log_format
+        from pop3s_fetch.ui import PrintableLogFormatter, log_format
 
-        logging.basicConfig(
-            level=logging.DEBUG if g.debug else logging.INFO,
-            format=log_format(os.environ),
-            stream=sys.stderr,
-        )
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(PrintableLogFormatter(log_format(os.environ)))
+        logging.basicConfig(level=logging.DEBUG if g.debug else logging.INFO, handlers=[handler])
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -181,7 +186,7 @@ def sync(
 
         begun = datetime.datetime.fromtimestamp(started_at, datetime.UTC)
         document = report.json_document(results, begun, time.monotonic() - started)
-        click.echo(json.dumps(document, indent=2))
+        _echo(json.dumps(document, indent=2))
     else:
         output.summary(results)
     sys.exit(report.exit_code(results))
@@ -195,7 +200,7 @@ def accounts(g: _Globals) -> None:
     for account in config.accounts.values():
         port = "" if account.port == 995 else f":{account.port}"
         keep = "keep" if account.keep else "delete after download"
-        click.echo(
+        _echo(
             f"{account.name}: {account.username}@{account.host}{port} -> "
             f"{account.destination} ({account.format}, {keep})"
         )
@@ -213,9 +218,9 @@ def config_path(g: _Globals) -> None:
     from pop3s_fetch import config
 
     path = config.find_config_path(g.config_path, os.environ)
-    click.echo(str(path))
+    _echo(str(path))
     if not path.exists():
-        click.echo(
+        _echo(
             f"(it does not exist yet: run pop3s-fetch init, or copy config.example.toml to {path})",
             err=True,
         )
@@ -227,7 +232,7 @@ def config_check(g: _Globals) -> None:
     """Validate the configuration file; report every problem at once (exit 78)."""
     loaded = _load_config(g)
     names = ", ".join(loaded.accounts) or "none"
-    click.echo(f"{loaded.path}: valid; accounts: {names}")
+    _echo(f"{loaded.path}: valid; accounts: {names}")
 
 
 @cli.command()
@@ -263,11 +268,11 @@ def init(g: _Globals) -> None:
     text = starter.render(answers)
     config.parse(text, path)  # never write a file that would not load
     starter.write_new(path, text)
-    click.echo(f"wrote {path}", err=True)
+    _echo(f"wrote {path}", err=True)
     if click.confirm("Store the password in the OS keyring now?", default=True, err=True):
         credentials.set_password(answers.name, _read_password(answers.name))
-        click.echo(f'password for account "{answers.name}" stored in the keyring', err=True)
-    click.echo(f"next: pop3s-fetch sync {answers.name}", err=True)
+        _echo(f'password for account "{answers.name}" stored in the keyring', err=True)
+    _echo(f"next: pop3s-fetch sync {answers.name}", err=True)
 
 
 @cli.command()
@@ -294,8 +299,8 @@ def doctor(g: _Globals, accounts: tuple[str, ...], timeout: float | None) -> Non
     for check in checks_module.run_checks(path, os.environ, accounts, timeout=timeout):
         checks.append(check)
         for line in checks_module.render(check):
-            click.echo(line)
-    click.echo(checks_module.summary(checks))
+            _echo(line)
+    _echo(checks_module.summary(checks))
     sys.exit(checks_module.doctor_exit_code(checks))
 
 
@@ -335,10 +340,10 @@ def systemd_units(
         raise click.BadParameter(str(err), param_hint="--interval") from None
     if not install:
         for name, text in units.items():
-            click.echo(f"# {name}\n{text}")
+            _echo(f"# {name}\n{text}")
         return
     paths = systemd.install(units, systemd.user_unit_dir(os.environ), force=force)
-    click.echo(systemd.after_install_message(paths))
+    _echo(systemd.after_install_message(paths))
 
 
 @cli.command()
@@ -357,7 +362,7 @@ def serverinfo(g: _Globals, account: str, login: bool) -> None:
     selected = _load_config(g).select([account])[0]
     secret = functools.partial(credentials.login_secret, selected) if login else None
     for line in info_module.render(info_module.gather(selected, secret)):
-        click.echo(line)
+        _echo(line)
 
 
 @cli.group("oauth2")
@@ -385,7 +390,7 @@ def oauth2_login(g: _Globals, account: str) -> None:
         )
 
     def show(uri: str, code: str, expires_in: int) -> None:
-        click.echo(
+        _echo(
             f"To let pop3s-fetch read {selected.name}'s mail, open {uri} and enter the code "
             f"{code} (within {max(1, expires_in // 60)} minutes). Waiting...",
             err=True,
@@ -403,9 +408,7 @@ def oauth2_login(g: _Globals, account: str) -> None:
             hint='add "offline_access" to scopes (Microsoft), or check the OAuth client',
         )
     credentials.set_refresh_token(selected.name, tokens.refresh_token)
-    click.echo(
-        f'account "{selected.name}" is authorized; its refresh token is in the keyring', err=True
-    )
+    _echo(f'account "{selected.name}" is authorized; its refresh token is in the keyring', err=True)
 
 
 @cli.group()
@@ -427,7 +430,7 @@ def password_set(g: _Globals, account: str) -> None:
     name = _load_config(g).select([account])[0].name
     secret = _read_password(name)
     credentials.set_password(name, secret)
-    click.echo(f'password for account "{name}" stored in the keyring', err=True)
+    _echo(f'password for account "{name}" stored in the keyring', err=True)
 
 
 def _read_password(name: str) -> str:
@@ -458,7 +461,7 @@ def password_delete(g: _Globals, account: str) -> None:
 
     del g  # the account need not be configured any more to clean up after it
     credentials.delete_password(account)
-    click.echo(f'password for account "{account}" deleted from the keyring', err=True)
+    _echo(f'password for account "{account}" deleted from the keyring', err=True)
 
 
 @password.command("check")
@@ -470,7 +473,7 @@ def password_check(g: _Globals, account: str) -> None:
 
     name = _load_config(g).select([account])[0].name
     credentials.get_password(name)
-    click.echo(f'a password for account "{name}" is stored ({credentials.backend_description()})')
+    _echo(f'a password for account "{name}" is stored ({credentials.backend_description()})')
 
 
 @cli.command()
@@ -490,7 +493,7 @@ def demo(g: _Globals, directory: Path) -> None:
     line, 8-bit text, lines starting with "From " and "."), syncs them into a Maildir and an
     mbox under DIRECTORY, syncs again to show nothing is fetched twice, and reports.
     """
-    from pop3s_fetch import demo as demo_module
+    from pop3s_fetch.demo import run as demo_module
     from pop3s_fetch.ui import ProgressReporter
 
     output = _output(g)
@@ -511,7 +514,7 @@ def main() -> None:
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        _echo("aborted", err=True)
         sys.exit(int(ExitCode.INTERRUPTED))
     except click.ClickException as err:
         err.show()
@@ -519,10 +522,10 @@ def main() -> None:
     except Pop3sFetchError as err:
         _fail(err, debug=debug)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        _echo("interrupted", err=True)
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as err:  # a bug: say so plainly, traceback on request
-        click.echo(
+        _echo(
             f"internal error (a bug in pop3s-fetch): {type(err).__name__}: {err} "
             "(run again with --debug for the traceback, and please report it)",
             err=True,

@@ -48,6 +48,7 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from pop3s_fetch.errors import ConfigError
+from pop3s_fetch.loopback import is_loopback
 
 ACCOUNT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 # Names become file names in the state directory; keep them well inside NAME_MAX.
@@ -101,8 +102,18 @@ class OAuth2Preset:
     scopes: tuple[str, ...]
 
 
-# Neither provider publishes a client id meant for third-party programs, so client_id is
-# always the user's own (registered) application; only the endpoints and scopes are preset.
+# Provenance. These facts were checked against the providers' own documentation (Microsoft:
+# "OAuth 2.0 device authorization grant" and "Authenticate an IMAP, POP or SMTP connection
+# using OAuth"; Google: "Gmail XOAUTH2 protocol" for the scope). Two could not be confirmed
+# there and are stated as such:
+# - Google's device endpoint https://oauth2.googleapis.com/device/code is the one Google's
+#   client libraries and many programs use, but the documentation page itself could not be
+#   read; and Google documents that its device flow grants only "a limited set of scopes". It
+#   was not confirmed whether https://mail.google.com/ is among them: if it is not, Google
+#   answers invalid_scope and a Gmail account needs another way to obtain a refresh token.
+# - Neither provider documents a client id that third-party programs may use, so no preset
+#   carries one: client_id is always the user's own registered application (for Google, a
+#   "TVs and Limited Input devices" client). Only the endpoints and scopes are preset.
 OAUTH2_PRESETS: Mapping[str, OAuth2Preset] = {
     "microsoft": OAuth2Preset(
         company="Microsoft",
@@ -506,9 +517,6 @@ def _expect_provider(value: object, _base: Path) -> OAuth2Provider:
     return value
 
 
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
 def _expect_endpoint(value: object, _base: Path) -> str:
     """An https URL; plain http only to this machine, where test token servers listen."""
     if not isinstance(value, str) or not _is_acceptable_endpoint(value):
@@ -530,7 +538,7 @@ def _is_acceptable_endpoint(url: str) -> bool:
         return False
     if parts.scheme == "https":
         return bool(parts.hostname)
-    return parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+    return parts.scheme == "http" and parts.hostname is not None and is_loopback(parts.hostname)
 
 
 def _expect_scopes(value: object, _base: Path) -> tuple[str, ...]:

@@ -30,6 +30,8 @@ Must not know: click, rich, poplib, the configuration file format (it reads the 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -39,6 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from pop3s_fetch.errors import CredentialError
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from keyring.backend import KeyringBackend
@@ -77,7 +81,12 @@ _LOCKED_HINTS = {
     "password": f"{_UNLOCK}; for unattended runs, {_HEADLESS_SOURCES}",
     "token": _UNLOCK,
 }
-_STDERR_LIMIT = 200  # characters of a failed command's stderr quoted in the error
+_STDERR_LIMIT = 200  # characters of a failed command's stderr logged under --debug
+#: The longest password accepted from any source; a longer one is a mistake (a file, a key),
+#: and a server would refuse the line that carries it anyway.
+MAX_SECRET_BYTES = 4096
+_STDOUT_CAP = 64 * 1024  # bytes of a password_command's stdout kept; the rest is drained
+_STDERR_CAP = 16 * 1024
 
 
 # --- any source -----------------------------------------------------------------------------
@@ -112,24 +121,20 @@ def run_password_command(
     """Run ``argv`` without a shell and return the first line it prints, sans line ending.
 
     Only ``argv[0]`` is quoted in errors: later arguments are the user's business. The
-    command's stderr is quoted (first line, shortened) with anything it printed on stdout
-    scrubbed out, since a failing command may still have printed the password.
+    command's stderr is never put in an error: a helper may echo the secret there, in a form
+    no scrubbing recognises. It is logged (first line, shortened, with anything the command
+    printed on stdout scrubbed out) at debug level, which only ``--debug`` shows. The command
+    runs in a session of its own so that a timeout stops its children too, and what it prints
+    is read up to a cap, so a runaway helper cannot fill memory.
 
     Raises:
         CredentialError: the command is missing, cannot run, times out, fails, or prints
-            nothing on its first line, or prints something that is not UTF-8.
+            nothing on its first line, something that is not UTF-8, or a line too long.
     """
     what = f"password_command for account {_quoted(account)} ({_quoted(argv[0])})"
     failure: CredentialError
     try:
-        result = subprocess.run(
-            argv,
-            shell=False,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
+        returncode, stdout, stderr = _run_capped(argv, timeout)
     except FileNotFoundError:
         failure = CredentialError(
             f"{what}: command not found",
@@ -143,19 +148,86 @@ def run_password_command(
     except OSError as err:
         failure = CredentialError(f"{what} could not be run: {err.strerror or type(err).__name__}")
     else:
-        if result.returncode != 0:
+        if returncode != 0:
+            excerpt = _stderr_excerpt(stderr, stdout)
+            if excerpt is None:
+                raise CredentialError(
+                    f"{what} failed ({_exit_status(returncode)}) and wrote nothing on stderr"
+                )
+            logger.debug("%s wrote on stderr: %s", what, excerpt)
             raise CredentialError(
-                f"{what} failed ({_exit_status(result.returncode)}): "
-                f"{_stderr_excerpt(result.stderr, result.stdout)}"
+                f"{what} failed ({_exit_status(returncode)})",
+                hint="run it by hand, or run pop3s-fetch with --debug to see its stderr "
+                "(which may show the password if the command echoes it there)",
             )
         return _decoded(
-            _first_line(result.stdout),
+            _first_line(stdout),
             empty=f"{what} printed nothing on its first line",
             not_text=f"{what} printed something that is not UTF-8 text",
+            too_long=f"{what} printed a first line longer than {MAX_SECRET_BYTES} bytes",
         )
     # Raised outside the handler so that nothing is chained: TimeoutExpired carries whatever
     # the command printed before it was killed, which may be the password.
     raise failure
+
+
+def _run_capped(argv: tuple[str, ...], timeout: float) -> tuple[int, bytes, bytes]:
+    """Run ``argv``; keep at most the first bytes of stdout and stderr; stop its group on timeout.
+
+    Raises:
+        subprocess.TimeoutExpired: it ran past ``timeout`` (its process group was killed).
+        OSError: it could not be started.
+    """
+    import selectors  # only a password_command pays for it
+    import time
+
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, so a timeout can stop its children
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    out, err = process.stdout.fileno(), process.stderr.fileno()
+    kept = {out: bytearray(), err: bytearray()}
+    caps = {out: _STDOUT_CAP, err: _STDERR_CAP}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for fd in kept:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _stop_group(process)
+                raise subprocess.TimeoutExpired(argv, timeout)
+            for key, _ in selector.select(remaining):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fd)
+                    continue
+                buffer = kept[key.fd]
+                buffer += chunk[: max(0, caps[key.fd] - len(buffer))]  # the rest is drained
+    try:
+        returncode = process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        _stop_group(process)
+        raise
+    finally:
+        process.stdout.close()
+        process.stderr.close()
+    return returncode, bytes(kept[out]), bytes(kept[err])
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill the command and every process it started in its session, then reap it."""
+    with contextlib.suppress(ProcessLookupError):  # it may have ended on its own meanwhile
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def _exit_status(returncode: int) -> str:
@@ -167,7 +239,7 @@ def _exit_status(returncode: int) -> str:
     return f"exit status {returncode}"
 
 
-def _stderr_excerpt(stderr: bytes, stdout: bytes) -> str:
+def _stderr_excerpt(stderr: bytes, stdout: bytes) -> str | None:
     """The first non-blank stderr line, trimmed, with every stdout line scrubbed from it."""
     text = stderr.decode("utf-8", errors="replace")
     for secret in stdout.decode("utf-8", errors="replace").splitlines():
@@ -175,7 +247,7 @@ def _stderr_excerpt(stderr: bytes, stdout: bytes) -> str:
             text = text.replace(secret, "[output hidden]")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        return "(nothing on stderr)"
+        return None
     first = lines[0]
     return first if len(first) <= _STDERR_LIMIT else first[: _STDERR_LIMIT - 3] + "..."
 
@@ -217,6 +289,7 @@ def read_systemd_credential(account: str, name: str, environ: Mapping[str, str])
         _first_line(data),
         empty=f"{what}: {path} is empty on its first line",
         not_text=f"{what}: {path} is not UTF-8 text",
+        too_long=f"{what}: the first line of {path} is longer than {MAX_SECRET_BYTES} bytes",
     )
 
 
@@ -226,10 +299,12 @@ def _first_line(data: bytes) -> bytes:
     return line.removesuffix(b"\r")
 
 
-def _decoded(line: bytes, *, empty: str, not_text: str) -> str:
+def _decoded(line: bytes, *, empty: str, not_text: str, too_long: str) -> str:
     """Decode a password line; the messages must not quote it (UnicodeDecodeError would)."""
     if not line:
         raise CredentialError(empty)
+    if len(line) > MAX_SECRET_BYTES:
+        raise CredentialError(too_long, hint="the first line must hold the password alone")
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:

@@ -262,7 +262,7 @@ def _check_keyring() -> Check:
 
 
 @dataclass
-class _Session:
+class _ProbeFindings:
     """What one POP3 session told us; errors are kept to become verdicts."""
 
     capabilities: dict[str, list[str]] | None = None
@@ -282,8 +282,8 @@ class _AccountProbe:
     timeout: float
     password: str | None = field(default=None, repr=False)
     oauth_ready: bool = False
-    live: pop3.Session | None = None
-    session: _Session | None = None
+    live: pop3.Pop3Client | None = None
+    session: _ProbeFindings | None = None
 
     def run(self, keyring_ok: bool) -> Iterator[Check]:
         passed = {KEYRING} if keyring_ok else set()
@@ -446,15 +446,15 @@ class _AccountProbe:
             "messages apart between runs",
         )
 
-    def open_session(self) -> _Session:
+    def open_session(self) -> _ProbeFindings:
         """Connect once (lazily), ask CAPA, log in and list when a password is known."""
         if self.session is None:
             self.session = self._probe_session()
         return self.session
 
-    def _probe_session(self) -> _Session:
+    def _probe_session(self) -> _ProbeFindings:
         assert self.live is not None  # both callers need the TLS check to have passed
-        result = _Session()
+        result = _ProbeFindings()
         session = self.live
         try:
             if not session.capabilities:

@@ -1,9 +1,14 @@
-"""Every failure a user can act on, and the exit code it maps to.
+"""The base of every failure a user can act on, and the exit codes failures map to.
 
 Each module raises a subclass of :class:`Pop3sFetchError` whose ``str()`` is one sentence
 naming the cause and whose ``hint`` names the fix; the CLI prints both on one line and exits
 with ``exit_code``. Codes come from sysexits.h so that cron wrappers and systemd can tell a
 temporary failure (75) from one that needs a human (77, 78).
+
+It defines the base, the exit codes and the broad kinds of failure (configuration,
+credentials, the remote side, delivery, state, locking). A module may subclass one of these
+for a failure of its own and define it there; this docstring names none of those, so it
+cannot fall out of date.
 
 This module imports nothing from the package, so every other module may import it.
 """

@@ -9,21 +9,11 @@ user approves on any other device, which works over ssh and on headless servers.
 Tokens are secrets. None appears in an exception, a log line or a ``repr``; text an
 authorization server sends back is scrubbed of every secret we sent before it is quoted.
 
-Presets. The provider facts in :data:`PRESETS` were checked against the providers' own
-documentation (Microsoft: "OAuth 2.0 device authorization grant" and "Authenticate an IMAP,
-POP or SMTP connection using OAuth"; Google: "Gmail XOAUTH2 protocol" for the scope). Two
-facts could not be confirmed there and are stated as such:
-
-- Google's device endpoint ``https://oauth2.googleapis.com/device/code`` is the one Google's
-  client libraries and many programs use, but the documentation page itself could not be
-  read; and Google documents that its device flow grants only "a limited set of scopes". It
-  was not confirmed whether ``https://mail.google.com/`` is among them: if it is not, Google
-  answers ``invalid_scope`` and a Gmail account needs another way to obtain a refresh token.
-- Neither provider documents a client id that third-party programs may use, so no preset
-  carries one: the user registers an application and sets ``client_id``.
+The providers' endpoints and scopes (the presets) are configuration: ``config.OAUTH2_PRESETS``
+fills them in, and this module only uses what it is handed.
 
 HTTPS is verified with the :class:`ssl.SSLContext` the caller passes (``tls.client_context``);
-plain ``http://`` is refused except to loopback addresses, which the tests use.
+plain ``http://`` is refused except to this machine (``loopback``), where the tests listen.
 
 Must not know: the keyring, click, rich, the configuration file format, POP3 or SASL.
 """
@@ -31,7 +21,6 @@ Must not know: the keyring, click, rich, the configuration file format, POP3 or 
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import ssl
 import time
@@ -43,6 +32,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from pop3s_fetch.errors import ConfigError, ConnectError, CredentialError, ProtocolError
+from pop3s_fetch.loopback import is_loopback
 
 DEVICE_CODE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
 REFRESH_TOKEN_GRANT: Final = "refresh_token"  # noqa: S105 (a grant type, not a secret)
@@ -53,22 +43,6 @@ DEFAULT_TIMEOUT: Final = 30.0
 # handed out is still valid when the POP3 server checks it.
 EXPIRY_MARGIN: Final = 60.0
 
-PRESETS: Final[dict[str, dict[str, object]]] = {
-    "microsoft": {
-        "device_endpoint": "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
-        "token_endpoint": "https://login.microsoftonline.com/common/oauth2/v2.0/token",
-        "scopes": ("https://outlook.office.com/POP.AccessAsUser.All", "offline_access"),
-        "client_id": None,  # no documented public client id: register an application
-    },
-    "google": {
-        "device_endpoint": "https://oauth2.googleapis.com/device/code",
-        "token_endpoint": "https://oauth2.googleapis.com/token",
-        "scopes": ("https://mail.google.com/",),
-        "client_id": None,  # a "TVs and Limited Input devices" client of your own
-    },
-}
-
-_LOOPBACK_NAMES: Final = frozenset({"localhost"})
 # Errors after which the user must log in again; any other 4xx is a configuration fault.
 _LOGIN_AGAIN_ERRORS: Final = frozenset(
     {"invalid_grant", "expired_token", "access_denied", "authorization_declined"}
@@ -219,16 +193,6 @@ def access_token(
     if tokens.refresh_token is not None and tokens.refresh_token != old:
         store_refresh(tokens.refresh_token)
     return tokens.access_token
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback IP addresses, the only hosts plain HTTP may reach."""
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- the device flow ------------------------------------------------------------------------

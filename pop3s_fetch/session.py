@@ -1,7 +1,7 @@
 """Opening an account's POP3 session: its TLS settings, its pin, its login method.
 
 Shared by ``sync``, ``serverinfo`` and ``doctor`` so that all three connect exactly alike. It
-joins the configuration (``Account``) to the protocol (``pop3.Session``) and to trust
+joins the configuration (``Account``) to the protocol (``pop3.Pop3Client``) and to trust
 (``tls``); it knows nothing of mailboxes or state.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pop3s_fetch import sasl, tls
 from pop3s_fetch.config import Account
 from pop3s_fetch.errors import AuthError, TLSError
-from pop3s_fetch.pop3 import Session
+from pop3s_fetch.pop3 import Pop3Client
 
 
 def open_session(
@@ -23,23 +23,23 @@ def open_session(
     context: ssl.SSLContext | None = None,
     early_capa: bool = False,
     early_login: Callable[[], sasl.Exchange | None] | None = None,
-) -> Session:
+) -> Pop3Client:
     """Connect, verify (or check the pin), and read the greeting; nothing secret is sent.
 
     ``early_capa``: the server pipelined last time, so CAPA may go with the handshake (implicit
     TLS only), and with it the first line of a login ``early_login`` has ready (see
-    :meth:`Session.connect`).
+    :meth:`Pop3Client.connect`).
 
     Raises:
         TLSError: refused, with the certificate's subject, issuer, expiry and fingerprint and
             what to configure (a second, unverified look fetches them for the message).
-        ConnectError, ProtocolError: as :meth:`pop3.Session.connect`.
+        ConnectError, ProtocolError: as :meth:`pop3.Pop3Client.connect`.
     """
     settings = account.tls
     starttls = settings.mode == "starttls"
     wait = account.timeout if timeout is None else timeout
     try:
-        session = Session.connect(
+        session = Pop3Client.connect(
             account.host,
             account.port,
             context=context or tls.client_context(settings),
@@ -70,7 +70,7 @@ def open_session(
     return session
 
 
-def login_method(session: Session, account: Account) -> str:
+def login_method(session: Pop3Client, account: Account) -> str:
     """The method :func:`log_in` will use: ``USER``, ``APOP`` or a SASL mechanism name."""
     return sasl.choose(
         account.auth,
@@ -80,7 +80,7 @@ def login_method(session: Session, account: Account) -> str:
     )
 
 
-def log_in(session: Session, account: Account, secret: str, *, then_list: bool = False) -> str:
+def log_in(session: Pop3Client, account: Account, secret: str, *, then_list: bool = False) -> str:
     """Authenticate with the strongest method both sides allow; return the method used.
 
     Raises:

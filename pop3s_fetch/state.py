@@ -8,20 +8,32 @@ talks to the server. This store knows nothing of POP3 or of mailbox formats: tar
 
 SQLite runs in WAL mode with ``synchronous=FULL``, so a returned commit survives a power cut;
 callers batch many messages per commit (group commit) because each commit costs an fsync.
+The directory and the files are created through :mod:`pop3s_fetch.durable`, so a first run's
+state cannot vanish in a power cut while the mail it describes survives (order: each new
+directory level fsynced into its parent, deepest first; the new file's entry fsynced into the
+state directory; then SQLite's own WAL syncs).
+
+A record here can make ``keep = false`` delete a message from the server, so the store trusts
+only what no other user could have written, as ssh does for its files: the directory must
+belong to the user and be writable by nobody else, and no state or lock file is reached
+through a symbolic link.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pop3s_fetch.errors import LockedError, StateError
+from pop3s_fetch.durable import create_file_durably, make_dirs_durably
+from pop3s_fetch.errors import ExitCode, LockedError, StateError
 
 SCHEMA_VERSION = 1
 STATE_FILE_MODE = 0o600
@@ -47,6 +59,12 @@ CREATE TABLE IF NOT EXISTS server (
     value TEXT NOT NULL
 )
 """
+
+
+class UnsafeStateError(StateError):
+    """A state directory or file that another user could have written: it is not trusted."""
+
+    exit_code = ExitCode.NOPERM
 
 
 def state_dir(environ: Mapping[str, str]) -> Path:
@@ -185,18 +203,14 @@ def open_store(path: Path) -> StateStore:
     Raises:
         StateError: unreadable, corrupt, or written by a newer pop3s-fetch.
     """
+    prepare_state_dir(path.parent)
+    fd = _open_private_file(path, "state file")
     try:
-        path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, STATE_FILE_MODE)
-        try:
-            os.fchmod(fd, STATE_FILE_MODE)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        raise StateError(
-            f"cannot create the state file {path}: {err.strerror}",
-            hint=f"make {path.parent} writable by this user",
-        ) from err
+        os.fchmod(fd, STATE_FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):  # SQLite opens these itself, following links
+        _refuse_link(Path(f"{path}{suffix}"), "state file")
     try:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.isolation_level = "DEFERRED"  # explicit transactions via "with db:"
@@ -223,6 +237,73 @@ def open_store(path: Path) -> StateStore:
     return StateStore(path, db)
 
 
+def prepare_state_dir(directory: Path) -> None:
+    """Create the state directory durably if needed, and refuse one another user could write.
+
+    Raises:
+        StateError: it cannot be created.
+        UnsafeStateError: it belongs to another user or is group- or world-writable.
+    """
+    try:
+        make_dirs_durably(directory, STATE_DIR_MODE)
+        info = os.stat(
+            directory
+        )  # a link the user made to elsewhere is fine: its target is checked
+    except OSError as err:
+        raise StateError(
+            f"cannot create the state directory {directory}: {err.strerror}",
+            hint=f"make {directory.parent} writable by this user",
+        ) from err
+    if info.st_uid != os.geteuid():
+        raise UnsafeStateError(
+            f"the state directory {directory} belongs to another user (uid {info.st_uid}), "
+            "so its records of delivered mail cannot be trusted",
+            hint="use a state directory of your own (set XDG_STATE_HOME), "
+            f"or if it is yours, chown it to uid {os.geteuid()}",
+        )
+    if info.st_mode & 0o022:
+        raise UnsafeStateError(
+            f"the state directory {directory} is writable by other users "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}), so its records of delivered mail "
+            "cannot be trusted",
+            hint=f"check that nobody else changed its files, then: chmod 700 {directory}",
+        )
+
+
+def _open_private_file(path: Path, what: str) -> int:
+    """Open (creating durably if needed) a state or lock file: never through a link, ours only."""
+    try:
+        fd, _ = create_file_durably(path, os.O_RDWR, STATE_FILE_MODE)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise _link_refused(path, what) from None
+        raise StateError(
+            f"cannot create the {what} {path}: {err.strerror}",
+            hint=f"make {path.parent} writable by this user",
+        ) from err
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        owner = "not a regular file" if not stat.S_ISREG(info.st_mode) else "another user's"
+        raise UnsafeStateError(
+            f"the {what} {path} is {owner}, so it cannot be trusted",
+            hint="move it aside; pop3s-fetch creates its own",
+        )
+    return fd
+
+
+def _refuse_link(path: Path, what: str) -> None:
+    if path.is_symlink():
+        raise _link_refused(path, what)
+
+
+def _link_refused(path: Path, what: str) -> UnsafeStateError:
+    return UnsafeStateError(
+        f"the {what} {path} is a symbolic link, which pop3s-fetch never makes",
+        hint="remove the link (and check who planted it); pop3s-fetch creates its own file",
+    )
+
+
 def _state_error(path: Path, err: sqlite3.Error) -> StateError:
     return StateError(
         f"the state file {path} cannot be used: {err}",
@@ -246,14 +327,8 @@ class AccountLock:
             LockedError: another process holds it; the message names its pid.
             StateError: the lock file cannot be created.
         """
-        try:
-            self.path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, STATE_FILE_MODE)
-        except OSError as err:
-            raise StateError(
-                f"cannot create the lock file {self.path}: {err.strerror}",
-                hint=f"make {self.path.parent} writable by this user",
-            ) from err
+        prepare_state_dir(self.path.parent)
+        fd = _open_private_file(self.path, "lock file")
         deadline = time.monotonic() + wait
         while True:
             try:

@@ -41,7 +41,7 @@ from pop3s_fetch.destinations import (
     open_destination,
 )
 from pop3s_fetch.errors import ConnectError, ExitCode, Pop3sFetchError, ProtocolError
-from pop3s_fetch.pop3 import RemoteMessage, Session
+from pop3s_fetch.pop3 import Pop3Client, RemoteMessage
 from pop3s_fetch.session import log_in, open_session
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
 
@@ -166,7 +166,7 @@ class _AccountSync:
         self.options = options
         self.reporter = reporter
         self.result = result
-        self.session: Session | None = None
+        self.session: Pop3Client | None = None
         self.staged: list[tuple[RemoteMessage, StagedMessage]] = []
         self.staged_bytes = 0
         self.writer: MessageWriter | None = None
@@ -214,7 +214,7 @@ class _AccountSync:
         finally:
             session.close()
 
-    def _connect(self, early_capa: bool, early_login: _EarlyLogin | None) -> Session:
+    def _connect(self, early_capa: bool, early_login: _EarlyLogin | None) -> Pop3Client:
         """In a thread of its own: no state store in here (its connection is the caller's)."""
         context = (
             self.options.context_factory(self.account)
@@ -256,7 +256,7 @@ class _AccountSync:
         )
         return len(made_it)
 
-    def _run_session(self, session: Session, secret: str, delivered: set[str]) -> None:
+    def _run_session(self, session: Pop3Client, secret: str, delivered: set[str]) -> None:
         self.store.remember_pipelining(session.pipelining)
         session.prefetch_sizes = not delivered  # a first run: every message is new
         method = log_in(session, self.account, secret, then_list=True)
@@ -298,7 +298,7 @@ class _AccountSync:
                 hint="the others were downloaded; the next run tries these again",
             )
 
-    def _fetch(self, session: Session, new: Sequence[RemoteMessage]) -> list[str]:
+    def _fetch(self, session: Pop3Client, new: Sequence[RemoteMessage]) -> list[str]:
         """Stream every new message in, publishing in batches; return RETR refusals."""
         errors: list[str] = []
         self.reporter.started(self.account.name, "downloading")
@@ -389,15 +389,15 @@ class _EarlyLogin:
 class _InBackground:
     """Open a session in a thread; :meth:`result` waits and raises what opening raised."""
 
-    def __init__(self, connect: Callable[[], Session]) -> None:
-        self._session: Session | None = None
+    def __init__(self, connect: Callable[[], Pop3Client]) -> None:
+        self._session: Pop3Client | None = None
         self._error: BaseException | None = None
         self._abandoned = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, args=(connect,), daemon=True)
         self._thread.start()
 
-    def _run(self, connect: Callable[[], Session]) -> None:
+    def _run(self, connect: Callable[[], Pop3Client]) -> None:
         try:
             session = connect()
         except BaseException as err:  # handed to the caller by result()
@@ -409,7 +409,7 @@ class _InBackground:
         if abandoned:
             session.close()
 
-    def result(self) -> Session:
+    def result(self) -> Pop3Client:
         self._thread.join()
         if self._error is not None:
             raise self._error

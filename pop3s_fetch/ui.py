@@ -8,12 +8,15 @@ The only module that imports rich. Three audiences, told apart by where output g
   priority prefixes, so the journal records levels.
 
 Results go to stdout, errors and progress to stderr. ``NO_COLOR`` is honoured by rich.
+Every line passes :func:`~pop3s_fetch.printable.printable` here, since much of it quotes the
+server (see that module for why).
 rich is imported only when a terminal will show its work: cron and pipes do not pay for it.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import threading
@@ -23,6 +26,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, TextIO
 
 from pop3s_fetch.errors import Pop3sFetchError
+from pop3s_fetch.printable import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -52,6 +56,13 @@ def detect_mode(stream: TextIO, environ: Mapping[str, str]) -> Mode:
         except OSError:
             pass
     return "terminal" if os.isatty(fd) else "plain"
+
+
+class PrintableLogFormatter(logging.Formatter):
+    """The -v/--debug formatter: a log line quotes the server (the dialogue), so escape it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), newlines=True)
 
 
 def log_format(environ: Mapping[str, str]) -> str:
@@ -92,12 +103,12 @@ def error_line(account: str | None, err: Pop3sFetchError) -> str:
     text = f"error: {where}{err.message}"
     if err.hint:
         text += f" ({err.hint})"
-    return " ".join(text.split())
+    return printable(" ".join(text.split()))
 
 
 def write_traceback(err: BaseException, stream: TextIO) -> None:
     """Full traceback for --debug; our exception texts never contain secrets."""
-    stream.write("".join(traceback.format_exception(err)))
+    stream.write(printable("".join(traceback.format_exception(err)), newlines=True))
 
 
 class Output:
@@ -136,6 +147,7 @@ class Output:
         return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
     def _line(self, stream: TextIO, level: str, text: str, style: str | None = None) -> None:
+        text = printable(text)
         with self._lock:
             if self.mode == "terminal" and stream.isatty():
                 console = self.out if stream is sys.stdout else self.err

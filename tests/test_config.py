@@ -1021,6 +1021,13 @@ def test_custom_provider_on_the_loopback_interface(cfg_path: Path) -> None:
     )
 
 
+def test_plain_http_to_ipv6_loopback_is_accepted(cfg_path: Path) -> None:
+    text = CUSTOM_OAUTH2.replace("http://127.0.0.1:8080", "http://[::1]:8080")
+    settings = parsed_account(cfg_path, text).oauth2
+    assert settings is not None
+    assert settings.token_endpoint == "http://[::1]:8080/token"
+
+
 def test_custom_provider_needs_everything(cfg_path: Path) -> None:
     text = MINIMAL_ACCOUNT + '[accounts.work.oauth2]\nprovider = "custom"\n'
     why = 'missing required key (provider "custom" needs it; set it here or in [defaults.oauth2])'

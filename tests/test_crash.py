@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch.server import Faults, MailStore, Pop3Server
+from pop3s_fetch.demo.server import Faults, MailStore, Pop3Server
 from tests.support.cli import Cli, Result, account_toml, make_cli
 from tests.support.dovecot import DovecotServer, DovecotUser
 from tests.support.mail import as_stored, corpus, leftovers, read_destination

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch.samples import demo_messages
+from pop3s_fetch.demo.samples import demo_messages
 from tests.support.cli import Cli
 from tests.support.mail import as_stored, read_maildir, read_mbox
 

@@ -30,9 +30,9 @@ from typing import NoReturn
 import pytest
 
 from pop3s_fetch.config import Account
+from pop3s_fetch.demo.server import MailStore, Pop3Server
 from pop3s_fetch.destinations import file_writers, files, mbox
 from pop3s_fetch.errors import ExitCode
-from pop3s_fetch.server import MailStore, Pop3Server
 from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
 from pop3s_fetch.ui import error_line
 from tests.support import REQUIRE_SERVERS_VARIABLE, servers_required

@@ -5,23 +5,23 @@ from __future__ import annotations
 import pytest
 
 from pop3s_fetch.errors import ProtocolError
-from pop3s_fetch.pop3 import _parse_pairs
+from pop3s_fetch.pop3.codec import parse_pairs
 from pop3s_fetch.sync import _check_uidls
 
 
 def test_pairs_parse_in_bulk() -> None:
     lines = [f"{n} uid-{n}" for n in range(1, 20001)]
-    pairs = _parse_pairs(lines, "UIDL")
+    pairs = parse_pairs(lines, "UIDL")
     assert len(pairs) == 20000
     assert pairs[1] == "uid-1"
     assert pairs[20000] == "uid-20000"
-    assert _parse_pairs([], "LIST") == {}
+    assert parse_pairs([], "LIST") == {}
 
 
 @pytest.mark.parametrize("bad", ["3 a b", "x 12", "7", "\u00b2 12", "4  "])
 def test_a_malformed_line_is_named(bad: str) -> None:
     with pytest.raises(ProtocolError) as caught:
-        _parse_pairs(["1 ok", bad, "9 fine"], "LIST")
+        parse_pairs(["1 ok", bad, "9 fine"], "LIST")
     assert str(caught.value) == f"malformed LIST line from the server: {bad!r}"
 
 

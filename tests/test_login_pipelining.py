@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 import pytest
 from scramp import ScramMechanism  # type: ignore[import-untyped]
 
-from pop3s_fetch import pop3, sasl
+from pop3s_fetch import sasl
 from pop3s_fetch.errors import AuthError
+from pop3s_fetch.pop3 import Pop3Client
+from pop3s_fetch.pop3.client import Capa, EarlyAuth
+from pop3s_fetch.pop3.transport import Transport
 
 PASSWORD = "pipelined-Pa55word"
 STEP_TIMEOUT = 10.0
@@ -66,28 +69,28 @@ class ScriptedServer:
         return thread
 
 
-class PairTransport:
-    """What Session needs from a transport, over one end of a socket pair (no TLS here)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.reader: pop3._Reader | None = pop3._Reader(sock)
-        self.welcome = b"+OK scripted server ready"
-
-    def close(self) -> None:
-        self.sock.close()
+GREETING = b"+OK scripted server ready"
 
 
 @pytest.fixture
-def pair() -> Iterator[tuple[pop3.Session, ScriptedServer]]:
+def sockets() -> Iterator[tuple[socket.socket, ScriptedServer]]:
+    """The client's end of a socket pair (no TLS here), and a scripted server on the other."""
     client, server = socket.socketpair()
     server.settimeout(STEP_TIMEOUT)
     client.settimeout(STEP_TIMEOUT)
-    session = pop3.Session(PairTransport(client), "mail.example")  # type: ignore[arg-type]
-    session.capabilities = {"PIPELINING": [], "UIDL": [], "SASL": ["SCRAM-SHA-256", "PLAIN"]}
-    yield session, ScriptedServer(server)
+    yield client, ScriptedServer(server)
     client.close()
     server.close()
+
+
+@pytest.fixture
+def pair(
+    sockets: tuple[socket.socket, ScriptedServer],
+) -> tuple[Pop3Client, ScriptedServer]:
+    client, server = sockets
+    session = Pop3Client(Transport(client, GREETING), "mail.example")
+    session.capabilities = {"PIPELINING": [], "UIDL": [], "SASL": ["SCRAM-SHA-256", "PLAIN"]}
+    return session, server
 
 
 class Scram:
@@ -115,7 +118,7 @@ def finish(thread: threading.Thread, server: ScriptedServer) -> None:
 
 
 def test_scram_sends_its_empty_answer_and_uidl_with_client_final(
-    pair: tuple[pop3.Session, ScriptedServer],
+    pair: tuple[Pop3Client, ScriptedServer],
 ) -> None:
     session, server = pair
     scram = Scram(PASSWORD)
@@ -135,7 +138,7 @@ def test_scram_sends_its_empty_answer_and_uidl_with_client_final(
 
 
 def test_scram_final_data_with_ok_turns_the_answer_sent_ahead_into_a_refused_command(
-    pair: tuple[pop3.Session, ScriptedServer],
+    pair: tuple[Pop3Client, ScriptedServer],
 ) -> None:
     session, server = pair
     scram = Scram(PASSWORD)
@@ -159,7 +162,7 @@ def test_scram_final_data_with_ok_turns_the_answer_sent_ahead_into_a_refused_com
 
 
 def test_a_refused_scram_login_is_refused_whatever_was_sent_ahead(
-    pair: tuple[pop3.Session, ScriptedServer],
+    pair: tuple[Pop3Client, ScriptedServer],
 ) -> None:
     session, server = pair
     scram = Scram("not-the-password")
@@ -179,7 +182,7 @@ def test_a_refused_scram_login_is_refused_whatever_was_sent_ahead(
 
 
 def test_plain_sends_uidl_with_the_auth_command(
-    pair: tuple[pop3.Session, ScriptedServer],
+    pair: tuple[Pop3Client, ScriptedServer],
 ) -> None:
     session, server = pair
     expected = b64(f"\0alice\0{PASSWORD}")
@@ -193,7 +196,7 @@ def test_plain_sends_uidl_with_the_auth_command(
 
 
 def test_without_pipelining_scram_waits_for_each_reply(
-    pair: tuple[pop3.Session, ScriptedServer],
+    pair: tuple[Pop3Client, ScriptedServer],
 ) -> None:
     session, server = pair
     del session.capabilities["PIPELINING"]
@@ -214,24 +217,26 @@ def test_without_pipelining_scram_waits_for_each_reply(
     assert server.received[2:] == ["", "UIDL"]
 
 
-def sent_with_the_handshake(session: pop3.Session, exchange: sasl.Exchange) -> str:
-    """Do what Session.connect does when it sends CAPA and a prepared AUTH with the handshake
+def sent_with_the_handshake(
+    client: socket.socket, exchange: sasl.Exchange
+) -> tuple[Pop3Client, str]:
+    """Do what Pop3Client.connect does when it sends CAPA and a prepared AUTH with the handshake
     (its transport is TLS; here the pair's client end stands in for it)."""
     command = exchange.command()
-    session._transport.sock.sendall(f"CAPA\r\n{command}\r\n".encode())
-    session._capa_sent = True
-    session._early_exchange = exchange
-    return command
+    client.sendall(f"CAPA\r\n{command}\r\n".encode())
+    session = Pop3Client(
+        Transport(client, GREETING), "mail.example", in_flight=[Capa(), EarlyAuth(exchange)]
+    )
+    return session, command
 
 
 CAPABILITIES = "+OK\r\nPIPELINING\r\nUIDL\r\nSASL {}\r\n.\r\n"
 
 
 def test_an_auth_sent_with_the_handshake_is_continued_not_sent_again(
-    pair: tuple[pop3.Session, ScriptedServer],
+    sockets: tuple[socket.socket, ScriptedServer],
 ) -> None:
-    session, server = pair
-    session.capabilities = {}
+    client, server = sockets
     scram = Scram(PASSWORD)
     thread = server.play(
         [
@@ -240,7 +245,7 @@ def test_an_auth_sent_with_the_handshake_is_continued_not_sent_again(
         ]
     )
     exchange = sasl.Exchange(sasl.mechanism("SCRAM-SHA-256", username="alice", secret=PASSWORD))
-    auth = sent_with_the_handshake(session, exchange)
+    session, auth = sent_with_the_handshake(client, exchange)
 
     session.capa()
     session.authenticate("SCRAM-SHA-256", "alice", PASSWORD, then_list=True)
@@ -252,10 +257,9 @@ def test_an_auth_sent_with_the_handshake_is_continued_not_sent_again(
 
 
 def test_an_early_auth_that_capa_does_not_confirm_is_ended_before_the_login(
-    pair: tuple[pop3.Session, ScriptedServer],
+    sockets: tuple[socket.socket, ScriptedServer],
 ) -> None:
-    session, server = pair
-    session.capabilities = {}
+    client, server = sockets
     thread = server.play(
         [
             (2, CAPABILITIES.format("PLAIN") + "-ERR Unsupported authentication mechanism.\r\n"),
@@ -263,7 +267,7 @@ def test_an_early_auth_that_capa_does_not_confirm_is_ended_before_the_login(
         ]
     )
     exchange = sasl.Exchange(sasl.mechanism("SCRAM-SHA-256", username="alice", secret=PASSWORD))
-    sent_with_the_handshake(session, exchange)
+    session, _ = sent_with_the_handshake(client, exchange)
 
     session.capa()
     session.authenticate("PLAIN", "alice", PASSWORD, then_list=True)
@@ -277,10 +281,9 @@ def test_an_early_auth_that_capa_does_not_confirm_is_ended_before_the_login(
 
 
 def test_an_early_auth_is_ended_before_a_user_pass_login_too(
-    pair: tuple[pop3.Session, ScriptedServer],
+    sockets: tuple[socket.socket, ScriptedServer],
 ) -> None:
-    session, server = pair
-    session.capabilities = {}
+    client, server = sockets
     thread = server.play(
         [
             (2, "+OK\r\nUSER\r\nUIDL\r\n.\r\n-ERR Unsupported authentication mechanism.\r\n"),
@@ -289,7 +292,7 @@ def test_an_early_auth_is_ended_before_a_user_pass_login_too(
         ]
     )
     exchange = sasl.Exchange(sasl.mechanism("SCRAM-SHA-256", username="alice", secret=PASSWORD))
-    sent_with_the_handshake(session, exchange)
+    session, _ = sent_with_the_handshake(client, exchange)
 
     session.capa()
     session.authenticate("USER", "alice", PASSWORD, then_list=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch.server import MailStore, Pop3Server
+from pop3s_fetch.demo.server import MailStore, Pop3Server
 from tests.support.cli import Cli, account_toml, make_cli
 
 PASSWORD = "pw-for-output-tests"

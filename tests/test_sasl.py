@@ -126,7 +126,7 @@ class ScramPop3Server:
         self.transcript: list[str] = []
 
     def run(self, exchange: sasl.Exchange) -> None:
-        """Drive the whole exchange; raise what the client raises, as pop3.py would."""
+        """Drive the whole exchange; raise what the client raises, as the pop3 client would."""
         command = exchange.command()
         self.transcript.append(command)
         verb, mech, initial = command.split(" ")

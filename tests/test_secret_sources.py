@@ -7,6 +7,8 @@ command or credential file holds never reaches any exception text, however the r
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import sys
 from collections.abc import Iterator
@@ -86,30 +88,97 @@ def test_stderr_of_a_successful_command_is_ignored() -> None:
 # --- password_command: failures -----------------------------------------------------------
 
 
-def test_failure_names_the_program_status_and_first_stderr_line() -> None:
+STDERR_HINT = (
+    "run it by hand, or run pop3s-fetch with --debug to see its stderr "
+    "(which may show the password if the command echoes it there)"
+)
+
+
+def test_failure_names_the_program_and_status_and_leaves_stderr_to_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     code = (
         "import sys\n"
         "sys.stderr.write('\\n  gpg: decryption failed: No secret key  \\nmore detail\\n')\n"
         "sys.exit(2)"
     )
-    err = command_failure(python(code))
-    assert str(err) == f"{COMMAND} failed (exit status 2): gpg: decryption failed: No secret key"
-    assert err.hint is None
+    with caplog.at_level("DEBUG", logger="pop3s_fetch.credentials"):
+        err = command_failure(python(code))
+    assert str(err) == f"{COMMAND} failed (exit status 2)"
+    assert err.hint == STDERR_HINT
+    assert caplog.messages == [f"{COMMAND} wrote on stderr: gpg: decryption failed: No secret key"]
+
+
+def test_stderr_is_not_logged_above_debug(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="pop3s_fetch.credentials"):
+        command_failure(python("import sys; sys.stderr.write('gpg: no key'); sys.exit(2)"))
+    assert caplog.messages == []
 
 
 def test_failure_with_nothing_on_stderr() -> None:
     err = command_failure(python("raise SystemExit(1)"))
-    assert str(err) == f"{COMMAND} failed (exit status 1): (nothing on stderr)"
+    assert str(err) == f"{COMMAND} failed (exit status 1) and wrote nothing on stderr"
+    assert err.hint is None
 
 
-def test_long_stderr_is_shortened() -> None:
-    err = command_failure(python("import sys; sys.stderr.write('x' * 500); sys.exit(3)"))
-    assert str(err) == f"{COMMAND} failed (exit status 3): {'x' * 197}..."
+def test_long_stderr_is_shortened_in_the_debug_log(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG", logger="pop3s_fetch.credentials"):
+        err = command_failure(python("import sys; sys.stderr.write('x' * 500); sys.exit(3)"))
+    assert str(err) == f"{COMMAND} failed (exit status 3)"
+    assert caplog.messages == [f"{COMMAND} wrote on stderr: {'x' * 197}..."]
 
 
 def test_a_command_killed_by_a_signal() -> None:
     err = command_failure(python("import os, signal; os.kill(os.getpid(), signal.SIGTERM)"))
-    assert str(err) == f"{COMMAND} failed (killed by {signal.SIGTERM.name}): (nothing on stderr)"
+    assert str(err) == (
+        f"{COMMAND} failed (killed by {signal.SIGTERM.name}) and wrote nothing on stderr"
+    )
+
+
+def test_a_timeout_stops_the_commands_children_too(tmp_path: Path) -> None:
+    """A helper's child (gpg-agent, a pinentry) must not outlive the timeout."""
+    pid_file = tmp_path / "child.pid"
+    code = (
+        "import subprocess, sys, threading\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "threading.Event().wait()"
+    )
+    err = command_failure(python(code), timeout=2.0)
+    assert str(err) == f"{COMMAND} did not finish within 2 seconds"
+    child = int(pid_file.read_text())
+    # The SIGKILL is delivered asynchronously and init reaps the orphan: wait for its exit on
+    # a pidfd (readable once the process has ended), which a still-running child never makes.
+    try:
+        pidfd = os.pidfd_open(child)
+    except ProcessLookupError:
+        return  # already gone and reaped
+    try:
+        readable, _, _ = select.select([pidfd], [], [], 10.0)
+    finally:
+        os.close(pidfd)
+    assert readable == [pidfd], "the password command's child survived its timeout"
+
+
+def test_a_first_line_longer_than_any_password_is_refused() -> None:
+    err = command_failure(printing(b"x" * (credentials.MAX_SECRET_BYTES + 1) + b"\n"))
+    assert str(err) == (
+        f"{COMMAND} printed a first line longer than {credentials.MAX_SECRET_BYTES} bytes"
+    )
+
+
+def test_the_longest_password_accepted_is_returned_whole() -> None:
+    line = b"y" * credentials.MAX_SECRET_BYTES
+    assert credentials.run_password_command("work", printing(line + b"\n")) == line.decode()
+
+
+def test_endless_output_is_drained_without_filling_memory() -> None:
+    """100 MB on stdout: only the cap is kept, and the command still ends normally."""
+    code = "import sys\nfor _ in range(1600): sys.stdout.write('z' * 65536)\n"
+    err = command_failure(python(code))
+    assert str(err) == (
+        f"{COMMAND} printed a first line longer than {credentials.MAX_SECRET_BYTES} bytes"
+    )
 
 
 @pytest.mark.parametrize("output", [b"", b"\n", b"\nsecond line\n", b"\r\n"])
@@ -328,9 +397,21 @@ def test_a_failing_command_never_leaks_the_password(case: str) -> None:
     assert err.__context__ is None
 
 
-def test_scrubbed_stderr_still_says_what_went_wrong() -> None:
+def test_scrubbed_stderr_still_says_what_went_wrong_under_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     argv, _ = LEAKY_COMMANDS["fails after printing it, and echoes it on stderr"]
-    assert str(command_failure(argv)) == f"{COMMAND} failed (exit status 1): bad: [output hidden]"
+    with caplog.at_level("DEBUG", logger="pop3s_fetch.credentials"):
+        assert str(command_failure(argv)) == f"{COMMAND} failed (exit status 1)"
+    assert caplog.messages == [f"{COMMAND} wrote on stderr: bad: [output hidden]"]
+
+
+def test_a_command_that_echoes_the_password_only_on_stderr_does_not_leak_it() -> None:
+    """Nothing on stdout to scrub by: only keeping stderr out of the error keeps it safe."""
+    argv = python(f"import sys; sys.stderr.write('oops ' + {SECRET!r}); sys.exit(1)")
+    err = command_failure(argv)
+    assert SECRET not in exception_text(err)
+    assert SECRET not in (err.hint or "")
 
 
 def test_a_bad_credential_file_never_leaks_the_password(credentials_directory: Path) -> None:

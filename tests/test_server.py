@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch.samples import demo_messages
-from pop3s_fetch.server import (
+from pop3s_fetch.demo.samples import demo_messages
+from pop3s_fetch.demo.server import (
     LONG_STATUS_OCTETS,
     Faults,
     MailStore,

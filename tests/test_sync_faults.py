@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pop3s_fetch.config import Account
-from pop3s_fetch.server import Faults, MailStore, Pop3Server
+from pop3s_fetch.demo.server import Faults, MailStore, Pop3Server
 from pop3s_fetch.state import open_store
 from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
 from tests.support.mail import as_stored, corpus, leftovers, read_destination

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch.server import Faults, MailStore, Pop3Server
+from pop3s_fetch.demo.server import Faults, MailStore, Pop3Server
 from tests.support.cli import account_toml, make_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")

@@ -13,9 +13,9 @@ import pytest
 from cryptography import x509  # a trustme dependency, so present wherever the tests run
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from pop3s_fetch import throwaway_ca
+from pop3s_fetch.demo import ca as throwaway_ca
+from pop3s_fetch.demo.server import MailStore, Pop3Server
 from pop3s_fetch.errors import Pop3sFetchError
-from pop3s_fetch.server import MailStore, Pop3Server
 
 needs_openssl = pytest.mark.skipif(
     shutil.which("openssl") is None, reason="the openssl command is not installed"
@@ -111,3 +111,14 @@ def test_a_failing_openssl_step_is_reported_with_its_message(
     with pytest.raises(Pop3sFetchError) as failed:
         throwaway_ca.create(tmp_path / "ca")
     assert str(failed.value) == "openssl failed to create the demo's CA key: unsupported algorithm"
+
+
+def test_a_key_file_is_private_before_the_key_is_written(tmp_path: Path) -> None:
+    existing = tmp_path / "existing-key.pem"
+    existing.write_bytes(b"")
+    existing.chmod(0o644)
+    for path in (tmp_path / "new-key.pem", existing):
+        throwaway_ca.create_private(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        path.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")  # as openssl or trustme would
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600

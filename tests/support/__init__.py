@@ -1,7 +1,11 @@
 """Fixtures that start real servers (Dovecot, a Secret Service) and mint test certificates.
 
-Each submodule is a pytest plugin loaded from ``tests/conftest.py``. This package must not
-import ``pop3s_fetch``: it provides the world the program talks to, not the program.
+Each submodule is a pytest plugin loaded from ``tests/conftest.py``. This package provides
+the world the program talks to, not the program, so the only modules of ``pop3s_fetch`` it
+may import are the shipped stand-ins for that world: ``pop3s_fetch.demo.server``,
+``pop3s_fetch.demo.samples`` and ``pop3s_fetch.demo.ca`` (which themselves import nothing of
+the package but ``pop3s_fetch.errors``). Nothing else, not even under ``TYPE_CHECKING``; the
+program itself runs only as a subprocess (``cli.py``).
 """
 
 from __future__ import annotations

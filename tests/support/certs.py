@@ -1,7 +1,9 @@
 """Throwaway certificate authorities and a server certificate for TLS tests.
 
 Owns the trustme CAs and the PEM files written from them, so that no certificate is checked
-in and every test verifies TLS for real. Knows nothing about POP3 or the servers using them.
+in and every test verifies TLS for real: :func:`write_server_cert` is the one way a leaf's
+files are written (the benchmarks use it too), its key created private by the demo CA's rule.
+Knows nothing about POP3 or the servers using them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from pop3s_fetch.demo.ca import create_private
+
 SERVER_IDENTITIES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -23,6 +27,16 @@ class ServerCert:
     leaf: trustme.LeafCert
     cert_chain_file: Path  # the leaf and any intermediates, never the root: what a server sends
     key_file: Path
+
+
+def write_server_cert(leaf: trustme.LeafCert, directory: Path) -> ServerCert:
+    """Write the leaf's chain and key as the PEM files a server reads; the key stays private."""
+    chain_file = directory / "server-chain.pem"
+    key_file = directory / "server-key.pem"
+    chain_file.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    create_private(key_file)
+    leaf.private_key_pem.write_to_path(str(key_file))
+    return ServerCert(leaf=leaf, cert_chain_file=chain_file, key_file=key_file)
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +65,7 @@ def other_ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server_cert(test_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> ServerCert:
     """A leaf for localhost, 127.0.0.1 and ::1 signed by :func:`test_ca`."""
     leaf = test_ca.issue_cert(*SERVER_IDENTITIES)
-    directory = tmp_path_factory.mktemp("server-cert")
-    chain_file = directory / "server-chain.pem"
-    key_file = directory / "server-key.pem"
-    chain_file.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key_file))
-    key_file.chmod(0o600)
-    return ServerCert(leaf=leaf, cert_chain_file=chain_file, key_file=key_file)
+    return write_server_cert(leaf, tmp_path_factory.mktemp("server-cert"))
 
 
 @pytest.fixture(scope="session")

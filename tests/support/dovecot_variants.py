@@ -23,7 +23,7 @@ leaf; for the self-signed one, the leaf itself), ``fingerprint`` (``sha256:<hex>
 computed here independently of pop3s_fetch), ``names`` (the leaf's subjectAltNames),
 ``not_after`` and ``add_user()`` as on the plain ``dovecot`` fixture.
 
-Like the rest of ``tests/support`` this must not import ``pop3s_fetch``.
+Like the rest of ``tests/support`` this imports no client module of ``pop3s_fetch``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.certs import SERVER_IDENTITIES, ServerCert
+from tests.support.certs import SERVER_IDENTITIES, ServerCert, write_server_cert
 from tests.support.dovecot import (
     HOST,
     DovecotServer,
@@ -192,16 +192,6 @@ def old_tls_only(text: str, server: VariantDovecot) -> str:
 
 
 # -- certificates -----------------------------------------------------------------------------
-
-
-def write_server_cert(leaf: trustme.LeafCert, directory: Path) -> ServerCert:
-    """The leaf's chain and key as the PEM files Dovecot reads."""
-    chain_file = directory / "server-chain.pem"
-    key_file = directory / "server-key.pem"
-    chain_file.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key_file))
-    key_file.chmod(0o600)
-    return ServerCert(leaf=leaf, cert_chain_file=chain_file, key_file=key_file)
 
 
 def self_signed_leaf(now: dt.datetime) -> trustme.LeafCert:

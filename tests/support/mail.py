@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pop3s_fetch.demo.samples import demo_messages
 from pop3s_fetch.destinations import Kind, read_messages
-from pop3s_fetch.samples import demo_messages
 
 
 def corpus() -> list[bytes]:

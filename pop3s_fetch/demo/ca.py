@@ -6,8 +6,9 @@ command (argv lists, no shell). The leaf carries what strict X.509 checking (Pyt
 default ``VERIFY_X509_STRICT``) wants: key identifiers, key usage, extended key usage and a
 subjectAltName. Both are valid from an hour ago, so a clock a little behind is no problem.
 
-This module owns the openssl invocations and the PEM files. It must not know POP3 or the
-client's TLS settings; :func:`server_context` is for the built-in server only.
+This module owns the openssl invocations, the PEM files and how a key file is created. It
+must not know POP3 or the client's TLS settings; :func:`server_context` is for the built-in
+server only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from pop3s_fetch.errors import Pop3sFetchError
 
-__all__ = ["ThrowawayCA", "create", "server_context"]
+__all__ = ["ThrowawayCA", "create", "create_private", "server_context"]
 
 VALIDITY = datetime.timedelta(days=7)
 BACKDATE = datetime.timedelta(hours=1)
@@ -130,9 +131,18 @@ def _prepare(directory: Path) -> None:
     (directory / "index.txt").write_text("", encoding="ascii")
     (directory / "serial").write_text("01\n", encoding="ascii")
     for key in ("ca-key.pem", "server-key.pem"):
-        # openssl truncates an existing file and keeps its mode: the key is never readable.
-        (directory / key).touch(mode=0o600)
-        (directory / key).chmod(0o600)
+        create_private(directory / key)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` (if missing) readable and writable by its owner only, for a key.
+
+    Writers that truncate an existing file (openssl, ``open(path, "wb")``) keep its mode, so
+    a key written afterwards is never readable by anyone else, not even for a moment. The
+    tests write their own keys through this too: one rule for every key file we make.
+    """
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # touch's mode passes through the umask, and is ignored if path exists
 
 
 def _issue(

@@ -5,6 +5,9 @@ chosen to break careless clients, then runs the real sync code (verified TLS inc
 client trusts only the throwaway CA, as ``ca_file`` would) into a Maildir and an mbox, runs it
 again to show that nothing is fetched twice, and checks the bytes that landed. The password is
 random and handed over in memory: the demo never touches the user's keyring.
+
+Must not know: click or rich (it reports through the callables it is given), the keyring,
+or POP3 (the server and the sync code speak it).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pop3s_fetch import samples, throwaway_ca
 from pop3s_fetch.config import Account
+from pop3s_fetch.demo import ca as throwaway_ca
+from pop3s_fetch.demo import samples
+from pop3s_fetch.demo.server import MailStore, Pop3Server
 from pop3s_fetch.destinations import read_messages
 from pop3s_fetch.errors import DeliveryError
-from pop3s_fetch.server import MailStore, Pop3Server
 from pop3s_fetch.sync import AccountResult, Reporter, SyncOptions, sync_account
 
 

@@ -143,6 +143,15 @@ class Faults:
     - ``hold_retr``: message number -> an Event; the reply to RETR of that message waits until
       the event is set (or the server stops), with everything before it already sent. Lets a
       test look at a client mid-download without sleeping.
+
+    Hostile replies, for what a broken or malicious server sends (none of these is valid):
+
+    - ``greeting``: these bytes (a whole line, CRLF included) instead of the greeting.
+    - ``raw_replies``: verb -> these bytes (status line, body and terminator as they should go
+      on the wire) instead of the reply to every command with that verb.
+    - ``retr_body_of``: message number n -> m; RETR n is answered with message m's body.
+    - ``endless_reply_to``: the reply to these verbs is ``+OK`` and a body that never ends
+      (numbered lines), until the client goes away or the server stops.
     """
 
     drop_mid_retr: Mapping[int, int] = field(default_factory=dict)
@@ -158,16 +167,23 @@ class Faults:
     no_pipelining: bool = False
     no_capa: bool = False
     hold_retr: Mapping[int, threading.Event] = field(default_factory=dict)
+    greeting: bytes | None = None
+    raw_replies: Mapping[str, bytes] = field(default_factory=dict)
+    retr_body_of: Mapping[int, int] = field(default_factory=dict)
+    endless_reply_to: AbstractSet[str] = frozenset()
 
     def __post_init__(self) -> None:
         # Frozen copies: a test that keeps mutating its own set or dict must not change the
         # script of a session that is already running.
-        for name in ("drop_on", "hang_on", "long_line_on"):
+        for name in ("drop_on", "hang_on", "long_line_on", "endless_reply_to"):
             object.__setattr__(self, name, _frozen_verbs(getattr(self, name), name))
         for name in ("err_on_retr", "err_on_dele", "no_terminator_retr"):
             object.__setattr__(self, name, frozenset(getattr(self, name)))
-        for name in ("drop_mid_retr", "list_size_delta", "hold_retr"):
+        for name in ("drop_mid_retr", "list_size_delta", "hold_retr", "retr_body_of"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        verbs = _frozen_verbs(self.raw_replies, "raw_replies")
+        raw = {verb.upper(): data for verb, data in self.raw_replies.items()}
+        object.__setattr__(self, "raw_replies", MappingProxyType({v: raw[v] for v in verbs}))
 
 
 class MailStore:
@@ -354,17 +370,23 @@ def _lines(lines: Iterable[str]) -> bytes:
 
 
 @dataclass(frozen=True)
-class _SessionContext:
+class _ConversationContext:
+    """What every conversation shares with the server that accepted it."""
+
     users: Mapping[str, tuple[str, MailStore]]
     faults: Faults
     open_transcript: Callable[[], list[str]]
     stopping: threading.Event
 
 
-class _Session:
-    """One client, from the TLS handshake to QUIT or a dropped connection."""
+class _Conversation:
+    """One client, from the TLS handshake to QUIT or a dropped connection.
 
-    def __init__(self, connection: _Connection, context: _SessionContext) -> None:
+    Not called a session: the client's ``pop3.Session`` already has that name, and a reader
+    of a test should never wonder which side a name belongs to.
+    """
+
+    def __init__(self, connection: _Connection, context: _ConversationContext) -> None:
         self._connection = connection
         self._context = context
         self._faults = context.faults
@@ -381,7 +403,7 @@ class _Session:
         try:
             self._connection.tls.do_handshake()
             self._transcript = self._context.open_transcript()
-            self._out.write(GREETING)
+            self._out.write(GREETING if self._faults.greeting is None else self._faults.greeting)
             while self._serve_one():
                 pass
             self._out.flush()
@@ -411,6 +433,12 @@ class _Session:
             return False
         if verb in self._faults.drop_on:
             return False
+        if verb in self._faults.raw_replies:
+            self._out.write(self._faults.raw_replies[verb])
+            return verb != "QUIT"
+        if verb in self._faults.endless_reply_to:
+            self._endless_reply()
+            return False
         reply = self._dispatch(verb, argument)
         self._send(verb, reply)
         return not reply.ends_session
@@ -424,6 +452,16 @@ class _Session:
         self._out.flush()
         while self._connection.tls.recv(_RECEIVE_SIZE):
             pass
+
+    def _endless_reply(self) -> None:
+        """``+OK`` and body lines until the client gives up (a write fails) or stop()."""
+        self._out.write(b"+OK here it comes\r\n")
+        number = 0
+        while not self._context.stopping.is_set():
+            chunk = b"".join(b"%d x%s\r\n" % (number + i, b"x" * 60) for i in range(1000))
+            number += 1000
+            self._out.write(chunk)
+            self._out.flush()
 
     def _record(self, text: str, verb: str) -> None:
         if verb == "PASS":
@@ -583,8 +621,9 @@ class _Session:
             self._out.flush()
             while not gate.wait(0.05) and not self._context.stopping.is_set():
                 pass
-        data = wire_form(self._messages[number - 1][1])
-        status = f"+OK {self._listed_size(number)} octets"
+        sent = self._faults.retr_body_of.get(number, number)
+        data = wire_form(self._messages[sent - 1][1])
+        status = f"+OK {self._listed_size(sent)} octets"
         if number in self._faults.drop_mid_retr:
             cut = min(self._faults.drop_mid_retr[number], len(data))
             return _Reply(status, data, cut_after=cut, ends_session=True)
@@ -749,9 +788,11 @@ class Pop3Server:
         thread.start()
 
     def _run_session(self, connection: _Connection) -> None:
-        context = _SessionContext(self._users, self.faults, self._open_transcript, self._stopping)
+        context = _ConversationContext(
+            self._users, self.faults, self._open_transcript, self._stopping
+        )
         try:
-            _Session(connection, context).run()
+            _Conversation(connection, context).run()
         finally:
             with self._sessions_changed:
                 del self._sessions[threading.current_thread()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from pop3s_fetch.demo.samples import demo_messages
-from pop3s_fetch.destinations import Kind, read_messages
 
 
 def corpus() -> list[bytes]:
@@ -25,19 +24,6 @@ def as_stored(message: bytes, fmt: str) -> bytes:
     if message and not message.endswith(b"\n"):
         return message + b"\n"
     return message
-
-
-def read_destination(path: Path, fmt: Kind) -> list[bytes]:
-    """Every message delivered to ``path`` (none if it is missing), sorted by content."""
-    return sorted(read_messages(path, fmt))
-
-
-def read_maildir(path: Path) -> list[bytes]:
-    return read_destination(path, "maildir")
-
-
-def read_mbox(path: Path) -> list[bytes]:
-    return read_destination(path, "mbox")
 
 
 def leftovers(path: Path, fmt: str) -> list[Path]:

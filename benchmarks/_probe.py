@@ -37,7 +37,8 @@ import socket  # noqa: E402
 from collections.abc import Callable, Iterable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from pop3s_fetch import cli, maildir, sync  # noqa: E402
+from pop3s_fetch import cli, sync  # noqa: E402
+from pop3s_fetch.destinations import maildir  # noqa: E402
 from pop3s_fetch.pop3 import Pop3Client  # noqa: E402
 from pop3s_fetch.pop3.transport import Transport  # noqa: E402
 

@@ -1,22 +1,20 @@
 """Compare what a client delivered with what the server holds, message by message.
 
-Owns reading a Maildir or mboxrd file back and classifying each copy by its corpus marker:
-exact (byte for byte), altered (right message, other bytes: a peer adding headers), missing,
-duplicated, or unknown (no marker: a fragment or a foreign file). Knows nothing about clients.
+Owns classifying each delivered copy (read back through pop3s_fetch.destinations) by its
+corpus marker: exact (byte for byte), altered (right message, other bytes: a peer adding
+headers), missing, duplicated, or unknown (no marker: a fragment or a foreign file), and
+counting leftovers. Knows nothing about clients.
 """
 
 from __future__ import annotations
 
 import collections
-import mailbox
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.corpus import marker_of
-
-_QUOTED_FROM = re.compile(rb"(?m)^>(>*From )")
+from pop3s_fetch.destinations import read_messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,23 +51,6 @@ class Verification:
             if getattr(self, name):
                 parts.append(f"{name}: {getattr(self, name)}")
         return ", ".join(parts)
-
-
-def read_maildir(path: Path) -> list[bytes]:
-    if not path.exists():
-        return []
-    return [f.read_bytes() for sub in ("new", "cur") for f in sorted((path / sub).iterdir())]
-
-
-def read_mbox(path: Path) -> list[bytes]:
-    """Every message of an mboxrd file, with one level of ``>From`` quoting removed."""
-    if not path.exists() or path.stat().st_size == 0:
-        return []
-    box = mailbox.mbox(path, create=False)
-    try:
-        return [_QUOTED_FROM.sub(rb"\1", box.get_bytes(key)) for key in box.iterkeys()]
-    finally:
-        box.close()
 
 
 def maildir_leftovers(path: Path) -> list[Path]:
@@ -115,9 +96,9 @@ def classify(expected: Sequence[bytes], delivered: Iterable[bytes]) -> Verificat
 def verify_destination(expected: Sequence[bytes], destination: Path, fmt: str) -> Verification:
     """Classify one account's destination, counting temporary leftovers too."""
     if fmt == "maildir":
-        result = classify(expected, read_maildir(destination))
+        result = classify(expected, read_messages(destination, "maildir"))
         leftovers = len(maildir_leftovers(destination))
     else:
-        result = classify(expected, read_mbox(destination))
+        result = classify(expected, read_messages(destination, "mbox"))
         leftovers = int(mbox_tail_problem(destination))
     return result + Verification(expected=0, leftovers=leftovers)

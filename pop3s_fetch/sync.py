@@ -33,7 +33,7 @@ from typing import Protocol
 
 from pop3s_fetch import sasl
 from pop3s_fetch.config import Account
-from pop3s_fetch.delivery import (
+from pop3s_fetch.destinations import (
     Destination,
     MessageWriter,
     Placement,

@@ -35,9 +35,10 @@ from pathlib import Path
 import pytest
 
 from pop3s_fetch.demo.server import Faults, MailStore, Pop3Server
+from pop3s_fetch.destinations import read_messages
 from tests.support.cli import Cli, Result, account_toml, make_cli
 from tests.support.dovecot import DovecotServer, DovecotUser
-from tests.support.mail import as_stored, corpus, leftovers, read_destination
+from tests.support.mail import as_stored, corpus, leftovers
 
 SEED_VARIABLE = "POP3S_FETCH_CRASH_SEED"
 TRIALS = 6  # per format x keep: 24 in all
@@ -133,7 +134,7 @@ class Home:
         return self.cli.state_dir / f"{ACCOUNT}.sqlite3"
 
     def landed(self) -> list[str]:
-        return digests(read_destination(self.destination, self.fmt))
+        return digests(sorted(read_messages(self.destination, self.fmt)))
 
     def landed_so_far(self) -> list[str]:
         """:meth:`landed`, also when a kill left the Maildir created only in part."""

@@ -15,7 +15,7 @@ from typing import Literal
 
 import pytest
 
-from pop3s_fetch.delivery import Destination, Placement, StagedMessage, open_destination
+from pop3s_fetch.destinations import Destination, Placement, StagedMessage, open_destination
 from pop3s_fetch.errors import DeliveryError, ExitCode
 
 Kind = Literal["maildir", "mbox"]

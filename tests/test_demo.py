@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pop3s_fetch.demo.samples import demo_messages
+from pop3s_fetch.destinations import read_messages
 from tests.support.cli import Cli
-from tests.support.mail import as_stored, read_maildir, read_mbox
+from tests.support.mail import as_stored
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -31,12 +32,12 @@ def test_demo_syncs_twice_and_verifies(cli: Cli, tmp_path: Path) -> None:
     ]
     assert lines[-1].startswith("demo: every message landed byte for byte")
     expected = sorted(as_stored(m, "maildir") for m in demo_messages())
-    assert read_maildir(target / "Maildir") == expected
-    assert read_mbox(target / "mbox") == expected
+    assert sorted(read_messages(target / "Maildir", "maildir")) == expected
+    assert sorted(read_messages(target / "mbox", "mbox")) == expected
 
     again = cli.run("demo", "--directory", str(target))  # its own output is cleared first
     assert again.code == 0, again.output
-    assert read_maildir(target / "Maildir") == expected
+    assert sorted(read_messages(target / "Maildir", "maildir")) == expected
 
 
 def test_demo_refuses_a_directory_it_did_not_make(cli: Cli, tmp_path: Path) -> None:

@@ -29,15 +29,15 @@ from typing import NoReturn
 
 import pytest
 
-from pop3s_fetch import delivery, file_writers, mbox
 from pop3s_fetch.config import Account
 from pop3s_fetch.demo.server import MailStore, Pop3Server
+from pop3s_fetch.destinations import file_writers, files, mbox, read_messages
 from pop3s_fetch.errors import ExitCode
 from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
 from pop3s_fetch.ui import error_line
 from tests.support import REQUIRE_SERVERS_VARIABLE, servers_required
 from tests.support.cli import account_toml, make_cli
-from tests.support.mail import as_stored, corpus, leftovers, read_destination
+from tests.support.mail import as_stored, corpus, leftovers
 from tests.support.reporting import NullReporter
 
 USER = "alice"
@@ -66,7 +66,7 @@ def temporary_files(destination: Path, fmt: str) -> list[Path]:
 
 def only_whole_messages(destination: Path, fmt: str) -> list[bytes]:
     """What a failed run left: each an original, byte for byte, at most once."""
-    landed = read_destination(destination, fmt)
+    landed = sorted(read_messages(destination, fmt))
     assert len(landed) == len(set(landed)), "a message was delivered twice"
     assert set(landed) <= set(expected(fmt)), "a partial or damaged message was delivered"
     assert temporary_files(destination, fmt) == []
@@ -201,7 +201,7 @@ def test_full_tmpfs_exit_74_then_sync_once_space_is_freed(
     assert again.code == 0, again.output
     assert again.stderr == ""
     assert retrieved(served.last_session()) == len(MESSAGES) - delivered
-    assert read_destination(destination, fmt) == expected(fmt)
+    assert sorted(read_messages(destination, fmt)) == expected(fmt)
     assert temporary_files(destination, fmt) == []
     assert served.on_server() == []
 
@@ -213,7 +213,7 @@ class FullDisk:
     """Stands in for the destination's file system with ``free`` bytes left.
 
     Wraps the three functions through which the destinations write message bytes: the
-    staging writer (:func:`pop3s_fetch.delivery.write_all`, under Maildir tmp/ files and
+    staging writer (:func:`pop3s_fetch.destinations.files.write_all`, under Maildir tmp/ files and
     mbox spools) and the mbox append (``write_all`` and ``copy_spool`` as mbox calls them).
     Space freed by deleting files is not given back: the disk only fills.
     """
@@ -223,7 +223,7 @@ class FullDisk:
         self.refused = 0
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real_write_all = delivery.write_all
+        real_write_all = files.write_all
         real_copy_spool = mbox.copy_spool
 
         def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -237,7 +237,7 @@ class FullDisk:
             real_copy_spool(spool, out_fd, allowed)
             self._refuse_beyond(allowed, length)
 
-        monkeypatch.setattr(delivery, "write_all", write_all)
+        monkeypatch.setattr(files, "write_all", write_all)
         monkeypatch.setattr(file_writers, "write_all", write_all)
         monkeypatch.setattr(mbox, "write_all", write_all)
         monkeypatch.setattr(mbox, "copy_spool", copy_spool)
@@ -312,6 +312,6 @@ def test_enospc_exit_74_then_sync_once_space_is_freed(
     assert again.error is None, again.error
     assert again.fetched == len(MESSAGES) - len(delivered)
     assert retrieved(served.last_session()) == again.fetched
-    assert read_destination(destination, fmt) == expected(fmt)
+    assert sorted(read_messages(destination, fmt)) == expected(fmt)
     assert temporary_files(destination, fmt) == []
     assert served.on_server() == []

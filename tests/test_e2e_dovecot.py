@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pop3s_fetch.destinations import read_messages
 from tests.support.cli import Cli, account_toml, make_cli
 from tests.support.dovecot import DovecotServer, DovecotUser
-from tests.support.mail import as_stored, corpus, read_maildir, read_mbox
+from tests.support.mail import as_stored, corpus
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.secret_service]
 
@@ -75,16 +76,20 @@ def test_maildir_byte_exact_and_second_run_fetches_nothing(
     first = keyring_cli.run("sync")
     assert first.code == 0, first.output
     assert first.stdout.startswith(f"work: {len(messages)} new messages (")
-    assert read_maildir(destination) == sorted(as_stored(m, "maildir") for m in messages)
+    assert sorted(read_messages(destination, "maildir")) == sorted(
+        as_stored(m, "maildir") for m in messages
+    )
     on_server = user.messages_on_server()
-    assert read_maildir(destination) == sorted(as_stored(m, "maildir") for m in on_server)
+    assert sorted(read_messages(destination, "maildir")) == sorted(
+        as_stored(m, "maildir") for m in on_server
+    )
     for file in (destination / "new").iterdir():
         assert stat.S_IMODE(file.stat().st_mode) == 0o600
 
     second = keyring_cli.run("--debug", "sync")
     assert second.code == 0, second.output
     assert second.stdout == f"work: no new mail, {len(messages)} on server\n"
-    assert len(read_maildir(destination)) == len(messages)
+    assert len(sorted(read_messages(destination, "maildir"))) == len(messages)
     # The first run learnt that Dovecot pipelines: CAPA now goes with the TLS handshake, and
     # UIDL with SCRAM's last words, before the server's verdict.
     dialogue = [
@@ -108,7 +113,9 @@ def test_mbox_keep_false_deletes_what_was_delivered(
 
     result = keyring_cli.run("sync")
     assert result.code == 0, result.output
-    assert read_mbox(destination) == sorted(as_stored(m, "mbox") for m in messages)
+    assert sorted(read_messages(destination, "mbox")) == sorted(
+        as_stored(m, "mbox") for m in messages
+    )
     assert user.messages_on_server() == []
     assert f"{len(messages)} deleted" in result.stdout
 
@@ -116,7 +123,9 @@ def test_mbox_keep_false_deletes_what_was_delivered(
     user.add_messages(later)
     again = keyring_cli.run("sync")
     assert again.code == 0, again.output
-    assert read_mbox(destination) == sorted(as_stored(m, "mbox") for m in [*messages, *later])
+    assert sorted(read_messages(destination, "mbox")) == sorted(
+        as_stored(m, "mbox") for m in [*messages, *later]
+    )
     assert user.messages_on_server() == []
     assert_no_leak(keyring_cli, user.password)
 
@@ -133,7 +142,7 @@ def test_wrong_password_exits_77_with_one_line(keyring_cli: Cli, dovecot: Doveco
     assert len(lines) == 1
     assert lines[0].startswith(f"error: work: {dovecot.host} refused the login: [AUTH]")
     assert lines[0].endswith("store the right password with: pop3s-fetch password set work)")
-    assert not (destination / "new").exists() or read_maildir(destination) == []
+    assert not (destination / "new").exists() or sorted(read_messages(destination, "maildir")) == []
     assert_no_leak(keyring_cli, user.password)
     assert_no_leak(keyring_cli, "not-" + user.password)
 

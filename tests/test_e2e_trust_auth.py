@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from pop3s_fetch.destinations import read_messages
 from tests.support.cli import Cli, make_cli
 from tests.support.dovecot import DovecotServer
 from tests.support.dovecot_variants import VariantDovecot
-from tests.support.mail import as_stored, read_maildir
+from tests.support.mail import as_stored
 
 pytestmark = pytest.mark.dovecot
 
@@ -78,7 +79,9 @@ def test_every_login_method_dovecot_offers(
     )
     result = cli.run("-v", "sync")
     assert result.code == 0, result.output
-    assert read_maildir(destination) == sorted(as_stored(m, "maildir") for m in MESSAGES)
+    assert sorted(read_messages(destination, "maildir")) == sorted(
+        as_stored(m, "maildir") for m in MESSAGES
+    )
     expected = {"auto": "SCRAM-SHA-256", "user": "USER", "apop": "APOP"}.get(auth, auth.upper())
     assert f"work: logged in with {expected}" in result.stderr
     no_leak(cli, password)
@@ -100,7 +103,7 @@ def test_systemd_credential_source(tmp_path: Path, dovecot: DovecotServer) -> No
     )
     result = cli.run("sync")
     assert result.code == 0, result.output
-    assert len(read_maildir(destination)) == len(MESSAGES)
+    assert len(sorted(read_messages(destination, "maildir"))) == len(MESSAGES)
     no_leak(cli, password)
 
 
@@ -113,7 +116,7 @@ def test_starttls_on_the_plaintext_port(tmp_path: Path, dovecot_starttls: Varian
     )
     result = cli.run("sync")
     assert result.code == 0, result.output
-    assert len(read_maildir(destination)) == len(MESSAGES)
+    assert len(sorted(read_messages(destination, "maildir"))) == len(MESSAGES)
     no_leak(cli, password)
 
 
@@ -155,7 +158,7 @@ def test_self_signed_is_refused_then_pinned(
     cli.write_config(config + f'fingerprint = "{server.fingerprint}"\n')
     pinned = cli.run("sync")
     assert pinned.code == 0, pinned.output
-    assert len(read_maildir(destination)) == len(MESSAGES)
+    assert len(sorted(read_messages(destination, "maildir"))) == len(MESSAGES)
     described = cli.run("serverinfo", "work")
     assert described.code == 0, described.output
     assert f"fingerprint:  {server.fingerprint}" in described.stdout
@@ -248,7 +251,7 @@ scopes = ["pop3", "offline_access"]
         assert json.loads(result.stdout)["accounts"][0]["fetched"] == len(MESSAGES)
         assert "o365: logged in with OAUTHBEARER" in result.stderr
         assert authority.token_requests[-1].grant_type == "refresh_token"
-        assert len(read_maildir(destination)) == len(MESSAGES)
+        assert len(sorted(read_messages(destination, "maildir"))) == len(MESSAGES)
         again = cli.run("sync")  # with the rotated refresh token from the keyring
         assert again.code == 0, again.output
     finally:

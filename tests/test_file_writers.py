@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch import file_writers
-from pop3s_fetch.file_writers import FileWriterPool
+from pop3s_fetch.destinations import file_writers
+from pop3s_fetch.destinations.file_writers import FileWriterPool
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_bytes_handed_over_stay_bounded_whatever_the_message_size(
     real_write_all = file_writers.write_all
 
     def recording_write_all(fd: int, data: bytes) -> None:
-        seen.append(pool._pending)
+        seen.append(pool.pending_bytes)
         real_write_all(fd, data)
 
     monkeypatch.setattr(file_writers, "write_all", recording_write_all)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch.delivery import DEFAULT_OWNER, Placement, open_destination, staging_prefix
+from pop3s_fetch.destinations import DEFAULT_OWNER, Placement, open_destination, staging_prefix
+from pop3s_fetch.destinations.maildir import Maildir, sanitise_hostname, unique_name
 from pop3s_fetch.errors import DeliveryError
-from pop3s_fetch.maildir import Maildir, sanitise_hostname, unique_name
 from tests.test_delivery import deliver, stage
 
 MESSAGE = b"Subject: hello\n\nFrom the body, exactly\n"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pop3s_fetch import mbox as mbox_module
-from pop3s_fetch.delivery import Placement, open_destination
+from pop3s_fetch.destinations import Placement, open_destination
+from pop3s_fetch.destinations.mbox import Mbox, MboxrdQuoter, envelope_sender, from_line
 from pop3s_fetch.errors import DeliveryError, ExitCode, LockedError
-from pop3s_fetch.mbox import Mbox, MboxrdQuoter, envelope_sender, from_line
 from tests.test_delivery import deliver, read_mboxrd, stage
 
 ONE_MESSAGE = b"Subject: one\n\nbody\n"
@@ -398,19 +398,15 @@ def test_a_fresh_dotlock_of_a_live_process_is_respected(mbox_path: Path) -> None
     box.close()
 
 
-def test_publish_waits_for_the_lock_and_then_appends(
-    mbox_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    box = Mbox(mbox_path, lock_timeout=30)
-    staged = [stage(box, ONE_MESSAGE)]
+def test_publish_waits_for_the_lock_and_then_appends(mbox_path: Path) -> None:
     waiting = threading.Event()
-    real_pause = mbox_module._pause
 
     def observed_pause(seconds: float) -> None:
         waiting.set()
-        real_pause(seconds)
+        time.sleep(seconds)
 
-    monkeypatch.setattr(mbox_module, "_pause", observed_pause)
+    box = Mbox(mbox_path, lock_timeout=30, pause=observed_pause)
+    staged = [stage(box, ONE_MESSAGE)]
     result: list[list[Placement]] = []
     with held_by_another_process(mbox_path, "flock"):
         publisher = threading.Thread(

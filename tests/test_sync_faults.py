@@ -16,9 +16,10 @@ import pytest
 
 from pop3s_fetch.config import Account
 from pop3s_fetch.demo.server import Faults, MailStore, Pop3Server
+from pop3s_fetch.destinations import read_messages
 from pop3s_fetch.state import open_store
 from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
-from tests.support.mail import as_stored, corpus, leftovers, read_destination
+from tests.support.mail import as_stored, corpus, leftovers
 from tests.support.reporting import NullReporter
 
 PASSWORD = "correct horse battery staple"
@@ -36,7 +37,7 @@ class Rig:
         return sync_account(self.account, lambda: PASSWORD, self.options, NullReporter())
 
     def landed(self) -> list[bytes]:
-        return read_destination(self.account.destination, self.account.format)
+        return sorted(read_messages(self.account.destination, self.account.format))
 
     def expected(self) -> list[bytes]:
         return sorted(as_stored(m, self.account.format) for m in self.originals)

@@ -12,8 +12,6 @@ or POP3 (the server and the sync code speak it).
 
 from __future__ import annotations
 
-import mailbox
-import re
 import secrets
 import shutil
 import tempfile
@@ -25,6 +23,7 @@ from pop3s_fetch.config import Account
 from pop3s_fetch.demo import ca as throwaway_ca
 from pop3s_fetch.demo import samples
 from pop3s_fetch.demo.server import MailStore, Pop3Server
+from pop3s_fetch.destinations import read_messages
 from pop3s_fetch.errors import DeliveryError
 from pop3s_fetch.sync import AccountResult, Reporter, SyncOptions, sync_account
 
@@ -131,11 +130,7 @@ def _check(
         report.ok = False
         report.lines.append(f"demo: {account.name} failed: {first.error or second.error}")
         return
-    landed = (
-        _maildir_messages(account.destination)
-        if account.format == "maildir"
-        else _mbox_messages(account.destination)
-    )
+    landed = read_messages(account.destination, account.format)
     same = sorted(landed) == sorted(_as_stored(m) for m in originals)
     report.ok = report.ok and same and second.fetched == 0
     verdict = "byte-identical to the server's copies" if same else "NOT identical (a bug!)"
@@ -148,18 +143,3 @@ def _as_stored(message: bytes) -> bytes:
     # POP3 ends every message with a line end (RFC 1939 section 3), so one stored without a
     # final newline can only arrive with one.
     return message if message.endswith(b"\n") else message + b"\n"
-
-
-def _maildir_messages(path: Path) -> list[bytes]:
-    return [f.read_bytes() for sub in ("new", "cur") for f in sorted((path / sub).iterdir())]
-
-
-_MBOXRD_QUOTED = re.compile(rb"(?m)^>(>*From )")
-
-
-def _mbox_messages(path: Path) -> list[bytes]:
-    box = mailbox.mbox(path, create=False)
-    try:
-        return [_MBOXRD_QUOTED.sub(rb"\1", box.get_bytes(key)) for key in box.iterkeys()]
-    finally:
-        box.close()

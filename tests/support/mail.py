@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import mailbox
-import re
 from pathlib import Path
 
 from pop3s_fetch.demo.samples import demo_messages
@@ -26,31 +24,6 @@ def as_stored(message: bytes, fmt: str) -> bytes:
     if message and not message.endswith(b"\n"):
         return message + b"\n"
     return message
-
-
-def read_maildir(path: Path) -> list[bytes]:
-    """Every message in new/ and cur/, sorted by content."""
-    if not path.exists():
-        return []
-    return sorted(f.read_bytes() for sub in ("new", "cur") for f in (path / sub).iterdir())
-
-
-_QUOTED = re.compile(rb"(?m)^>(>*From )")
-
-
-def read_mbox(path: Path) -> list[bytes]:
-    """Every message in an mboxrd file, unquoted, sorted by content."""
-    if not path.exists():
-        return []
-    box = mailbox.mbox(path, create=False)
-    try:
-        return sorted(_QUOTED.sub(rb"\1", box.get_bytes(k)) for k in box.iterkeys())
-    finally:
-        box.close()
-
-
-def read_destination(path: Path, fmt: str) -> list[bytes]:
-    return read_maildir(path) if fmt == "maildir" else read_mbox(path)
 
 
 def leftovers(path: Path, fmt: str) -> list[Path]:

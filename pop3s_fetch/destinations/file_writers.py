@@ -6,7 +6,7 @@ file system. The caller creates each file itself, so that a file exists, and a f
 create it is known, as soon as the message starts. Bytes handed over but not yet written are
 bounded, so memory stays flat whatever the size of a message.
 
-It knows nothing of Maildir, mbox, POP3 or the state store: a file is a path and bytes.
+It must not know Maildir, mbox (no backend), POP3 or the state store: a file is a path and bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import threading
 from queue import SimpleQueue
 
-from pop3s_fetch.delivery import write_all
+from pop3s_fetch.destinations.files import write_all
 
 #: Bytes gathered on the caller's side before they are handed to a worker in one piece.
 HANDOFF_SIZE = 256 * 1024
@@ -78,6 +78,11 @@ class FileWriterPool:
         ]
         for thread in self._threads:
             thread.start()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes handed to the workers but not yet written: what MAX_PENDING_BYTES bounds."""
+        return self._pending
 
     # --- the caller's side -------------------------------------------------------------
 

@@ -10,7 +10,7 @@ Because mbox has no per-message files, the caller's journal records each message
 length and digest; :meth:`Mbox.reconcile` checks them after a crash and removes a partial
 tail, but never touches bytes it cannot prove to be its own.
 
-It must not know about POP3, UIDLs, the state store or the configuration file.
+It must not know about other backends, POP3, UIDLs, the state store or the configuration file.
 """
 
 from __future__ import annotations
@@ -29,20 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from pop3s_fetch.delivery import (
+from pop3s_fetch.destinations.base import (
     DEFAULT_OWNER,
-    FILE_MODE,
     LOCK_TIMEOUT,
-    BufferedFdWriter,
     Destination,
     MessageWriter,
     Placement,
     RecordIntents,
     StagedMessage,
+    StagingDestination,
+    staging_prefix,
+)
+from pop3s_fetch.destinations.files import (
+    FILE_MODE,
+    BufferedFdWriter,
     delivery_error,
     fsync_directory,
     make_private_dirs,
-    staging_prefix,
     unlink_quietly,
     write_all,
 )
@@ -63,6 +66,8 @@ _UNDECIDED = re.compile(rb">*(?:F(?:r(?:o(?:m)?)?)?)?")
 _RETURN_PATH = re.compile(rb"^return-path:[ \t]*(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _ANGLE_ADDRESS = re.compile(rb"<([^<>]*)>")
 _ENVELOPE_ADDRESS = re.compile(rb"[!-~]+")  # printable ASCII without spaces: one word
+# A quoted From line, as read back: mboxrd removes exactly one ">" of each.
+_QUOTED_FROM = re.compile(rb"(?m)^>(>*From )")
 
 
 class MboxrdQuoter:
@@ -144,8 +149,11 @@ class _StagedMboxMessage(StagedMessage):
         return len(self.from_line) + self.body_length
 
 
-class Mbox(Destination):
-    """An mboxrd file, created with mode 0600 (and parent directories 0700) if missing."""
+class Mbox(StagingDestination[_StagedMboxMessage]):
+    """An mboxrd file, created with mode 0600 (and parent directories 0700) if missing.
+
+    ``pause`` waits between attempts to take a lock; tests pass one to see the waiting.
+    """
 
     def __init__(
         self,
@@ -154,15 +162,16 @@ class Mbox(Destination):
         owner: str = DEFAULT_OWNER,
         lock_timeout: float = LOCK_TIMEOUT,
         stale_lock_age: float = STALE_LOCK_AGE,
+        pause: Callable[[float], None] = time.sleep,
     ) -> None:
+        super().__init__(_StagedMboxMessage)
         self.path = path
         # Spools carry the owner in their name so a later run of the same owner can remove
         # the ones a killed run left (they were never journalled: nothing refers to them).
         self._spool_prefix = f".{path.name}.{staging_prefix(owner)}"
         self._lock_timeout = lock_timeout
         self._stale_lock_age = stale_lock_age
-        self._writers: set[_MboxWriter] = set()
-        self._pending: set[_StagedMboxMessage] = set()
+        self._pause = pause
         self._create()
 
     def _create(self) -> None:
@@ -186,6 +195,7 @@ class Mbox(Destination):
             timeout=self._lock_timeout,
             stale_after=self._stale_lock_age,
             scratch_prefix=self._spool_prefix,
+            pause=self._pause,
         )
 
     # --- writing ------------------------------------------------------------------------
@@ -197,17 +207,7 @@ class Mbox(Destination):
             )
         except OSError as err:
             raise delivery_error(err, "create a spool file in", self.path.parent) from err
-        writer = _MboxWriter(self, Path(name), fd)
-        self._writers.add(writer)
-        return writer
-
-    def _stage(self, writer: _MboxWriter, staged: _StagedMboxMessage) -> StagedMessage:
-        self._writers.discard(writer)
-        self._pending.add(staged)
-        return staged
-
-    def _forget(self, writer: _MboxWriter) -> None:
-        self._writers.discard(writer)
+        return self._track(_MboxWriter(self, Path(name), fd))
 
     # --- publishing ---------------------------------------------------------------------
 
@@ -225,15 +225,6 @@ class Mbox(Destination):
         finally:
             for message in batch:
                 unlink_quietly(message.spool)
-
-    def _take(self, staged: Sequence[StagedMessage]) -> list[_StagedMboxMessage]:
-        batch: list[_StagedMboxMessage] = []
-        for message in staged:
-            if not isinstance(message, _StagedMboxMessage) or message not in self._pending:
-                raise ValueError("publish() got a message not staged (or already published) here")
-            batch.append(message)
-        self._pending.difference_update(batch)
-        return batch
 
     def _append_position(self, fd: int) -> tuple[int, bytes]:
         """Where the batch goes, and the newlines that end the last message with a blank line."""
@@ -327,12 +318,8 @@ class Mbox(Destination):
             return False, placement.offset
         return _holds(fd, placement), size
 
-    def close(self) -> None:
-        for writer in list(self._writers):
-            writer.abort()
-        for message in self._pending:
-            unlink_quietly(message.spool)
-        self._pending.clear()
+    def _discard(self, message: _StagedMboxMessage) -> None:
+        unlink_quietly(message.spool)
 
 
 def _placements(batch: Sequence[_StagedMboxMessage], offset: int) -> list[Placement]:
@@ -497,6 +484,7 @@ class MboxLock:
         timeout: float = LOCK_TIMEOUT,
         stale_after: float = STALE_LOCK_AGE,
         scratch_prefix: str = ".pop3s-fetch.",
+        pause: Callable[[float], None] = time.sleep,
     ) -> None:
         self._path = path
         self._dotlock = path.with_name(path.name + ".lock")
@@ -508,6 +496,7 @@ class MboxLock:
         self._stale_after = stale_after
         self._fd: int | None = None
         self._holds_dotlock = False
+        self._pause = pause
 
     def __enter__(self) -> int:
         deadline = time.monotonic() + self._timeout
@@ -545,7 +534,7 @@ class MboxLock:
                     f" for more than {self._timeout:g} s",
                     hint="another mail program is using it; try again later",
                 )
-            _pause(LOCK_POLL_INTERVAL)
+            self._pause(LOCK_POLL_INTERVAL)
 
     def _try_dotlock(self) -> bool:
         try:
@@ -624,6 +613,22 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _pause(seconds: float) -> None:
-    """Wait between lock attempts; a separate name so tests can observe the waiting."""
-    time.sleep(seconds)
+def open_destination(path: Path, *, owner: str, lock_timeout: float) -> Destination:
+    """The mbox file at ``path``."""
+    return Mbox(path, owner=owner, lock_timeout=lock_timeout)
+
+
+def read_messages(path: Path) -> list[bytes]:
+    """Every message in file order, without its From line and with mboxrd quoting undone.
+
+    It reads without taking the locks: it is for looking at what a finished run delivered.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    import mailbox  # here, not at the top: it imports email.*, which delivery never needs
+
+    box = mailbox.mbox(path, create=False)
+    try:
+        return [_QUOTED_FROM.sub(rb"\1", box.get_bytes(key)) for key in box.iterkeys()]
+    finally:
+        box.close()

@@ -5,7 +5,7 @@ is chosen when the message is opened and is the name the caller journals, so aft
 :meth:`Maildir.reconcile` can find the message in new/ or, once a mail reader has seen it,
 in cur/ with flags appended.
 
-It must not know about POP3, UIDLs, the state store or the configuration file.
+It must not know about other backends, POP3, UIDLs, the state store or the configuration file.
 """
 
 from __future__ import annotations
@@ -19,22 +19,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pop3s_fetch.delivery import (
+from pop3s_fetch.destinations.base import (
     DEFAULT_OWNER,
-    FILE_MODE,
     Destination,
     MessageWriter,
     Placement,
     RecordIntents,
     StagedMessage,
+    StagingDestination,
+    staging_prefix,
+)
+from pop3s_fetch.destinations.file_writers import FileJob, FileWriterPool
+from pop3s_fetch.destinations.files import (
+    FILE_MODE,
     delivery_error,
     fsync_directory,
     make_private_dirs,
-    staging_prefix,
     unlink_quietly,
 )
 from pop3s_fetch.errors import DeliveryError
-from pop3s_fetch.file_writers import FileJob, FileWriterPool
 
 SUBDIRECTORIES = ("tmp", "new", "cur")
 
@@ -66,10 +69,11 @@ class _StagedMaildirMessage(StagedMessage):
     name: str  # the base name in tmp/; _avoid_taken_names may change it
 
 
-class Maildir(Destination):
+class Maildir(StagingDestination[_StagedMaildirMessage]):
     """A Maildir, created with mode 0700 (and cur/, new/, tmp/) if missing."""
 
     def __init__(self, path: Path, *, owner: str = DEFAULT_OWNER) -> None:
+        super().__init__(_StagedMaildirMessage)
         self.path = path
         self._tmp = path / "tmp"
         # Our tmp/ files carry the owner in their name, so a later run of the same owner can
@@ -81,8 +85,6 @@ class Maildir(Destination):
         self._new = path / "new"
         self._cur = path / "cur"
         self._host = sanitise_hostname(socket.gethostname())
-        self._writers: set[_MaildirWriter] = set()
-        self._pending: set[_StagedMaildirMessage] = set()
         self._create()
         self._files = FileWriterPool(FILE_WORKERS, thread_name="maildir-writer")
 
@@ -116,20 +118,13 @@ class Maildir(Destination):
                 continue  # a name is unique only with overwhelming probability: draw again
             except OSError as err:
                 raise delivery_error(err, "create the message file", Path(path)) from err
-            writer = _MaildirWriter(self, self._files.adopt(fd, path))
-            self._writers.add(writer)
-            return writer
+            return self._track(_MaildirWriter(self, self._files.adopt(fd, path)))
 
-    def _stage(self, writer: _MaildirWriter, job: FileJob) -> StagedMessage:
+    def _finish(self, writer: _MaildirWriter, job: FileJob) -> StagedMessage:
         """The worker fsyncs and closes the file while the caller reads the next message."""
-        self._writers.discard(writer)
         self._files.finish(job)
-        staged = _StagedMaildirMessage(job.size, job, job.path[len(self._staging_path_prefix) :])
-        self._pending.add(staged)
-        return staged
-
-    def _forget(self, writer: _MaildirWriter) -> None:
-        self._writers.discard(writer)
+        name = job.path[len(self._staging_path_prefix) :]
+        return self._stage(writer, _StagedMaildirMessage(job.size, job, name))
 
     # --- publishing ---------------------------------------------------------------------
 
@@ -151,15 +146,6 @@ class Maildir(Destination):
             for message in batch[linked:]:
                 unlink_quietly(self._staging(message.name))  # gone already if it failed
         return placements
-
-    def _take(self, staged: Sequence[StagedMessage]) -> list[_StagedMaildirMessage]:
-        batch: list[_StagedMaildirMessage] = []
-        for message in staged:
-            if not isinstance(message, _StagedMaildirMessage) or message not in self._pending:
-                raise ValueError("publish() got a message not staged (or already published) here")
-            batch.append(message)
-        self._pending.difference_update(batch)
-        return batch
 
     def _wait_until_synced(self, batch: Sequence[_StagedMaildirMessage]) -> None:
         first_error: DeliveryError | None = None
@@ -273,12 +259,12 @@ class Maildir(Destination):
         return present
 
     def close(self) -> None:
-        for writer in list(self._writers):
-            writer.abort()
+        self._abort_unfinished()
         self._files.shutdown()  # every file is closed (or was removed) once this returns
-        for message in self._pending:
-            unlink_quietly(Path(message.job.path))
-        self._pending.clear()
+        self._discard_unpublished()
+
+    def _discard(self, message: _StagedMaildirMessage) -> None:
+        unlink_quietly(Path(message.job.path))
 
 
 class _MaildirWriter:
@@ -299,7 +285,7 @@ class _MaildirWriter:
     def finish(self) -> StagedMessage:
         job = self._job_or_fail()
         self._job = None
-        return self._maildir._stage(self, job)
+        return self._maildir._finish(self, job)
 
     def abort(self) -> None:
         if self._job is None:
@@ -312,3 +298,16 @@ class _MaildirWriter:
         if self._job is None:
             raise ValueError("this message was already finished or aborted")
         return self._job
+
+
+def open_destination(path: Path, *, owner: str, lock_timeout: float) -> Destination:
+    """The Maildir at ``path``; ``lock_timeout`` does not apply: a Maildir takes no locks."""
+    del lock_timeout
+    return Maildir(path, owner=owner)
+
+
+def read_messages(path: Path) -> list[bytes]:
+    """Every message in new/ and then cur/, each directory in file-name order."""
+    if not path.exists():
+        return []
+    return [f.read_bytes() for sub in ("new", "cur") for f in sorted((path / sub).iterdir())]

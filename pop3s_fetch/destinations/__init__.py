@@ -1,0 +1,90 @@
+"""Where mail is delivered: open a destination by kind, or read back what one holds.
+
+Each backend is a module of this package (see :class:`Backend` for what it provides),
+imported only when a destination of its kind is used, so that a Maildir run pays for
+neither the mbox code nor anything it imports. A new backend is a module plus one line
+in :data:`BACKENDS`.
+
+It must not know POP3, UIDLs, the state store or the configuration file; the modules
+below it must not import it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Literal, cast
+
+from pop3s_fetch.destinations.base import (
+    DEFAULT_OWNER,
+    LOCK_TIMEOUT,
+    Backend,
+    Destination,
+    MessageWriter,
+    Placement,
+    RecordIntents,
+    StagedMessage,
+    staging_prefix,
+)
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_OWNER",
+    "LOCK_TIMEOUT",
+    "Destination",
+    "Kind",
+    "MessageWriter",
+    "Placement",
+    "RecordIntents",
+    "StagedMessage",
+    "open_destination",
+    "read_messages",
+    "staging_prefix",
+]
+
+Kind = Literal["maildir", "mbox"]
+
+#: The module that implements each kind of destination.
+BACKENDS: dict[str, str] = {
+    "maildir": "pop3s_fetch.destinations.maildir",
+    "mbox": "pop3s_fetch.destinations.mbox",
+}
+
+
+def open_destination(
+    path: Path,
+    kind: Kind,
+    *,
+    owner: str = DEFAULT_OWNER,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> Destination:
+    """Open (creating if missing) the destination of ``kind`` at ``path``.
+
+    ``owner`` (an account name: letters, digits, ".", "_", "-") tags the staging files, see
+    :meth:`Destination.remove_stale_staging`.
+
+    ``lock_timeout`` is how long an mbox may stay locked by another program before
+    LockedError; it exists so tests need not wait 30 s.
+
+    Raises:
+        DeliveryError: the destination cannot be created or is not writable.
+    """
+    return _backend(kind).open_destination(path, owner=owner, lock_timeout=lock_timeout)
+
+
+def read_messages(path: Path, kind: Kind) -> list[bytes]:
+    """The messages delivered to ``path``, byte for byte as they were handed over.
+
+    In the order the destination keeps them (Maildir: new/ then cur/, each by file name;
+    mbox: file order); nothing if ``path`` does not exist. It only reads: no lock is taken.
+    """
+    return _backend(kind).read_messages(path)
+
+
+def _backend(kind: str) -> Backend:
+    try:
+        module = BACKENDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown destination kind {kind!r}") from None
+    # The module is checked against Backend by the tests; import_module cannot say its type.
+    return cast(Backend, importlib.import_module(module))

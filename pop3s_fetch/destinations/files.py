@@ -1,0 +1,120 @@
+"""File-system steps the backends share: private directories, complete writes, fsync, errors.
+
+Mail is private and must survive a crash, so directories are made with mode 0700 and fsynced
+into their parent, writes loop until every byte is out, and an OSError becomes one
+DeliveryError sentence that names the path, the cause and what to do.
+
+It must not know any backend (Maildir, mbox), nor POP3 or the state store: a file is a path
+and bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+from pop3s_fetch.errors import DeliveryError
+
+#: Small chunks are gathered up to this size so that a message costs few system calls.
+WRITE_BUFFER_SIZE = 256 * 1024
+
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def delivery_error(err: OSError, action: str, path: Path) -> DeliveryError:
+    """Turn an OSError into one sentence naming the path and the cause, plus a hint."""
+    cause, hint = _describe_os_error(err, path)
+    return DeliveryError(f"cannot {action} {path}: {cause}", hint=hint)
+
+
+def _describe_os_error(err: OSError, path: Path) -> tuple[str, str]:
+    code = err.errno
+    if code == errno.ENOSPC:
+        return "disk full (ENOSPC)", f"free some space on the file system that holds {path}"
+    if code == errno.EDQUOT:
+        return (
+            "disk quota exceeded (EDQUOT)",
+            f"free some space or raise your quota on the file system that holds {path}",
+        )
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied", f"not writable: check the permissions of {path}"
+    if code == errno.EROFS:
+        return (
+            "read-only file system",
+            f"choose a destination on a writable file system instead of {path}",
+        )
+    if code == errno.ENOENT:
+        return "no such file or directory", f"check that the directories leading to {path} exist"
+    name = errno.errorcode.get(code, "unknown error") if code is not None else "unknown error"
+    reason = err.strerror or str(err)
+    return f"{reason.lower()} ({name})", f"check {path} and the file system that holds it"
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parents with mode 0700, then fsync each new entry.
+
+    Path.mkdir(parents=True) would give the parents the default mode; mail is private.
+    """
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=DIRECTORY_MODE)
+        except FileExistsError:
+            continue
+        fsync_directory(directory.parent)
+
+
+def fsync_directory(path: Path) -> None:
+    """Make the directory entries in ``path`` (new or removed names) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """os.write() until every byte is written: a short write is legal for regular files too."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class BufferedFdWriter:
+    """Gathers small chunks and writes big ones straight through, so memory stays bounded."""
+
+    def __init__(self, fd: int, buffer_size: int = WRITE_BUFFER_SIZE) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._buffer_size = buffer_size
+
+    def write(self, data: bytes) -> None:
+        if len(self._buffer) + len(data) < self._buffer_size:
+            self._buffer += data
+            return
+        self.flush()
+        if len(data) >= self._buffer_size:
+            write_all(self._fd, data)
+        else:
+            self._buffer += data
+
+    def flush(self) -> None:
+        if self._buffer:
+            write_all(self._fd, self._buffer)
+            self._buffer.clear()
+
+
+def unlink_quietly(path: Path) -> None:
+    """Remove a temporary file that may already be gone; cleanup must not mask the real error."""
+    with contextlib.suppress(OSError):
+        path.unlink()

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pop3s_fetch.durable import fsync_directory, make_dirs_durably
 from pop3s_fetch.errors import ConfigError
 
 
@@ -70,7 +71,7 @@ def write_new(path: Path, text: str) -> None:
             hint="edit it, or move it aside and run pop3s-fetch init again",
         )
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_dirs_durably(path.parent, 0o700)
         fd, temporary = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -78,6 +79,7 @@ def write_new(path: Path, text: str) -> None:
                 file.flush()
                 os.fsync(file.fileno())
             os.link(temporary, path)  # fails if someone created it meanwhile: never clobber
+            fsync_directory(path.parent)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)

@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pop3s_fetch.durable import fsync_directory, make_dirs_durably
 from pop3s_fetch.errors import ExitCode, Pop3sFetchError
 
 SERVICE_NAME = "pop3s-fetch.service"
@@ -146,7 +147,7 @@ def install(units: Mapping[str, str], directory: Path, *, force: bool = False) -
             "replace it",
         )
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs_durably(directory, 0o755)  # unit directories are not secret
         for path in paths:
             if path in different or not path.exists():
                 _write_atomically(path, units[path.name])
@@ -311,8 +312,4 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_directory(path.parent)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from pathlib import Path
 
 from pop3s_fetch.errors import DeliveryError
@@ -22,6 +23,33 @@ WRITE_BUFFER_SIZE = 256 * 1024
 
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
+
+
+def refuse_foreign_links(*paths: Path) -> None:
+    """Refuse a destination path that is a symbolic link another user made.
+
+    A link the user (or root) made is followed: pointing ~/Mail at another disk is theirs to
+    do. One made by anyone else, in a directory they can write (a shared spool), could send
+    mail into a file of their choosing, so it is refused before anything is opened.
+
+    Raises:
+        DeliveryError: one of ``paths`` is such a link.
+    """
+    trusted = {os.geteuid(), 0}
+    for path in paths:
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # nothing there (yet): what is created later is the program's own
+        except OSError as err:
+            raise delivery_error(err, "inspect", path) from err
+        if stat.S_ISLNK(info.st_mode) and info.st_uid not in trusted:
+            raise DeliveryError(
+                f"cannot use {path}: it is a symbolic link made by another user "
+                f"(uid {info.st_uid})",
+                hint="pop3s-fetch follows only links made by you or root; remove it, "
+                "and check who could write to its directory",
+            )
 
 
 def delivery_error(err: OSError, action: str, path: Path) -> DeliveryError:
@@ -51,35 +79,6 @@ def _describe_os_error(err: OSError, path: Path) -> tuple[str, str]:
     name = errno.errorcode.get(code, "unknown error") if code is not None else "unknown error"
     reason = err.strerror or str(err)
     return f"{reason.lower()} ({name})", f"check {path} and the file system that holds it"
-
-
-def make_private_dirs(path: Path) -> None:
-    """Create ``path`` and any missing parents with mode 0700, then fsync each new entry.
-
-    Path.mkdir(parents=True) would give the parents the default mode; mail is private.
-    """
-    missing: list[Path] = []
-    probe = path
-    while not probe.exists():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=DIRECTORY_MODE)
-        except FileExistsError:
-            continue
-        fsync_directory(directory.parent)
-
-
-def fsync_directory(path: Path) -> None:
-    """Make the directory entries in ``path`` (new or removed names) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

@@ -31,12 +31,13 @@ from pop3s_fetch.destinations.base import (
 )
 from pop3s_fetch.destinations.file_writers import FileJob, FileWriterPool
 from pop3s_fetch.destinations.files import (
+    DIRECTORY_MODE,
     FILE_MODE,
     delivery_error,
-    fsync_directory,
-    make_private_dirs,
+    refuse_foreign_links,
     unlink_quietly,
 )
+from pop3s_fetch.durable import fsync_directory, make_dirs_durably
 from pop3s_fetch.errors import DeliveryError
 
 SUBDIRECTORIES = ("tmp", "new", "cur")
@@ -89,6 +90,7 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
         self._files = FileWriterPool(FILE_WORKERS, thread_name="maildir-writer")
 
     def _create(self) -> None:
+        refuse_foreign_links(self.path, *(self.path / name for name in SUBDIRECTORIES))
         if self.path.exists() and not self.path.is_dir():
             raise DeliveryError(
                 f"cannot use {self.path} as a Maildir: it is not a directory",
@@ -96,7 +98,7 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
             )
         try:
             for subdirectory in SUBDIRECTORIES:
-                make_private_dirs(self.path / subdirectory)
+                make_dirs_durably(self.path / subdirectory, DIRECTORY_MODE)
         except OSError as err:
             raise delivery_error(err, "create the Maildir", self.path) from err
         for directory in (self._tmp, self._new):

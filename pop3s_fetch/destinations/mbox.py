@@ -41,14 +41,15 @@ from pop3s_fetch.destinations.base import (
     staging_prefix,
 )
 from pop3s_fetch.destinations.files import (
+    DIRECTORY_MODE,
     FILE_MODE,
     BufferedFdWriter,
     delivery_error,
-    fsync_directory,
-    make_private_dirs,
+    refuse_foreign_links,
     unlink_quietly,
     write_all,
 )
+from pop3s_fetch.durable import fsync_directory, make_dirs_durably
 from pop3s_fetch.errors import DeliveryError, LockedError
 
 DEFAULT_SENDER = "MAILER-DAEMON"
@@ -175,13 +176,14 @@ class Mbox(StagingDestination[_StagedMboxMessage]):
         self._create()
 
     def _create(self) -> None:
+        refuse_foreign_links(self.path.parent, self.path)
         if self.path.is_dir():
             raise DeliveryError(
                 f"cannot use {self.path} as an mbox: it is a directory",
                 hint="for a Maildir set the destination kind to maildir",
             )
         try:
-            make_private_dirs(self.path.parent)
+            make_dirs_durably(self.path.parent, DIRECTORY_MODE)
             existed = self.path.exists()
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
             if not existed:
@@ -536,11 +538,23 @@ class MboxLock:
                 )
             self._pause(LOCK_POLL_INTERVAL)
 
-    def _try_dotlock(self) -> bool:
+    def _open_scratch(self) -> int:
+        """Create the scratch file anew: never through a link, never into someone's file.
+
+        In a shared spool (``/var/mail``) another user can plant a link under this name,
+        so it is created with O_EXCL | O_NOFOLLOW; what is in the way (our own leftover, or
+        a planted entry) is removed first, and a sticky directory refuses that for others'.
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(
-                self._scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE
-            )
+            return os.open(self._scratch, flags, FILE_MODE)
+        except FileExistsError:
+            self._scratch.unlink()
+            return os.open(self._scratch, flags, FILE_MODE)
+
+    def _try_dotlock(self) -> bool:
+        fd = self._open_scratch()
+        try:
             try:
                 write_all(fd, f"{os.getpid()}\n".encode("ascii"))
             finally:

@@ -33,6 +33,7 @@ from typing import Protocol
 
 from pop3s_fetch import sasl
 from pop3s_fetch.config import Account
+from pop3s_fetch.connect import log_in, open_session
 from pop3s_fetch.destinations import (
     Destination,
     MessageWriter,
@@ -42,7 +43,6 @@ from pop3s_fetch.destinations import (
 )
 from pop3s_fetch.errors import ConnectError, ExitCode, Pop3sFetchError, ProtocolError
 from pop3s_fetch.pop3 import Pop3Client, RemoteMessage
-from pop3s_fetch.session import log_in, open_session
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
 
 logger = logging.getLogger(__name__)

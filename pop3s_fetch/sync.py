@@ -229,7 +229,7 @@ class _AccountSync:
         self.store.remember_login_method(method)
         self.reporter.started(self.account.name, "listing")
         uidls = session.unique_ids()
-        _check_uidls(uidls)
+        check_uidls(uidls)
         self.result.on_server = len(uidls)
         # Sizes only for what will be fetched: on a big mailbox with nothing new, a whole
         # LIST is the server's costliest reply of the run. (No object per message listed:
@@ -328,11 +328,14 @@ class _AccountSync:
             logger.debug("%s: could not publish after an error: %s", self.account.name, err)
 
 
-def _check_uidls(uidls: Mapping[int, str]) -> None:
+def check_uidls(uidls: Mapping[int, str]) -> None:
     """Refuse UIDLs that are not 1-70 printable characters, or not unique (RFC 1939 section 7).
 
-    ``uidls`` maps message numbers to UIDLs. Checked in bulk (one translate over all of
-    them), as idle runs list tens of thousands.
+    ``uidls`` maps message numbers to UIDLs. Here rather than in ``pop3``: the state store
+    keys every delivery on its UIDL, so a listing that cannot be trusted must stop the sync
+    before anything is fetched or deleted (the hint says so), while ``doctor`` and
+    ``serverinfo`` list the same replies without refusing them. Checked in bulk (one
+    translate over all of them), as idle runs list tens of thousands.
     """
     values = list(uidls.values())
     joined = "".join(values).encode("utf-8", "replace")

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pop3s_fetch import config, credentials, pop3, state, tls
-from pop3s_fetch import session as session_module
+from pop3s_fetch import config, connect, credentials, pop3, state, tls
 from pop3s_fetch.config import Account, Config
 from pop3s_fetch.errors import (
     AuthError,
@@ -384,7 +383,7 @@ class _AccountProbe:
         """Connect exactly as sync does (STLS, trust, pin); the session is kept for login."""
         name = self.name(TLS)
         try:
-            self.live = session_module.open_session(self.account, timeout=self.timeout)
+            self.live = connect.open_session(self.account, timeout=self.timeout)
         except OSError as err:  # pragma: no cover - open_session translates these
             return self.connect_failure(TLS, err)
         except Pop3sFetchError as err:
@@ -469,7 +468,7 @@ class _AccountProbe:
             secret = self.password
             if secret is None:  # OAuth2: exchange the refresh token, as sync does
                 secret = credentials.login_secret(self.account)
-            session_module.log_in(session, self.account, secret, then_list=True)
+            connect.log_in(session, self.account, secret, then_list=True)
         except Pop3sFetchError as err:
             result.login_error = err
             return result

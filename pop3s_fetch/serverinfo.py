@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pop3s_fetch import tls
 from pop3s_fetch.config import Account
-from pop3s_fetch.session import log_in, login_method, open_session
+from pop3s_fetch.connect import log_in, login_method, open_session
 
 #: Capabilities (RFC 2449) worth showing, in this order, whether or not the server has them.
 SHOWN = ("SASL", "PIPELINING", "TOP", "UIDL", "USER", "LOGIN-DELAY", "EXPIRE", "STLS")

@@ -16,23 +16,23 @@ login): a message that made it is marked delivered (so it is never fetched again
 did not is forgotten (and fetched again). Batching steps 2-4 (group commit) keeps the number
 of fsyncs per batch constant rather than per message.
 
-This module knows no click, rich, keyring or TOML: callers pass an Account, a password getter
-and a Reporter.
+Must not know: how a connection is opened (TLS, pins, early CAPA or login, threads: that is
+``connect``), the wire protocol (``pop3``), how a destination lays mail out, or click, rich,
+keyring and TOML: callers pass an Account, a password getter and a Reporter.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pop3s_fetch import sasl
 from pop3s_fetch.config import Account
+from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
     Destination,
     MessageWriter,
@@ -42,7 +42,6 @@ from pop3s_fetch.destinations import (
 )
 from pop3s_fetch.errors import ConnectError, ExitCode, Pop3sFetchError, ProtocolError
 from pop3s_fetch.pop3 import Pop3Client, RemoteMessage
-from pop3s_fetch.session import log_in, open_session
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
 
 logger = logging.getLogger(__name__)
@@ -173,28 +172,17 @@ class _AccountSync:
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
-        # The round trips of the handshake, the greeting and CAPA overlap the local work
-        # (reconcile, the password, which may be a keyring round trip of its own); nothing
-        # that depends on the state is sent before that is done. scramp is imported meanwhile.
-        sasl.preload_in_background(self.account.auth, oauth=self.account.oauth2 is not None)
-        # What the last session learnt: a server that pipelines gets CAPA with the handshake,
-        # and, when it took SCRAM last time and the password is ready by then, the AUTH too.
-        early_capa = self.store.server_pipelines()
-        last_method = self.store.last_login_method()
-        early_login = (
-            _EarlyLogin()
-            if early_capa and sasl.may_start_early(self.account.auth, last_method)
-            else None
+        # Opened meanwhile, with what the last session learnt; its round trips overlap the
+        # local work (the password, which may be a keyring round trip of its own, and
+        # reconcile), and nothing that depends on the state is sent before that is done.
+        connecting = open_in_background(
+            self.account,
+            ServerHints(self.store.server_pipelines(), self.store.last_login_method()),
+            context_factory=self.options.context_factory,
         )
-        connecting = _InBackground(lambda: self._connect(early_capa, early_login))
         try:
             secret = password()
-            if early_login is not None and last_method is not None:
-                early_login.offer(
-                    sasl.Exchange(
-                        sasl.mechanism(last_method, username=self.account.username, secret=secret)
-                    )
-                )
+            connecting.offer_secret(secret)
             self.result.recovered = self.reconcile()
             delivered = self.store.delivered()
         except BaseException:
@@ -203,37 +191,14 @@ class _AccountSync:
         try:
             session = connecting.result()
         except (ConnectError, ProtocolError):
-            if early_capa:
-                # Maybe this is no longer a server that takes CAPA before its greeting (one
-                # that drops early input would fail every run): be careful again next time.
-                self.store.remember_pipelining(False)
+            if connecting.early_capa:
+                self.store.remember_pipelining(False)  # be careful again next time
             raise
         self.session = session
         try:
             self._run_session(session, secret, delivered)
         finally:
             session.close()
-
-    def _connect(self, early_capa: bool, early_login: _EarlyLogin | None) -> Pop3Client:
-        """In a thread of its own: no state store in here (its connection is the caller's)."""
-        context = (
-            self.options.context_factory(self.account)
-            if self.options.context_factory is not None
-            else None
-        )
-        session = open_session(
-            self.account,
-            context=context,
-            early_capa=early_capa,
-            early_login=early_login.take if early_login is not None else None,
-        )
-        try:
-            if not session.capabilities:  # STLS sessions asked already, after the handshake
-                session.capa()
-        except BaseException:
-            session.close()
-            raise
-        return session
 
     def reconcile(self) -> int:
         """Settle deliveries a killed run left in flight, before any command that needs it."""
@@ -264,7 +229,7 @@ class _AccountSync:
         self.store.remember_login_method(method)
         self.reporter.started(self.account.name, "listing")
         uidls = session.unique_ids()
-        _check_uidls(uidls)
+        check_uidls(uidls)
         self.result.on_server = len(uidls)
         # Sizes only for what will be fetched: on a big mailbox with nothing new, a whole
         # LIST is the server's costliest reply of the run. (No object per message listed:
@@ -363,77 +328,14 @@ class _AccountSync:
             logger.debug("%s: could not publish after an error: %s", self.account.name, err)
 
 
-class _EarlyLogin:
-    """A login the caller prepares while the connecting thread may already send it.
-
-    Whichever comes first wins: :meth:`take` (the handshake is done) closes the offer, so a
-    login offered later is simply not sent early, and is made the usual way after CAPA.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._exchange: sasl.Exchange | None = None
-        self._taken = False
-
-    def offer(self, exchange: sasl.Exchange) -> None:
-        with self._lock:
-            if not self._taken:
-                self._exchange = exchange
-
-    def take(self) -> sasl.Exchange | None:
-        with self._lock:
-            self._taken = True
-            return self._exchange
-
-
-class _InBackground:
-    """Open a session in a thread; :meth:`result` waits and raises what opening raised."""
-
-    def __init__(self, connect: Callable[[], Pop3Client]) -> None:
-        self._session: Pop3Client | None = None
-        self._error: BaseException | None = None
-        self._abandoned = False
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, args=(connect,), daemon=True)
-        self._thread.start()
-
-    def _run(self, connect: Callable[[], Pop3Client]) -> None:
-        try:
-            session = connect()
-        except BaseException as err:  # handed to the caller by result()
-            self._error = err
-            return
-        with self._lock:
-            abandoned = self._abandoned
-            self._session = session
-        if abandoned:
-            session.close()
-
-    def result(self) -> Pop3Client:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._session is not None
-        return self._session
-
-    def discard(self) -> None:
-        """The caller failed first: drop the session without a word, and without waiting.
-
-        Its error (a missing password, say) must not wait for a slow server's timeout: a
-        session still being opened is closed by its thread when it is done.
-        """
-        with self._lock:
-            self._abandoned = True
-            session = self._session
-        if session is not None:
-            session.close()
-
-
-def _check_uidls(uidls: Mapping[int, str]) -> None:
+def check_uidls(uidls: Mapping[int, str]) -> None:
     """Refuse UIDLs that are not 1-70 printable characters, or not unique (RFC 1939 section 7).
 
-    ``uidls`` maps message numbers to UIDLs. Checked in bulk (one translate over all of
-    them), as idle runs list tens of thousands.
+    ``uidls`` maps message numbers to UIDLs. Here rather than in ``pop3``: the state store
+    keys every delivery on its UIDL, so a listing that cannot be trusted must stop the sync
+    before anything is fetched or deleted (the hint says so), while ``doctor`` and
+    ``serverinfo`` list the same replies without refusing them. Checked in bulk (one
+    translate over all of them), as idle runs list tens of thousands.
     """
     values = list(uidls.values())
     joined = "".join(values).encode("utf-8", "replace")

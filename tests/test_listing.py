@@ -6,7 +6,7 @@ import pytest
 
 from pop3s_fetch.errors import ProtocolError
 from pop3s_fetch.pop3.codec import parse_pairs
-from pop3s_fetch.sync import _check_uidls
+from pop3s_fetch.sync import check_uidls
 
 
 def test_pairs_parse_in_bulk() -> None:
@@ -30,18 +30,18 @@ def listing(*uidls: str) -> dict[int, str]:
 
 
 def test_good_uidls_pass() -> None:
-    _check_uidls(listing(*(f"{n:08X}abc~!" for n in range(5000))))
-    _check_uidls({})
+    check_uidls(listing(*(f"{n:08X}abc~!" for n in range(5000))))
+    check_uidls({})
 
 
 @pytest.mark.parametrize("bad", ["has space", "", "x" * 71, "caf\u00e9", "tab\there"])
 def test_invalid_uidls_are_refused_by_number(bad: str) -> None:
     with pytest.raises(ProtocolError) as caught:
-        _check_uidls(listing("fine", bad))
+        check_uidls(listing("fine", bad))
     assert str(caught.value).startswith("the server sent an invalid UIDL for message 2: ")
 
 
 def test_duplicate_uidls_name_both_messages() -> None:
     with pytest.raises(ProtocolError) as caught:
-        _check_uidls(listing("a", "b", "c", "b"))
+        check_uidls(listing("a", "b", "c", "b"))
     assert str(caught.value) == "the server gave messages 2 and 4 the same UIDL 'b'"

@@ -1,7 +1,9 @@
 """Fixtures that start real servers (Dovecot, a Secret Service) and mint test certificates.
 
-Each submodule is a pytest plugin loaded from ``tests/conftest.py``. This package must not
-import ``pop3s_fetch``: it provides the world the program talks to, not the program.
+The fixture modules are pytest plugins loaded from ``tests/conftest.py``; they must not import
+``pop3s_fetch``: they provide the world the program talks to, not the program. ``mail``,
+``reporting`` and ``rig`` are the exceptions, being how tests drive the program and read back
+what it did.
 """
 
 from __future__ import annotations

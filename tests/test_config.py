@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from pathlib import Path
 
 import pytest
@@ -49,17 +50,20 @@ def account_with(path: Path, extra: str) -> str:
 # --- lookup ---------------------------------------------------------------------------------
 
 
-def test_default_path_uses_xdg_config_home_when_absolute() -> None:
-    environ = {"XDG_CONFIG_HOME": "/x/conf", "HOME": "/home/a"}
-    assert config.default_config_path(environ) == Path("/x/conf/pop3s-fetch/config.toml")
-
-
-@pytest.mark.parametrize("xdg", [None, "", "relative/conf"])
-def test_default_path_falls_back_to_home_dot_config(xdg: str | None) -> None:
+@pytest.mark.parametrize(
+    ("xdg", "found"),
+    [
+        pytest.param("/x/conf", "/x/conf/pop3s-fetch/config.toml", id="xdg-config-home-absolute"),
+        pytest.param(None, "/home/a/.config/pop3s-fetch/config.toml", id="xdg-unset"),
+        pytest.param("", "/home/a/.config/pop3s-fetch/config.toml", id="xdg-empty"),
+        pytest.param("relative/conf", "/home/a/.config/pop3s-fetch/config.toml", id="xdg-relative"),
+    ],
+)
+def test_default_path_uses_xdg_config_home_only_when_absolute(xdg: str | None, found: str) -> None:
     environ = {"HOME": "/home/a"}
     if xdg is not None:
         environ["XDG_CONFIG_HOME"] = xdg
-    assert config.default_config_path(environ) == Path("/home/a/.config/pop3s-fetch/config.toml")
+    assert config.default_config_path(environ) == Path(found)
 
 
 def test_default_path_without_home_variable_uses_the_password_database(
@@ -69,25 +73,35 @@ def test_default_path_without_home_variable_uses_the_password_database(
     assert config.default_config_path({}) == Path("/from/pwd/.config/pop3s-fetch/config.toml")
 
 
-def test_explicit_path_wins_over_environment() -> None:
-    environ = {"POP3S_FETCH_CONFIG": "/env/c.toml", "XDG_CONFIG_HOME": "/x", "HOME": "/h"}
-    assert config.find_config_path(Path("/cli/c.toml"), environ) == Path("/cli/c.toml")
+EVERY_SOURCE = {"POP3S_FETCH_CONFIG": "/env/c.toml", "XDG_CONFIG_HOME": "/x", "HOME": "/h"}
 
 
-def test_environment_variable_wins_over_xdg() -> None:
-    environ = {"POP3S_FETCH_CONFIG": "/env/c.toml", "XDG_CONFIG_HOME": "/x", "HOME": "/h"}
-    assert config.find_config_path(None, environ) == Path("/env/c.toml")
-
-
-def test_empty_environment_variable_is_ignored() -> None:
-    environ = {"POP3S_FETCH_CONFIG": "", "XDG_CONFIG_HOME": "/x", "HOME": "/h"}
-    assert config.find_config_path(None, environ) == Path("/x/pop3s-fetch/config.toml")
-
-
-def test_home_fallback_when_nothing_else_is_set() -> None:
-    assert config.find_config_path(None, {"HOME": "/h"}) == Path(
-        "/h/.config/pop3s-fetch/config.toml"
-    )
+@pytest.mark.parametrize(
+    ("explicit", "environ", "found"),
+    [
+        pytest.param(
+            Path("/cli/c.toml"),
+            EVERY_SOURCE,
+            "/cli/c.toml",
+            id="explicit-path-wins-over-environment",
+        ),
+        pytest.param(None, EVERY_SOURCE, "/env/c.toml", id="environment-variable-wins-over-xdg"),
+        pytest.param(
+            None,
+            {"POP3S_FETCH_CONFIG": "", "XDG_CONFIG_HOME": "/x", "HOME": "/h"},
+            "/x/pop3s-fetch/config.toml",
+            id="empty-environment-variable-is-ignored",
+        ),
+        pytest.param(
+            None,
+            {"HOME": "/h"},
+            "/h/.config/pop3s-fetch/config.toml",
+            id="home-fallback-when-nothing-else-is-set",
+        ),
+    ],
+)
+def test_lookup_order(explicit: Path | None, environ: dict[str, str], found: str) -> None:
+    assert config.find_config_path(explicit, environ) == Path(found)
 
 
 def test_tilde_in_explicit_and_environment_paths_is_expanded(
@@ -124,22 +138,27 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
     assert str(excinfo.value) == f"cannot read configuration file {tmp_path}: Is a directory"
 
 
-def test_non_utf8_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "after_path"),
+    [
+        pytest.param(
+            b'# caf\xe9\n[accounts.a]\nhost = "h"\n',
+            ": not UTF-8 text (bad byte at offset 5); TOML files must be UTF-8",
+            id="non-utf8-file",
+        ),
+        pytest.param(
+            b'[accounts.work]\nhost = "pop.example.com"\nport = = 3\n',
+            ":3:8: invalid TOML: invalid value",
+            id="syntax-error-has-file-line-and-column",
+        ),
+    ],
+)
+def test_unreadable_content(tmp_path: Path, content: bytes, after_path: str) -> None:
     path = tmp_path / "c.toml"
-    path.write_bytes(b'# caf\xe9\n[accounts.a]\nhost = "h"\n')
+    path.write_bytes(content)
     with pytest.raises(ConfigError) as excinfo:
         config.load(path)
-    assert str(excinfo.value) == (
-        f"{path}: not UTF-8 text (bad byte at offset 5); TOML files must be UTF-8"
-    )
-
-
-def test_syntax_error_has_file_line_and_column(tmp_path: Path) -> None:
-    path = tmp_path / "c.toml"
-    path.write_text('[accounts.work]\nhost = "pop.example.com"\nport = = 3\n', encoding="utf-8")
-    with pytest.raises(ConfigError) as excinfo:
-        config.load(path)
-    assert str(excinfo.value) == f"{path}:3:8: invalid TOML: invalid value"
+    assert str(excinfo.value) == f"{path}{after_path}"
     assert excinfo.value.problems == []
 
 
@@ -201,12 +220,6 @@ timeout = 2.5
         ca_file=Path("/etc/ca.pem"),
         timeout=2.5,
     )
-
-
-def test_integer_timeout_becomes_float(cfg_path: Path) -> None:
-    account = config.parse(MINIMAL_ACCOUNT + "timeout = 3600\n", cfg_path).accounts["work"]
-    assert account.timeout == 3600.0
-    assert isinstance(account.timeout, float)
 
 
 def test_defaults_are_inherited_and_overridden(cfg_path: Path) -> None:
@@ -274,19 +287,6 @@ def test_environment_variables_are_not_expanded(
     monkeypatch.setenv("MAILDIR_ROOT", "/should/not/appear")
     text = MINIMAL_ACCOUNT.replace("/var/mail/work", "/m/$MAILDIR_ROOT")
     assert config.parse(text, cfg_path).accounts["work"].destination == Path("/m/$MAILDIR_ROOT")
-
-
-def test_unknown_user_in_tilde_path_is_a_problem(cfg_path: Path) -> None:
-    text = MINIMAL_ACCOUNT.replace("/var/mail/work", "~no-such-user-pop3s-fetch/Mail")
-    assert single_problem(text, cfg_path) == (
-        f"{cfg_path}: accounts.work.destination: "
-        'cannot expand the ~ in "~no-such-user-pop3s-fetch/Mail"'
-    )
-
-
-def test_account_names_allow_dots_dashes_underscores(cfg_path: Path) -> None:
-    text = MINIMAL_ACCOUNT.replace("[accounts.work]", '[accounts."a.b_c-D9"]')
-    assert list(config.parse(text, cfg_path).accounts) == ["a.b_c-D9"]
 
 
 def test_config_objects_are_frozen(cfg_path: Path) -> None:
@@ -409,85 +409,6 @@ def test_bad_required_values(cfg_path: Path, key: str, value: str, message: str)
     assert single_problem(text, cfg_path) == f"{cfg_path}: accounts.work.{key}: {message}"
 
 
-def test_strings_are_shown_with_toml_escapes(cfg_path: Path) -> None:
-    text = MINIMAL_ACCOUNT + 'format = "a\\"b\\\\c\\td\\u0001é"\n'
-    assert account_with(cfg_path, text[len(MINIMAL_ACCOUNT) :]) == (
-        'accounts.work.format: expected "maildir" or "mbox", got "a\\"b\\\\c\\td\\u0001é"'
-    )
-
-
-def test_missing_required_keys_are_each_reported(cfg_path: Path) -> None:
-    assert problems_of("[accounts.work]\nport = 1\n", cfg_path) == [
-        f"{cfg_path}: accounts.work.host: missing required key (set it here or in [defaults])",
-        f"{cfg_path}: accounts.work.username: missing required key (set it here or in [defaults])",
-        f"{cfg_path}: accounts.work.destination: missing required key "
-        "(set it here or in [defaults])",
-    ]
-
-
-def test_invalid_default_is_reported_once_not_as_missing(cfg_path: Path) -> None:
-    text = '[defaults]\nhost = ""\n[accounts.a]\nusername = "u"\ndestination = "/m"\n'
-    assert problems_of(text, cfg_path) == [
-        f'{cfg_path}: defaults.host: expected a host name such as "pop.example.com", got ""'
-    ]
-
-
-def test_unknown_key_suggests_the_closest(cfg_path: Path) -> None:
-    assert account_with(cfg_path, "prot = 995\n") == (
-        'accounts.work.prot: unknown key (did you mean "port"?)'
-    )
-
-
-def test_unknown_key_without_close_match_lists_known_keys(cfg_path: Path) -> None:
-    assert account_with(cfg_path, "colour = 1\n") == (
-        "accounts.work.colour: unknown key; known keys: host, username, destination, format, "
-        "port, keep, ca_file, timeout, tls, ca, fingerprint, tls_min_version, x509_strict, "
-        "client_cert, client_key, auth, password_command, password_credential, oauth2"
-    )
-
-
-def test_unknown_key_in_defaults(cfg_path: Path) -> None:
-    text = "[defaults]\ntimout = 5\n" + MINIMAL_ACCOUNT
-    assert single_problem(text, cfg_path) == (
-        f'{cfg_path}: defaults.timout: unknown key (did you mean "timeout"?)'
-    )
-
-
-def test_keys_that_need_quoting_are_quoted_in_the_key_path(cfg_path: Path) -> None:
-    assert account_with(cfg_path, '"ca file" = "x"\n') == (
-        'accounts.work."ca file": unknown key (did you mean "ca_file"?)'
-    )
-
-
-def test_unknown_top_level_table(cfg_path: Path) -> None:
-    text = MINIMAL_ACCOUNT + '[account.home]\nhost = "x"\n'
-    assert single_problem(text, cfg_path) == (
-        f'{cfg_path}: account: unknown key (did you mean "accounts"?)'
-    )
-
-
-def test_unknown_top_level_key_without_close_match(cfg_path: Path) -> None:
-    text = "verbose = true\n" + MINIMAL_ACCOUNT
-    assert single_problem(text, cfg_path) == (
-        f"{cfg_path}: verbose: unknown key; known keys: accounts, defaults"
-    )
-
-
-def test_password_in_account_is_refused(cfg_path: Path) -> None:
-    assert account_with(cfg_path, 'password = "hunter2"\n') == (
-        "accounts.work.password: passwords are not read from the config file; "
-        "store it in the OS keyring with: pop3s-fetch password set work"
-    )
-
-
-def test_password_in_defaults_is_refused(cfg_path: Path) -> None:
-    text = '[defaults]\npassword = "hunter2"\n' + MINIMAL_ACCOUNT
-    assert single_problem(text, cfg_path) == (
-        f"{cfg_path}: defaults.password: passwords are not read from the config file; "
-        "store each account's password in the OS keyring with: pop3s-fetch password set NAME"
-    )
-
-
 def test_password_value_never_appears_in_problems(cfg_path: Path) -> None:
     text = '[defaults]\npassword = "s3cr3t-value"\n' + MINIMAL_ACCOUNT + "password = 1\n"
     found = problems_of(text, cfg_path)
@@ -495,27 +416,183 @@ def test_password_value_never_appears_in_problems(cfg_path: Path) -> None:
     assert not any("s3cr3t-value" in line for line in found)
 
 
-@pytest.mark.parametrize("text", ["", "[defaults]\ntimeout = 5\n", "[accounts]\n"])
-def test_no_accounts_is_a_problem(cfg_path: Path, text: str) -> None:
-    assert single_problem(text, cfg_path) == (
-        f"{cfg_path}: accounts: no accounts defined; add an [accounts.NAME] table"
-    )
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param(
+            'format = "a\\"b\\\\c\\td\\u0001é"\n',
+            'accounts.work.format: expected "maildir" or "mbox", got "a\\"b\\\\c\\td\\u0001é"',
+            id="strings-are-shown-with-toml-escapes",
+        ),
+        pytest.param(
+            "prot = 995\n",
+            'accounts.work.prot: unknown key (did you mean "port"?)',
+            id="unknown-key-suggests-the-closest",
+        ),
+        pytest.param(
+            "colour = 1\n",
+            "accounts.work.colour: unknown key; known keys: host, username, destination, format, "
+            "port, keep, ca_file, timeout, tls, ca, fingerprint, tls_min_version, x509_strict, "
+            "client_cert, client_key, auth, password_command, password_credential, oauth2",
+            id="unknown-key-without-close-match-lists-known-keys",
+        ),
+        pytest.param(
+            '"ca file" = "x"\n',
+            'accounts.work."ca file": unknown key (did you mean "ca_file"?)',
+            id="keys-that-need-quoting-are-quoted-in-the-key-path",
+        ),
+        pytest.param(
+            'password = "hunter2"\n',
+            "accounts.work.password: passwords are not read from the config file; "
+            "store it in the OS keyring with: pop3s-fetch password set work",
+            id="password-in-account-is-refused",
+        ),
+    ],
+)
+def test_one_problem_in_an_account(cfg_path: Path, extra: str, message: str) -> None:
+    assert account_with(cfg_path, extra) == message
 
 
-def test_accounts_must_be_a_table(cfg_path: Path) -> None:
-    assert single_problem('accounts = "work"\n', cfg_path) == (
-        f'{cfg_path}: accounts: expected a table of accounts, got "work"'
-    )
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            MINIMAL_ACCOUNT.replace("/var/mail/work", "~no-such-user-pop3s-fetch/Mail"),
+            'accounts.work.destination: cannot expand the ~ in "~no-such-user-pop3s-fetch/Mail"',
+            id="unknown-user-in-tilde-path",
+        ),
+        pytest.param(
+            "[defaults]\ntimout = 5\n" + MINIMAL_ACCOUNT,
+            'defaults.timout: unknown key (did you mean "timeout"?)',
+            id="unknown-key-in-defaults",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + '[account.home]\nhost = "x"\n',
+            'account: unknown key (did you mean "accounts"?)',
+            id="unknown-top-level-table",
+        ),
+        pytest.param(
+            "verbose = true\n" + MINIMAL_ACCOUNT,
+            "verbose: unknown key; known keys: accounts, defaults",
+            id="unknown-top-level-key-without-close-match",
+        ),
+        pytest.param(
+            '[defaults]\npassword = "hunter2"\n' + MINIMAL_ACCOUNT,
+            "defaults.password: passwords are not read from the config file; "
+            "store each account's password in the OS keyring with: pop3s-fetch password set NAME",
+            id="password-in-defaults-is-refused",
+        ),
+        pytest.param(
+            "",
+            "accounts: no accounts defined; add an [accounts.NAME] table",
+            id="no-accounts-in-an-empty-file",
+        ),
+        pytest.param(
+            "[defaults]\ntimeout = 5\n",
+            "accounts: no accounts defined; add an [accounts.NAME] table",
+            id="no-accounts-only-defaults",
+        ),
+        pytest.param(
+            "[accounts]\n",
+            "accounts: no accounts defined; add an [accounts.NAME] table",
+            id="no-accounts-in-an-empty-table",
+        ),
+        pytest.param(
+            'accounts = "work"\n',
+            'accounts: expected a table of accounts, got "work"',
+            id="accounts-must-be-a-table",
+        ),
+        pytest.param(
+            "[accounts]\nwork = 5\n",
+            "accounts.work: expected a table, got 5",
+            id="account-must-be-a-table",
+        ),
+        pytest.param(
+            "defaults = 5\n" + MINIMAL_ACCOUNT,
+            "defaults: expected a table, got 5",
+            id="defaults-must-be-a-table",
+        ),
+        pytest.param(
+            '[defaults]\npassword_command = ["p"]\npassword_credential = "c"\n' + MINIMAL_ACCOUNT,
+            "defaults: set at most one of password_command, password_credential and "
+            "oauth2 (found password_command and password_credential)",
+            id="two-secret-sources-in-defaults",
+        ),
+    ],
+)
+def test_one_problem_in_a_file(cfg_path: Path, text: str, message: str) -> None:
+    assert single_problem(text, cfg_path) == f"{cfg_path}: {message}"
 
 
-def test_account_must_be_a_table(cfg_path: Path) -> None:
-    text = "[accounts]\nwork = 5\n"
-    assert single_problem(text, cfg_path) == f"{cfg_path}: accounts.work: expected a table, got 5"
+EVERY_PROBLEM_IN_ONE_FILE = """
+typo = 1
+[defaults]
+port = 99999
+[accounts.one]
+host = "h"
+username = ""
+destination = "/m"
+[accounts."bad name"]
+host = "h"
+username = "u"
+destination = "/m"
+[accounts.two]
+format = "mh"
+"""
+CUSTOM_OAUTH2_MISSING = (
+    'missing required key (provider "custom" needs it; set it here or in [defaults.oauth2])'
+)
 
 
-def test_defaults_must_be_a_table(cfg_path: Path) -> None:
-    text = "defaults = 5\n" + MINIMAL_ACCOUNT
-    assert single_problem(text, cfg_path) == f"{cfg_path}: defaults: expected a table, got 5"
+@pytest.mark.parametrize(
+    ("text", "messages"),
+    [
+        pytest.param(
+            "[accounts.work]\nport = 1\n",
+            [
+                "accounts.work.host: missing required key (set it here or in [defaults])",
+                "accounts.work.username: missing required key (set it here or in [defaults])",
+                "accounts.work.destination: missing required key (set it here or in [defaults])",
+            ],
+            id="missing-required-keys-are-each-reported",
+        ),
+        pytest.param(
+            '[defaults]\nhost = ""\n[accounts.a]\nusername = "u"\ndestination = "/m"\n',
+            ['defaults.host: expected a host name such as "pop.example.com", got ""'],
+            id="invalid-default-is-reported-once-not-as-missing",
+        ),
+        pytest.param(
+            EVERY_PROBLEM_IN_ONE_FILE,
+            [
+                "typo: unknown key; known keys: accounts, defaults",
+                "defaults.port: expected an integer 1-65535, got 99999",
+                'accounts.one.username: expected a non-empty string, got ""',
+                'accounts."bad name": invalid account name; use at most 64 letters, '
+                'digits, ".", "_" and "-", starting with a letter or digit',
+                'accounts.two.format: expected "maildir" or "mbox", got "mh"',
+                "accounts.two.host: missing required key (set it here or in [defaults])",
+                "accounts.two.username: missing required key (set it here or in [defaults])",
+                "accounts.two.destination: missing required key (set it here or in [defaults])",
+            ],
+            id="every-problem-in-the-file-is-reported-in-file-order",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + '[accounts.work.oauth2]\nprovider = "custom"\n',
+            [
+                f"accounts.work.oauth2.{key}: {CUSTOM_OAUTH2_MISSING}"
+                for key in ["token_endpoint", "device_endpoint", "client_id", "scopes"]
+            ],
+            id="custom-oauth2-provider-needs-everything",
+        ),
+        pytest.param(
+            '[defaults.oauth2]\nprovider = "google"\nclient_id = ""\n' + MINIMAL_ACCOUNT,
+            ['defaults.oauth2.client_id: expected a non-empty string, got ""'],
+            id="an-invalid-default-oauth2-key-is-reported-once",
+        ),
+    ],
+)
+def test_every_problem_in_file_order(cfg_path: Path, text: str, messages: list[str]) -> None:
+    assert problems_of(text, cfg_path) == [f"{cfg_path}: {message}" for message in messages]
 
 
 @pytest.mark.parametrize(
@@ -537,39 +614,16 @@ def test_bad_account_names(cfg_path: Path, name: str, rendered: str) -> None:
     )
 
 
-def test_longest_account_name_is_accepted(cfg_path: Path) -> None:
-    text = MINIMAL_ACCOUNT.replace("[accounts.work]", f"[accounts.{'a' * 64}]")
-    assert list(config.parse(text, cfg_path).accounts) == ["a" * 64]
-
-
-def test_every_problem_in_the_file_is_reported_in_file_order(cfg_path: Path) -> None:
-    text = """
-typo = 1
-[defaults]
-port = 99999
-[accounts.one]
-host = "h"
-username = ""
-destination = "/m"
-[accounts."bad name"]
-host = "h"
-username = "u"
-destination = "/m"
-[accounts.two]
-format = "mh"
-"""
-    assert problems_of(text, cfg_path) == [
-        f"{cfg_path}: typo: unknown key; known keys: accounts, defaults",
-        f"{cfg_path}: defaults.port: expected an integer 1-65535, got 99999",
-        f'{cfg_path}: accounts.one.username: expected a non-empty string, got ""',
-        f'{cfg_path}: accounts."bad name": invalid account name; use at most 64 letters, '
-        'digits, ".", "_" and "-", starting with a letter or digit',
-        f'{cfg_path}: accounts.two.format: expected "maildir" or "mbox", got "mh"',
-        f"{cfg_path}: accounts.two.host: missing required key (set it here or in [defaults])",
-        f"{cfg_path}: accounts.two.username: missing required key (set it here or in [defaults])",
-        f"{cfg_path}: accounts.two.destination: missing required key "
-        "(set it here or in [defaults])",
-    ]
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param('"a.b_c-D9"', id="dots-dashes-underscores"),
+        pytest.param("a" * 64, id="longest"),
+    ],
+)
+def test_good_account_names(cfg_path: Path, name: str) -> None:
+    text = MINIMAL_ACCOUNT.replace("[accounts.work]", f"[accounts.{name}]")
+    assert list(config.parse(text, cfg_path).accounts) == [name.strip('"')]
 
 
 # --- select ---------------------------------------------------------------------------------
@@ -593,17 +647,20 @@ def test_select_keeps_the_requested_order_and_drops_repeats(three_accounts: Conf
     assert [a.name for a in selected] == ["list", "home"]
 
 
-def test_select_unknown_name_lists_known_names(three_accounts: Config, cfg_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("names", "unknown"),
+    [
+        pytest.param(["home", "wrok"], 'account "wrok"', id="one-unknown-name"),
+        pytest.param(["x", "y"], 'accounts "x", "y"', id="several-unknown-names"),
+    ],
+)
+def test_select_unknown_names_lists_known_names(
+    three_accounts: Config, cfg_path: Path, names: list[str], unknown: str
+) -> None:
     with pytest.raises(ConfigError) as excinfo:
-        three_accounts.select(["home", "wrok"])
-    assert str(excinfo.value) == f'unknown account "wrok"; {cfg_path} defines: home, work, list'
+        three_accounts.select(names)
+    assert str(excinfo.value) == f"unknown {unknown}; {cfg_path} defines: home, work, list"
     assert excinfo.value.exit_code == ExitCode.CONFIG
-
-
-def test_select_several_unknown_names(three_accounts: Config, cfg_path: Path) -> None:
-    with pytest.raises(ConfigError) as excinfo:
-        three_accounts.select(["x", "y"])
-    assert str(excinfo.value) == f'unknown accounts "x", "y"; {cfg_path} defines: home, work, list'
 
 
 def test_select_from_no_accounts(cfg_path: Path) -> None:
@@ -767,28 +824,9 @@ auth = "scram-sha-256"
     assert account.auth == "scram-sha-256"
 
 
-@pytest.mark.parametrize("name", ["certifi", "system"])
-def test_named_trust_stores_leave_ca_file_unset(cfg_path: Path, name: str) -> None:
-    account = parsed_account(cfg_path, f'ca = "{name}"\n')
-    assert (account.tls.ca, account.ca_file) == (name, None)
-
-
 def test_a_file_called_certifi_is_spelt_as_a_path(cfg_path: Path) -> None:
     account = parsed_account(cfg_path, 'ca = "./certifi"\n')
     assert account.tls.ca == str(cfg_path.parent / "certifi")
-
-
-def test_ca_file_means_ca(cfg_path: Path) -> None:
-    account = parsed_account(cfg_path, 'ca_file = "/etc/ssl/private-ca.pem"\n')
-    assert account.tls.ca == "/etc/ssl/private-ca.pem"
-    assert account.ca_file == Path("/etc/ssl/private-ca.pem")
-
-
-def test_ca_and_ca_file_together_are_a_problem(cfg_path: Path) -> None:
-    assert account_with(cfg_path, 'ca = "system"\nca_file = "/x.pem"\n') == (
-        "accounts.work.ca_file: set ca or ca_file, not both "
-        "(ca_file = PATH is the older spelling of ca = PATH)"
-    )
 
 
 def test_an_account_trust_setting_replaces_either_default(cfg_path: Path) -> None:
@@ -816,11 +854,6 @@ def test_tls_mode_and_port_imply_each_other(
     assert (account.tls.mode, account.port) == (mode, port)
 
 
-def test_port_110_from_defaults_means_starttls(cfg_path: Path) -> None:
-    account = config.parse("[defaults]\nport = 110\n" + MINIMAL_ACCOUNT, cfg_path).accounts["work"]
-    assert account.tls.mode == "starttls"
-
-
 @pytest.mark.parametrize(
     "written",
     [
@@ -834,26 +867,85 @@ def test_fingerprints_are_normalised(cfg_path: Path, written: str) -> None:
     assert account.tls.fingerprint == f"sha256:{FINGERPRINT_HEX}"
 
 
-@pytest.mark.parametrize("written", ["1.3", 1.3])
-def test_tls_min_version_as_string_or_number(cfg_path: Path, written: object) -> None:
-    line = f'tls_min_version = "{written}"' if isinstance(written, str) else "tls_min_version = 1.3"
-    assert parsed_account(cfg_path, line + "\n").tls.min_version == "1.3"
-
-
-def test_auth_names_are_case_insensitive(cfg_path: Path) -> None:
-    assert parsed_account(cfg_path, 'auth = "CRAM-MD5"\n').auth == "cram-md5"
-
-
-def test_password_command_becomes_a_tuple(cfg_path: Path) -> None:
-    account = parsed_account(cfg_path, 'password_command = ["pass", "show", "mail/work"]\n')
-    assert account.password_command == ("pass", "show", "mail/work")
-    assert account.secret_source == "password_command"
-
-
-def test_password_credential_is_read(cfg_path: Path) -> None:
-    account = parsed_account(cfg_path, 'password_credential = "mail-work.password"\n')
-    assert account.password_credential == "mail-work.password"
-    assert account.secret_source == "password_credential"
+@pytest.mark.parametrize(
+    ("text", "fields", "expected"),
+    [
+        pytest.param(
+            MINIMAL_ACCOUNT + "timeout = 3600\n",
+            ["timeout"],
+            [3600.0],
+            id="integer-timeout-becomes-float",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + 'ca = "certifi"\n',
+            ["tls.ca", "ca_file"],
+            ["certifi", None],
+            id="named-trust-store-certifi-leaves-ca-file-unset",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + 'ca = "system"\n',
+            ["tls.ca", "ca_file"],
+            ["system", None],
+            id="named-trust-store-system-leaves-ca-file-unset",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + 'ca_file = "/etc/ssl/private-ca.pem"\n',
+            ["tls.ca", "ca_file"],
+            ["/etc/ssl/private-ca.pem", Path("/etc/ssl/private-ca.pem")],
+            id="ca-file-means-ca",
+        ),
+        pytest.param(
+            "[defaults]\nport = 110\n" + MINIMAL_ACCOUNT,
+            ["tls.mode"],
+            ["starttls"],
+            id="port-110-from-defaults-means-starttls",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + 'tls_min_version = "1.3"\n',
+            ["tls.min_version"],
+            ["1.3"],
+            id="tls-min-version-as-string",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + "tls_min_version = 1.3\n",
+            ["tls.min_version"],
+            ["1.3"],
+            id="tls-min-version-as-number",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + 'client_cert = "/both.pem"\n',
+            ["tls.client_cert", "tls.client_key"],
+            [Path("/both.pem"), None],
+            id="client-cert-alone-may-hold-the-key",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + 'auth = "CRAM-MD5"\n',
+            ["auth"],
+            ["cram-md5"],
+            id="auth-names-are-case-insensitive",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + 'password_command = ["pass", "show", "mail/work"]\n',
+            ["password_command", "secret_source"],
+            [("pass", "show", "mail/work"), "password_command"],
+            id="password-command-becomes-a-tuple",
+        ),
+        pytest.param(
+            MINIMAL_ACCOUNT + 'password_credential = "mail-work.password"\n',
+            ["password_credential", "secret_source"],
+            ["mail-work.password", "password_credential"],
+            id="password-credential-is-read",
+        ),
+    ],
+)
+def test_accepted_values(
+    cfg_path: Path, text: str, fields: list[str], expected: list[object]
+) -> None:
+    """Each named field (dotted: tls.ca) of the parsed account, and its exact type."""
+    account = config.parse(text, cfg_path).accounts["work"]
+    found = [attrgetter(field)(account) for field in fields]
+    assert found == expected
+    assert [type(value) for value in found] == [type(value) for value in expected]
 
 
 BAD_FINGERPRINT = (
@@ -935,21 +1027,22 @@ AUTH_CHOICES = (
         ('password_credential = ""', f'{BAD_CREDENTIAL}""'),
         ("password_credential = 5", f"{BAD_CREDENTIAL}5"),
         ('password_credential = "a\\u0000b"', f'{BAD_CREDENTIAL}"a\\u0000b"'),
+        pytest.param(
+            'ca = "system"\nca_file = "/x.pem"',
+            "accounts.work.ca_file: set ca or ca_file, not both "
+            "(ca_file = PATH is the older spelling of ca = PATH)",
+            id="ca-and-ca-file-together",
+        ),
+        pytest.param(
+            'client_key = "/k.pem"',
+            "accounts.work.client_key: set client_cert too (the certificate that goes with this "
+            "key)",
+            id="client-key-needs-client-cert",
+        ),
     ],
 )
 def test_bad_new_values(cfg_path: Path, line: str, message: str) -> None:
     assert account_with(cfg_path, line + "\n") == message
-
-
-def test_client_key_needs_client_cert(cfg_path: Path) -> None:
-    assert account_with(cfg_path, 'client_key = "/k.pem"\n') == (
-        "accounts.work.client_key: set client_cert too (the certificate that goes with this key)"
-    )
-
-
-def test_client_cert_alone_may_hold_the_key(cfg_path: Path) -> None:
-    tls = parsed_account(cfg_path, 'client_cert = "/both.pem"\n').tls
-    assert (tls.client_cert, tls.client_key) == (Path("/both.pem"), None)
 
 
 # --- oauth2 ---------------------------------------------------------------------------------
@@ -1028,15 +1121,6 @@ def test_plain_http_to_ipv6_loopback_is_accepted(cfg_path: Path) -> None:
     assert settings.token_endpoint == "http://[::1]:8080/token"
 
 
-def test_custom_provider_needs_everything(cfg_path: Path) -> None:
-    text = MINIMAL_ACCOUNT + '[accounts.work.oauth2]\nprovider = "custom"\n'
-    why = 'missing required key (provider "custom" needs it; set it here or in [defaults.oauth2])'
-    assert problems_of(text, cfg_path) == [
-        f"{cfg_path}: accounts.work.oauth2.{key}: {why}"
-        for key in ["token_endpoint", "device_endpoint", "client_id", "scopes"]
-    ]
-
-
 @pytest.mark.parametrize(
     ("provider", "company"), [("microsoft", "Microsoft"), ("google", "Google")]
 )
@@ -1045,12 +1129,6 @@ def test_preset_still_needs_a_client_id(cfg_path: Path, provider: str, company: 
     assert account_with(cfg_path, extra) == (
         f"accounts.work.oauth2.client_id: missing required key (register an application with "
         f"{company} to get one; set it here or in [defaults.oauth2])"
-    )
-
-
-def test_oauth2_needs_a_provider(cfg_path: Path) -> None:
-    assert account_with(cfg_path, '[accounts.work.oauth2]\nclient_id = "c"\n') == (
-        "accounts.work.oauth2.provider: missing required key (set it here or in [defaults.oauth2])"
     )
 
 
@@ -1126,12 +1204,6 @@ def test_plain_http_is_allowed_only_on_loopback(cfg_path: Path, host: str) -> No
     assert settings.token_endpoint == f"http://{host}:9/token"
 
 
-def test_oauth2_must_be_a_table(cfg_path: Path) -> None:
-    assert account_with(cfg_path, 'oauth2 = "google"\n') == (
-        'accounts.work.oauth2: expected a table, got "google"'
-    )
-
-
 def test_defaults_oauth2_is_merged_key_by_key(cfg_path: Path) -> None:
     text = (
         '[defaults.oauth2]\nprovider = "google"\nclient_id = "shared"\nclient_secret = "s"\n'
@@ -1158,46 +1230,49 @@ def test_an_account_secret_source_replaces_the_default_one(cfg_path: Path) -> No
     assert account.password_command == ("pass", "mail")
 
 
-def test_an_invalid_default_oauth2_key_is_reported_once(cfg_path: Path) -> None:
-    text = '[defaults.oauth2]\nprovider = "google"\nclient_id = ""\n' + MINIMAL_ACCOUNT
-    assert problems_of(text, cfg_path) == [
-        f'{cfg_path}: defaults.oauth2.client_id: expected a non-empty string, got ""'
-    ]
-
-
-def test_two_secret_sources_are_a_problem(cfg_path: Path) -> None:
-    extra = (
-        'password_command = ["pass", "mail"]\npassword_credential = "mail"\n'
-        '[accounts.work.oauth2]\nprovider = "google"\nclient_id = "c"\n'
-    )
-    assert account_with(cfg_path, extra) == (
-        "accounts.work: set at most one of password_command, password_credential and oauth2 "
-        "(found password_command, password_credential and oauth2)"
-    )
-
-
-def test_two_secret_sources_in_defaults_are_a_problem(cfg_path: Path) -> None:
-    text = '[defaults]\npassword_command = ["p"]\npassword_credential = "c"\n' + MINIMAL_ACCOUNT
-    assert single_problem(text, cfg_path) == (
-        f"{cfg_path}: defaults: set at most one of password_command, password_credential and "
-        "oauth2 (found password_command and password_credential)"
-    )
-
-
-@pytest.mark.parametrize("method", ["xoauth2", "oauthbearer"])
-def test_oauth_mechanisms_need_an_oauth2_table(cfg_path: Path, method: str) -> None:
-    assert account_with(cfg_path, f'auth = "{method}"\n') == (
-        f'accounts.work.auth: "{method}" logs in with an OAuth2 token; add an '
-        "[accounts.work.oauth2] table (or [defaults.oauth2])"
-    )
-
-
-def test_password_mechanisms_refuse_an_oauth2_table(cfg_path: Path) -> None:
-    extra = 'auth = "plain"\n[accounts.work.oauth2]\nprovider = "google"\nclient_id = "c"\n'
-    assert account_with(cfg_path, extra) == (
-        'accounts.work.auth: "plain" logs in with a password, but this account has an oauth2 '
-        'table; use "auto", "xoauth2" or "oauthbearer"'
-    )
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param(
+            '[accounts.work.oauth2]\nclient_id = "c"\n',
+            "accounts.work.oauth2.provider: missing required key (set it here or in "
+            "[defaults.oauth2])",
+            id="oauth2-needs-a-provider",
+        ),
+        pytest.param(
+            'oauth2 = "google"\n',
+            'accounts.work.oauth2: expected a table, got "google"',
+            id="oauth2-must-be-a-table",
+        ),
+        pytest.param(
+            'password_command = ["pass", "mail"]\npassword_credential = "mail"\n'
+            '[accounts.work.oauth2]\nprovider = "google"\nclient_id = "c"\n',
+            "accounts.work: set at most one of password_command, password_credential and oauth2 "
+            "(found password_command, password_credential and oauth2)",
+            id="two-secret-sources",
+        ),
+        pytest.param(
+            'auth = "xoauth2"\n',
+            'accounts.work.auth: "xoauth2" logs in with an OAuth2 token; add an '
+            "[accounts.work.oauth2] table (or [defaults.oauth2])",
+            id="xoauth2-needs-an-oauth2-table",
+        ),
+        pytest.param(
+            'auth = "oauthbearer"\n',
+            'accounts.work.auth: "oauthbearer" logs in with an OAuth2 token; add an '
+            "[accounts.work.oauth2] table (or [defaults.oauth2])",
+            id="oauthbearer-needs-an-oauth2-table",
+        ),
+        pytest.param(
+            'auth = "plain"\n[accounts.work.oauth2]\nprovider = "google"\nclient_id = "c"\n',
+            'accounts.work.auth: "plain" logs in with a password, but this account has an oauth2 '
+            'table; use "auto", "xoauth2" or "oauthbearer"',
+            id="password-mechanisms-refuse-an-oauth2-table",
+        ),
+    ],
+)
+def test_oauth2_and_secret_source_problems(cfg_path: Path, extra: str, message: str) -> None:
+    assert account_with(cfg_path, extra) == message
 
 
 # --- Account built in code ------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import os
 import random
 import secrets
@@ -31,14 +32,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from pop3s_fetch.demo.server import Faults, MailStore, Pop3Server
-from pop3s_fetch.destinations import read_messages
-from tests.support.cli import Cli, Result, account_toml, make_cli
+from pop3s_fetch.demo.server import Faults
+from tests.support.cli import Result
 from tests.support.dovecot import DovecotServer, DovecotUser
-from tests.support.mail import as_stored, corpus, leftovers
+from tests.support.mail import corpus
+from tests.support.rig import BuiltinMaildrop, CliRig, Login, Maildrop, builtin_login, serve
 
 SEED_VARIABLE = "POP3S_FETCH_CRASH_SEED"
 TRIALS = 6  # per format x keep: 24 in all
@@ -100,51 +102,20 @@ def digests(messages: Iterable[bytes]) -> list[str]:
     return sorted(f"{len(m)}:{hashlib.sha256(m).hexdigest()[:16]}" for m in messages)
 
 
-def expected_in(fmt: str, messages: Iterable[bytes]) -> list[str]:
-    return digests(as_stored(message, fmt) for message in messages)
-
-
-def temporary_files(destination: Path, fmt: str) -> list[Path]:
-    """:func:`leftovers`, also before the destination's directory exists."""
-    directory = destination if fmt == "maildir" else destination.parent
-    return leftovers(destination, fmt) if directory.exists() else []
-
-
 # --- running the command ----------------------------------------------------------------
 
-
-def keyring_env() -> dict[str, str]:
-    """The password reaches the child through the test keyring backend, never argv."""
-    return {
-        "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
-        "TEST_KEYRING_PASSWORD": PASSWORD,
-    }
+M = TypeVar("M", bound=Maildrop)
 
 
-@dataclass
-class Home:
-    """One CLI home configured for one account, and where that account's mail lands."""
+class CrashRig(CliRig[M]):
+    """A :class:`CliRig` whose runs can be started in the background, watched and killed."""
 
-    cli: Cli
-    destination: Path
-    fmt: str
-
-    @property
-    def state_file(self) -> Path:
-        return self.cli.state_dir / f"{ACCOUNT}.sqlite3"
-
-    def landed(self) -> list[str]:
-        return digests(sorted(read_messages(self.destination, self.fmt)))
-
-    def landed_so_far(self) -> list[str]:
+    def landed_so_far(self) -> list[bytes]:
         """:meth:`landed`, also when a kill left the Maildir created only in part."""
         subdirectories = (self.destination / name for name in ("new", "cur"))
         if self.fmt == "maildir" and not all(path.is_dir() for path in subdirectories):
             return []
         return self.landed()
-
-    def temporary_files(self) -> list[Path]:
-        return temporary_files(self.destination, self.fmt)
 
     @property
     def dotlock(self) -> Path:
@@ -208,27 +179,6 @@ def read_if_present(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
-
-
-def make_home(
-    directory: Path, *, host: str, port: int, username: str, fmt: str, keep: bool, ca_file: Path
-) -> Home:
-    directory.mkdir()
-    cli = make_cli(directory, keyring_env())
-    destination = cli.home / ("Maildir" if fmt == "maildir" else "mail/inbox")
-    cli.write_config(
-        account_toml(
-            ACCOUNT,
-            host=host,
-            port=port,
-            username=username,
-            destination=destination,
-            fmt=fmt,
-            keep=keep,
-            ca_file=ca_file,
-        )
-    )
-    return Home(cli, destination, fmt)
 
 
 def sigkill(process: subprocess.Popen[bytes]) -> bool:
@@ -316,7 +266,7 @@ def crash_seed() -> int:
     return int(text) if text else secrets.randbits(32)
 
 
-class DovecotRig:
+class DovecotRigs:
     """Fresh Dovecot users and CLI homes for one format x keep, on the session's Dovecot."""
 
     def __init__(self, dovecot: DovecotServer, root: Path, fmt: str, keep: bool) -> None:
@@ -326,35 +276,36 @@ class DovecotRig:
         self.keep = keep
         self._homes = 0
 
-    def setup(self) -> tuple[Home, DovecotUser]:
+    def setup(self) -> CrashRig[DovecotUser]:
         """A Dovecot user holding the crash corpus, and a CLI home configured for it."""
         user = self.dovecot.add_user(CRASH_CORPUS)
         self._homes += 1
-        home = make_home(
+        login = Login(
+            self.dovecot.host, self.dovecot.port, user.name, user.password, self.dovecot.ca_file
+        )
+        return CrashRig.configure(
             self.root / f"run{self._homes}",
-            host=self.dovecot.host,
-            port=self.dovecot.port,
-            username=user.name,
+            user,
+            CRASH_CORPUS,
+            login,
+            name=ACCOUNT,
             fmt=self.fmt,
             keep=self.keep,
-            ca_file=self.dovecot.ca_file,
         )
-        home.cli.env["TEST_KEYRING_PASSWORD"] = user.password
-        return home, user
 
     def measure_full_sync(self) -> float:
         """Seconds a whole sync of the corpus takes, start to exit (an uncounted run)."""
-        home, _ = self.setup()
+        rig = self.setup()
         started = time.monotonic()
-        code = home.start_sync().wait(timeout=120)
+        code = rig.start_sync().wait(timeout=120)
         duration = time.monotonic() - started
-        assert code == 0, home.background_stderr()
-        assert home.landed() == expected_in(self.fmt, CRASH_CORPUS)
+        assert code == 0, rig.background_stderr()
+        assert digests(rig.landed()) == digests(rig.expected())
         return duration
 
-    def kill_at(self, trial: Trial, home: Home) -> None:
+    def kill_at(self, trial: Trial, rig: CrashRig[DovecotUser]) -> None:
         started = time.monotonic()
-        process = home.start_sync()
+        process = rig.start_sync()
         try:
             remaining = max(0.0, started + trial.delay - time.monotonic())
             trial.exit_code = process.wait(timeout=remaining)
@@ -363,29 +314,29 @@ class DovecotRig:
             trial.killed = sigkill(process)
             trial.exit_code = process.returncode
         if trial.killed:
-            trial.moment = self._moment(home)
+            trial.moment = self._moment(rig)
 
-    def _moment(self, home: Home) -> str:
+    def _moment(self, rig: CrashRig[DovecotUser]) -> str:
         """Roughly where the kill landed, judged from what it left in the destination."""
-        if home.landed_so_far() == expected_in(self.fmt, CRASH_CORPUS):
+        if digests(rig.landed_so_far()) == digests(rig.expected()):
             return "after delivery"
-        if home.temporary_files() or home.journal_rows():
+        if rig.temporary_files() or rig.journal_rows():
             return "while downloading"
         return "before downloading"
 
 
-def check_recovery(tally: Tally, trial: Trial, home: Home, user: DovecotUser) -> None:
+def check_recovery(tally: Tally, trial: Trial, rig: CrashRig[DovecotUser]) -> None:
     """The run after the kill completes the sync: all mail exactly once, nothing left over."""
     context = tally.context(trial)
-    finished = home.recover(context)
+    finished = rig.recover(context)
     assert finished.code == 0, f"{context}: the run after the kill failed: {finished.output}"
-    expected = expected_in(tally.fmt, CRASH_CORPUS)
-    assert home.landed() == expected, f"{context}: a message is damaged, missing or twice"
-    on_server = digests(user.messages_on_server())
-    assert on_server == ([] if not tally.keep else digests(CRASH_CORPUS)), (
+    expected = digests(rig.expected())
+    assert digests(rig.landed()) == expected, f"{context}: a message is damaged, missing or twice"
+    on_server = digests(rig.on_server())
+    assert on_server == digests(rig.expected_on_server()), (
         f"{context}: {len(on_server)} of {len(CRASH_CORPUS)} messages on the server"
     )
-    left = [path.name for path in home.temporary_files()]
+    left = [path.name for path in rig.temporary_files()]
     assert left == [], f"{context}: temporary files or locks left behind"
 
 
@@ -395,22 +346,22 @@ def test_sigkill_at_random_instants_then_sync_to_completion(
     dovecot: DovecotServer, tmp_path: Path, crash_seed: int, fmt: str, keep: bool
 ) -> None:
     rng = random.Random(f"{crash_seed}:{fmt}:{keep}")
-    rig = DovecotRig(dovecot, tmp_path, fmt, keep)
-    tally = Tally(crash_seed, fmt, keep, rig.measure_full_sync())
+    rigs = DovecotRigs(dovecot, tmp_path, fmt, keep)
+    tally = Tally(crash_seed, fmt, keep, rigs.measure_full_sync())
     window = tally.full_sync
     for number in range(TRIALS):
         trial = Trial(number, rng.uniform(0.0, window), window)
         tally.trials.append(trial)
-        home, user = rig.setup()
-        rig.kill_at(trial, home)
+        rig = rigs.setup()
+        rigs.kill_at(trial, rig)
         assert trial.killed or trial.exit_code == 0, (
-            f"{tally.context(trial)}: the sync failed on its own: {home.background_stderr()}"
+            f"{tally.context(trial)}: the sync failed on its own: {rig.background_stderr()}"
         )
         if not trial.killed:
             # A whole sync done faster than measured (the measurement ran on a busy machine):
             # narrow the window so that the later kills still land inside syncs.
             window = min(window, trial.ran_for)
-        check_recovery(tally, trial, home, user)
+        check_recovery(tally, trial, rig)
     print(tally.summary())
     assert any(trial.killed for trial in tally.trials), (
         f"no kill landed while the sync ran: {tally.summary()}"
@@ -422,22 +373,7 @@ def test_sigkill_at_random_instants_then_sync_to_completion(
 LOCAL_USER = "alice"
 
 
-@dataclass
-class Local:
-    """The built-in server in this process, with one maildrop, and a home configured for it."""
-
-    server: Pop3Server
-    store: MailStore
-    home: Home
-    originals: list[bytes]
-
-    def on_server(self) -> list[str]:
-        return digests(message for _, message in self.store.messages())
-
-    def expected(self) -> list[str]:
-        return expected_in(self.home.fmt, self.originals)
-
-
+Local = CrashRig[BuiltinMaildrop]
 LocalFactory = Callable[[list[bytes], str, bool], Local]
 
 
@@ -446,33 +382,30 @@ def local(
     tmp_path: Path, server_ssl_context: ssl.SSLContext, ca_file: Path
 ) -> Iterator[LocalFactory]:
     """Call with (messages, fmt, keep) to get a running built-in server and a home for it."""
-    servers: list[Pop3Server] = []
+    homes = itertools.count(1)
+    with contextlib.ExitStack() as servers:
 
-    def start(messages: list[bytes], fmt: str, keep: bool) -> Local:
-        store = MailStore(messages)
-        server = Pop3Server(server_ssl_context, {LOCAL_USER: (PASSWORD, store)})
-        server.start()
-        servers.append(server)
-        home = make_home(
-            tmp_path / f"local{len(servers)}",
-            host=server.host,
-            port=server.port,
-            username=LOCAL_USER,
-            fmt=fmt,
-            keep=keep,
-            ca_file=ca_file,
-        )
-        return Local(server, store, home, list(messages))
+        def start(messages: list[bytes], fmt: str, keep: bool) -> Local:
+            maildrop = servers.enter_context(
+                serve(server_ssl_context, messages, user=LOCAL_USER, password=PASSWORD)
+            )
+            return CrashRig.configure(
+                tmp_path / f"local{next(homes)}",
+                maildrop,
+                messages,
+                builtin_login(maildrop, ca_file),
+                name=ACCOUNT,
+                fmt=fmt,
+                keep=keep,
+            )
 
-    yield start
-    for server in servers:
-        server.stop()
+        yield start
 
 
-def check_complete(local: Local, *, keep: bool) -> None:
+def check_complete(rig: Local) -> None:
     """Every message once in the destination, and the server as ``keep`` leaves it."""
-    assert local.home.landed() == local.expected()
-    assert local.on_server() == ([] if not keep else digests(local.originals))
+    assert digests(rig.landed()) == digests(rig.expected())
+    assert digests(rig.on_server()) == digests(rig.expected_on_server())
 
 
 def freeze_mid_download(local: LocalFactory, fmt: str) -> tuple[Local, subprocess.Popen[bytes]]:
@@ -484,11 +417,10 @@ def freeze_mid_download(local: LocalFactory, fmt: str) -> tuple[Local, subproces
     """
     for _ in range(FREEZE_ATTEMPTS):
         rig = local(CRASH_CORPUS, fmt, False)
-        home = rig.home
-        process = home.start_sync()
-        wait_until(home.temporary_files, "a temporary file", process)
+        process = rig.start_sync()
+        wait_until(rig.temporary_files, "a temporary file", process)
         process.send_signal(signal.SIGSTOP)
-        if home.temporary_files() and home.journal_rows() == 0:
+        if rig.temporary_files() and rig.journal_rows() == 0:
             return rig, process
         sigkill(process)
     pytest.fail(f"no run was caught mid-download in {FREEZE_ATTEMPTS} attempts")
@@ -497,35 +429,35 @@ def freeze_mid_download(local: LocalFactory, fmt: str) -> tuple[Local, subproces
 def test_killed_mid_download_leaves_no_temporary_file(local: LocalFactory, fmt: str) -> None:
     rig, process = freeze_mid_download(local, fmt)
     assert sigkill(process)
-    rig.server.wait_idle()
-    assert rig.on_server() == digests(CRASH_CORPUS), "a DELE was committed without QUIT"
+    rig.maildrop.server.wait_idle()
+    assert digests(rig.on_server()) == digests(CRASH_CORPUS), "a DELE was committed without QUIT"
 
-    recovered = rig.home.recover()
+    recovered = rig.recover()
     assert recovered.code == 0, recovered.output
-    check_complete(rig, keep=False)
-    assert rig.home.temporary_files() == []
+    check_complete(rig)
+    assert rig.temporary_files() == []
 
 
 def test_killed_holding_the_mbox_dotlock_does_not_block_the_next_run(
     local: LocalFactory,
 ) -> None:
     rig = local(corpus(), "mbox", True)
-    mbox = rig.home.destination
+    mbox = rig.destination
     mbox.parent.mkdir(parents=True)
-    dotlock = rig.home.dotlock
+    dotlock = rig.dotlock
     # Holding the mbox's flock makes the run stop between taking the dotlock and the flock.
     with mbox.open("ab") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        process = rig.home.start_sync()
+        process = rig.start_sync()
         holds_dotlock = f"{process.pid}\n".encode()
         wait_until(lambda: read_if_present(dotlock) == holds_dotlock, "the dotlock", process)
         assert sigkill(process)
-    rig.server.wait_idle()
+    rig.maildrop.server.wait_idle()
 
-    recovered = rig.home.recover("killed holding the dotlock")
+    recovered = rig.recover("killed holding the dotlock")
     assert recovered.code == 0, recovered.output
-    check_complete(rig, keep=True)
-    assert rig.home.temporary_files() == []
+    check_complete(rig)
+    assert rig.temporary_files() == []
 
 
 def test_killed_before_its_dotlock_was_linked_leaves_nothing_behind(
@@ -535,19 +467,19 @@ def test_killed_before_its_dotlock_was_linked_leaves_nothing_behind(
     # can leave that scratch file (named like our spools) but never an empty dotlock. This
     # sets up the scratch file of a dead run, as no outside signal can hit that window.
     rig = local(corpus(), "mbox", True)
-    mbox = rig.home.destination
+    mbox = rig.destination
     mbox.parent.mkdir(parents=True)
     with subprocess.Popen([sys.executable, "-c", "pass"]) as gone:
         assert gone.wait(timeout=10) == 0
     scratch = mbox.with_name(f".{mbox.name}.pop3s-fetch.{ACCOUNT}.{gone.pid}.lock-in-progress")
     scratch.write_text(f"{gone.pid}\n")
 
-    recovered = rig.home.recover("a scratch dotlock", timeout=LOCK_LEFTOVER_TIMEOUT)
+    recovered = rig.recover("a scratch dotlock", timeout=LOCK_LEFTOVER_TIMEOUT)
     assert recovered.code == 0, recovered.output
-    check_complete(rig, keep=True)
-    assert rig.home.temporary_files() == []
+    check_complete(rig)
+    assert rig.temporary_files() == []
     assert not scratch.exists()
-    assert not rig.home.dotlock.exists()
+    assert not rig.dotlock.exists()
 
 
 def test_killed_in_quit_after_delivery_deletes_without_downloading_again(
@@ -555,29 +487,31 @@ def test_killed_in_quit_after_delivery_deletes_without_downloading_again(
 ) -> None:
     messages = corpus()
     rig = local(messages, fmt, False)
-    rig.server.faults = Faults(hang_on=frozenset({"QUIT"}))
-    process = rig.home.start_sync()
+    rig.maildrop.server.faults = Faults(hang_on=frozenset({"QUIT"}))
+    process = rig.start_sync()
     # QUIT goes out only after every message is journalled, durable and marked delivered.
-    wait_until(lambda: any("QUIT" in s for s in rig.server.transcript), "QUIT", process)
+    wait_until(lambda: any("QUIT" in s for s in rig.maildrop.server.transcript), "QUIT", process)
     assert sigkill(process), "the sync ended before it was killed"
-    rig.server.wait_idle()
-    killed_session = rig.server.transcript[-1]
+    rig.maildrop.server.wait_idle()
+    killed_session = rig.maildrop.server.transcript[-1]
     numbers = range(1, len(messages) + 1)
     assert [c for c in killed_session if c.startswith("RETR")] == [f"RETR {n}" for n in numbers]
-    assert rig.on_server() == digests(messages), "deletions were committed without a QUIT reply"
-    assert rig.home.landed() == rig.expected()
+    assert digests(rig.on_server()) == digests(messages), (
+        "deletions were committed without a QUIT reply"
+    )
+    assert digests(rig.landed()) == digests(rig.expected())
 
-    rig.server.faults = Faults()
-    recovered = rig.home.recover()
+    rig.maildrop.server.faults = Faults()
+    recovered = rig.recover()
     assert recovered.code == 0, recovered.output
     assert recovered.stdout == (
         f"{ACCOUNT}: no new mail, {len(messages)} on server, {len(messages)} deleted\n"
     )
-    session = rig.server.transcript[-1]
+    session = rig.maildrop.server.transcript[-1]
     assert [c for c in session if c.startswith("RETR")] == []
     assert sorted(c for c in session if c.startswith("DELE")) == sorted(
         f"DELE {n}" for n in numbers
     )
     assert session[-1] == "QUIT"
-    check_complete(rig, keep=False)
-    assert rig.home.temporary_files() == []
+    check_complete(rig)
+    assert rig.temporary_files() == []

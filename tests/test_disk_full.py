@@ -23,22 +23,25 @@ import os
 import ssl
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
-from pop3s_fetch.config import Account
-from pop3s_fetch.demo.server import MailStore, Pop3Server
-from pop3s_fetch.destinations import file_writers, files, mbox, read_messages
+from pop3s_fetch.destinations import file_writers, files, mbox
 from pop3s_fetch.errors import ExitCode
-from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
 from pop3s_fetch.ui import error_line
 from tests.support import REQUIRE_SERVERS_VARIABLE, servers_required
-from tests.support.cli import account_toml, make_cli
-from tests.support.mail import as_stored, corpus, leftovers
-from tests.support.reporting import NullReporter
+from tests.support.mail import corpus
+from tests.support.rig import (
+    BuiltinMaildrop,
+    CliRig,
+    Rig,
+    builtin_login,
+    destination_in,
+    in_process_rig,
+    serve,
+)
 
 USER = "alice"
 PASSWORD = "disk-full-test-password"
@@ -54,22 +57,12 @@ MESSAGES = corpus()
 CORPUS_BYTES = sum(len(message) for message in MESSAGES)
 
 
-def expected(fmt: str) -> list[bytes]:
-    return sorted(as_stored(message, fmt) for message in MESSAGES)
-
-
-def temporary_files(destination: Path, fmt: str) -> list[Path]:
-    """:func:`leftovers`, also before the destination's directory exists."""
-    directory = destination if fmt == "maildir" else destination.parent
-    return leftovers(destination, fmt) if directory.exists() else []
-
-
-def only_whole_messages(destination: Path, fmt: str) -> list[bytes]:
+def only_whole_messages(rig: Rig[BuiltinMaildrop]) -> list[bytes]:
     """What a failed run left: each an original, byte for byte, at most once."""
-    landed = sorted(read_messages(destination, fmt))
+    landed = rig.landed()
     assert len(landed) == len(set(landed)), "a message was delivered twice"
-    assert set(landed) <= set(expected(fmt)), "a partial or damaged message was delivered"
-    assert temporary_files(destination, fmt) == []
+    assert set(landed) <= set(rig.expected()), "a partial or damaged message was delivered"
+    assert rig.temporary_files() == []
     return landed
 
 
@@ -78,25 +71,11 @@ def fmt(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@dataclass
-class Served:
-    """The built-in server, in this process, holding the corpus for USER."""
-
-    server: Pop3Server
-    store: MailStore
-
-    def on_server(self) -> list[bytes]:
-        return sorted(message for _, message in self.store.messages())
-
-    def last_session(self) -> list[str]:
-        return self.server.transcript[-1]
-
-
 @pytest.fixture
-def served(server_ssl_context: ssl.SSLContext) -> Iterator[Served]:
-    store = MailStore(MESSAGES)
-    with Pop3Server(server_ssl_context, {USER: (PASSWORD, store)}) as server:
-        yield Served(server, store)
+def served(server_ssl_context: ssl.SSLContext) -> Iterator[BuiltinMaildrop]:
+    """The built-in server, in this process, holding the corpus for USER."""
+    with serve(server_ssl_context, MESSAGES, user=USER, password=PASSWORD) as maildrop:
+        yield maildrop
 
 
 def retrieved(session: list[str]) -> int:
@@ -161,49 +140,39 @@ def fill(disk: Path, leave: int) -> Path:
 
 
 def test_full_tmpfs_exit_74_then_sync_once_space_is_freed(
-    small_disk: Path, tmp_path: Path, served: Served, ca_file: Path, fmt: str
+    small_disk: Path, tmp_path: Path, served: BuiltinMaildrop, ca_file: Path, fmt: str
 ) -> None:
-    destination = small_disk / ("Maildir" if fmt == "maildir" else "mail/inbox")
-    cli = make_cli(
+    rig = CliRig.configure(
         tmp_path,
-        {
-            "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
-            "TEST_KEYRING_PASSWORD": PASSWORD,
-        },
-    )
-    cli.write_config(
-        account_toml(
-            ACCOUNT,
-            host=served.server.host,
-            port=served.server.port,
-            username=USER,
-            destination=destination,
-            fmt=fmt,
-            keep=False,
-            ca_file=ca_file,
-        )
+        served,
+        MESSAGES,
+        builtin_login(served, ca_file),
+        name=ACCOUNT,
+        fmt=fmt,
+        keep=False,
+        destination=destination_in(small_disk, fmt),
     )
     filler = fill(small_disk, FREE_WHILE_FULL)
 
-    failed = cli.run("sync")
+    failed = rig.sync()
     assert failed.code == 74, failed.output
     lines = failed.stderr.splitlines()
     assert len(lines) == 1, failed.stderr
     assert lines[0].startswith(f"error: {ACCOUNT}: cannot ")
     assert "disk full (ENOSPC)" in lines[0]
     assert "QUIT" not in served.last_session()
-    assert served.on_server() == sorted(MESSAGES), "a message was deleted from the server"
-    delivered = len(only_whole_messages(destination, fmt))
+    assert rig.on_server() == sorted(MESSAGES), "a message was deleted from the server"
+    delivered = len(only_whole_messages(rig))
     print(f"{fmt}: {lines[0]}; {delivered} delivered before it")
 
     filler.unlink()
-    again = cli.run("sync")
+    again = rig.sync()
     assert again.code == 0, again.output
     assert again.stderr == ""
     assert retrieved(served.last_session()) == len(MESSAGES) - delivered
-    assert sorted(read_messages(destination, fmt)) == expected(fmt)
-    assert temporary_files(destination, fmt) == []
-    assert served.on_server() == []
+    assert rig.landed() == rig.expected()
+    assert rig.temporary_files() == []
+    assert rig.on_server() == []
 
 
 # --- a simulated full disk, in-process --------------------------------------------------------
@@ -253,10 +222,6 @@ class FullDisk:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def in_process_sync(account: Account, state_dir: Path) -> AccountResult:
-    return sync_account(account, lambda: PASSWORD, SyncOptions(state_dir=state_dir), NullReporter())
-
-
 @pytest.mark.parametrize(
     ("fmt", "free", "failing_write"),
     [
@@ -271,28 +236,19 @@ def in_process_sync(account: Account, state_dir: Path) -> AccountResult:
 def test_enospc_exit_74_then_sync_once_space_is_freed(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    served: Served,
+    served: BuiltinMaildrop,
     ca_file: Path,
     fmt: str,
     free: int,
     failing_write: str,
 ) -> None:
-    destination = tmp_path / ("Maildir" if fmt == "maildir" else "mail/inbox")
-    account = Account(
-        name=ACCOUNT,
-        host=served.server.host,
-        port=served.server.port,
-        username=USER,
-        destination=destination,
-        format="maildir" if fmt == "maildir" else "mbox",
-        keep=False,
-        ca_file=ca_file,
-        timeout=5.0,
+    rig = in_process_rig(
+        served, MESSAGES, tmp_path, name=ACCOUNT, fmt=fmt, keep=False, ca_file=ca_file, timeout=5.0
     )
     disk = FullDisk(free)
     disk.install(monkeypatch)
 
-    failed = in_process_sync(account, tmp_path / "state")
+    failed = rig.sync()
     assert failed.error is not None, "the disk never filled up"
     assert failed.exit_code == ExitCode.IOERR
     assert int(failed.exit_code) == 74
@@ -302,16 +258,16 @@ def test_enospc_exit_74_then_sync_once_space_is_freed(
     assert f"cannot {failing_write}" in line
     assert disk.refused >= 1
     assert "QUIT" not in served.last_session()
-    assert served.on_server() == sorted(MESSAGES), "a message was deleted from the server"
-    delivered = only_whole_messages(destination, fmt)
+    assert rig.on_server() == sorted(MESSAGES), "a message was deleted from the server"
+    delivered = only_whole_messages(rig)
     assert len(delivered) == failed.fetched
     print(f"{fmt}, {free} bytes free: {line}; {len(delivered)} delivered before it")
 
     disk.free = UNLIMITED
-    again = in_process_sync(account, tmp_path / "state")
+    again = rig.sync()
     assert again.error is None, again.error
     assert again.fetched == len(MESSAGES) - len(delivered)
     assert retrieved(served.last_session()) == again.fetched
-    assert sorted(read_messages(destination, fmt)) == expected(fmt)
-    assert temporary_files(destination, fmt) == []
-    assert served.on_server() == []
+    assert rig.landed() == rig.expected()
+    assert rig.temporary_files() == []
+    assert rig.on_server() == []

@@ -14,39 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch.config import Account
-from pop3s_fetch.demo.server import Faults, MailStore, Pop3Server
-from pop3s_fetch.destinations import read_messages
+from pop3s_fetch.demo.server import Faults
 from pop3s_fetch.state import open_store
-from pop3s_fetch.sync import AccountResult, SyncOptions, sync_account
 from tests.support.mail import as_stored, corpus, leftovers
-from tests.support.reporting import NullReporter
+from tests.support.rig import InProcessRig, in_process_rig, serve
 
 PASSWORD = "correct horse battery staple"
-
-
-@dataclasses.dataclass
-class Rig:
-    server: Pop3Server
-    store: MailStore
-    account: Account
-    options: SyncOptions
-    originals: list[bytes]
-
-    def sync(self) -> AccountResult:
-        return sync_account(self.account, lambda: PASSWORD, self.options, NullReporter())
-
-    def landed(self) -> list[bytes]:
-        return sorted(read_messages(self.account.destination, self.account.format))
-
-    def expected(self) -> list[bytes]:
-        return sorted(as_stored(m, self.account.format) for m in self.originals)
-
-    def on_server(self) -> list[bytes]:
-        return sorted(message for _, message in self.store.messages())
-
-    def sessions(self) -> list[list[str]]:
-        return self.server.transcript
 
 
 @pytest.fixture(params=["maildir", "mbox"])
@@ -62,26 +35,22 @@ def keep(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 def rig(
     tmp_path: Path, server_ssl_context: ssl.SSLContext, ca_file: Path, fmt: str, keep: bool
-) -> Iterator[Rig]:
+) -> Iterator[InProcessRig]:
     originals = corpus()
-    store = MailStore(originals)
-    server = Pop3Server(server_ssl_context, {"alice": (PASSWORD, store)})
-    with server:
-        account = Account(
+    with serve(server_ssl_context, originals, user="alice", password=PASSWORD) as maildrop:
+        yield in_process_rig(
+            maildrop,
+            originals,
+            tmp_path,
             name="test",
-            host="127.0.0.1",
-            port=server.port,
-            username="alice",
-            destination=tmp_path / ("Maildir" if fmt == "maildir" else "mail" / Path("inbox")),
-            format="maildir" if fmt == "maildir" else "mbox",
+            fmt=fmt,
             keep=keep,
             ca_file=ca_file,
             timeout=2.0,
         )
-        yield Rig(server, store, account, SyncOptions(state_dir=tmp_path / "state"), originals)
 
 
-def test_sync_then_nothing_new(rig: Rig) -> None:
+def test_sync_then_nothing_new(rig: InProcessRig) -> None:
     first = rig.sync()
     assert first.error is None
     assert first.fetched == len(rig.originals)
@@ -90,13 +59,13 @@ def test_sync_then_nothing_new(rig: Rig) -> None:
     assert second.error is None
     assert second.fetched == 0
     assert rig.landed() == rig.expected()
-    assert rig.on_server() == ([] if not rig.account.keep else sorted(rig.originals))
+    assert rig.on_server() == rig.expected_on_server()
     assert leftovers(rig.account.destination, rig.account.format) == []
     retrs = [c for c in rig.sessions()[-1] if c.startswith("RETR")]
     assert retrs == []
 
 
-def test_password_is_masked_in_the_transcript(rig: Rig) -> None:
+def test_password_is_masked_in_the_transcript(rig: InProcessRig) -> None:
     rig.sync()
     assert "PASS ***" in rig.sessions()[0]
     assert all(PASSWORD not in line for line in rig.sessions()[0])
@@ -127,7 +96,7 @@ FAULTS = [
 
 
 @pytest.mark.parametrize(("faults", "code", "text"), FAULTS)
-def test_fault_then_recovery(rig: Rig, faults: Faults, code: int, text: str) -> None:
+def test_fault_then_recovery(rig: InProcessRig, faults: Faults, code: int, text: str) -> None:
     if rig.account.keep and faults.err_on_dele:
         pytest.skip("no DELE is sent when messages are kept")
     if rig.account.keep and "QUIT" in faults.drop_on:
@@ -154,7 +123,7 @@ def test_fault_then_recovery(rig: Rig, faults: Faults, code: int, text: str) -> 
     assert again.error is None, again.error
     assert rig.landed() == rig.expected()
     assert leftovers(rig.account.destination, rig.account.format) == []
-    assert rig.on_server() == ([] if not rig.account.keep else sorted(rig.originals))
+    assert rig.on_server() == rig.expected_on_server()
     final = rig.sync()
     assert final.error is None
     assert final.fetched == 0
@@ -168,14 +137,14 @@ def test_fault_then_recovery(rig: Rig, faults: Faults, code: int, text: str) -> 
         pytest.param(Faults(list_size_delta={1: 500, 2: -50}), id="list-size-wrong"),
     ],
 )
-def test_server_quirks_still_sync(rig: Rig, faults: Faults) -> None:
+def test_server_quirks_still_sync(rig: InProcessRig, faults: Faults) -> None:
     rig.server.faults = faults
     result = rig.sync()
     assert result.error is None, result.error
     assert rig.landed() == rig.expected()
 
 
-def test_delivered_but_not_deleted_is_deleted_without_download(rig: Rig) -> None:
+def test_delivered_but_not_deleted_is_deleted_without_download(rig: InProcessRig) -> None:
     if rig.account.keep:
         pytest.skip("only with keep = false")
     rig.server.faults = Faults(drop_on=frozenset({"QUIT"}))
@@ -190,7 +159,7 @@ def test_delivered_but_not_deleted_is_deleted_without_download(rig: Rig) -> None
     assert rig.on_server() == []
 
 
-def test_no_dele_before_delivery_is_recorded(rig: Rig) -> None:
+def test_no_dele_before_delivery_is_recorded(rig: InProcessRig) -> None:
     if rig.account.keep:
         pytest.skip("only with keep = false")
     rig.sync()
@@ -206,7 +175,7 @@ def test_no_dele_before_delivery_is_recorded(rig: Rig) -> None:
 # Local faults: a clear error, nothing deleted on the server, and a retry after the fix works.
 
 
-def test_state_store_from_a_newer_version(rig: Rig) -> None:
+def test_state_store_from_a_newer_version(rig: InProcessRig) -> None:
     import sqlite3
 
     state = rig.options.state_dir / "test.sqlite3"
@@ -222,10 +191,10 @@ def test_state_store_from_a_newer_version(rig: Rig) -> None:
     state.unlink()
     assert rig.sync().error is None
     assert rig.landed() == rig.expected()
-    assert rig.on_server() == ([] if not rig.account.keep else sorted(rig.originals))
+    assert rig.on_server() == rig.expected_on_server()
 
 
-def test_unreadable_state_store(rig: Rig) -> None:
+def test_unreadable_state_store(rig: InProcessRig) -> None:
     state = rig.options.state_dir / "test.sqlite3"
     state.parent.mkdir(parents=True)
     state.write_bytes(b"not a database, " * 512)
@@ -239,22 +208,22 @@ def test_unreadable_state_store(rig: Rig) -> None:
     assert rig.landed() == rig.expected()
 
 
-def test_destination_that_cannot_be_created(rig: Rig) -> None:
+def test_destination_that_cannot_be_created(rig: InProcessRig) -> None:
     blocker = rig.options.state_dir.parent / "blocker"
     blocker.write_text("a file where a directory must go")
     blocked = dataclasses.replace(rig.account, destination=blocker / "Mail" / "inbox")
-    failed = sync_account(blocked, lambda: PASSWORD, rig.options, NullReporter())
+    failed = rig.sync(blocked)
     assert failed.error is not None
     assert int(failed.error.exit_code) == 74
     assert str(blocker) in str(failed.error)
     assert rig.on_server() == sorted(rig.originals)  # nothing deleted
     blocker.unlink()
-    again = sync_account(blocked, lambda: PASSWORD, rig.options, NullReporter())
+    again = rig.sync(blocked)
     assert again.error is None
     assert again.fetched == len(rig.originals)
 
 
-def test_sizes_are_asked_only_for_what_is_new(rig: Rig) -> None:
+def test_sizes_are_asked_only_for_what_is_new(rig: InProcessRig) -> None:
     assert rig.sync().error is None
     first = rig.sessions()[-1]
     # A first run expects everything to be new: one whole LIST, sent right behind UIDL.
@@ -273,7 +242,9 @@ def test_sizes_are_asked_only_for_what_is_new(rig: Rig) -> None:
     assert [c for c in rig.sessions()[-1] if c.startswith("LIST")] == []
 
 
-def test_a_server_silent_after_an_early_capa_is_asked_carefully_next_time(rig: Rig) -> None:
+def test_a_server_silent_after_an_early_capa_is_asked_carefully_next_time(
+    rig: InProcessRig,
+) -> None:
     """CAPA goes with the handshake to a server known to pipeline; if that session then
     fails before CAPA's reply (here: the server never answers CAPA), the next run waits for
     the greeting again, so a server that drops early input cannot fail every run."""

@@ -1,11 +1,12 @@
 """Fixtures that start real servers (Dovecot, a Secret Service) and mint test certificates.
 
-Each submodule is a pytest plugin loaded from ``tests/conftest.py``. This package provides
-the world the program talks to, not the program, so the only modules of ``pop3s_fetch`` it
-may import are the shipped stand-ins for that world: ``pop3s_fetch.demo.server``,
+Each fixture module is a pytest plugin loaded from ``tests/conftest.py``. This package provides
+the world the program talks to, not the program, so the only modules of ``pop3s_fetch`` the
+fixture modules may import are the shipped stand-ins for that world: ``pop3s_fetch.demo.server``,
 ``pop3s_fetch.demo.samples`` and ``pop3s_fetch.demo.ca`` (which themselves import nothing of
-the package but ``pop3s_fetch.errors``). Nothing else, not even under ``TYPE_CHECKING``; the
-program itself runs only as a subprocess (``cli.py``).
+the package but ``pop3s_fetch.errors``). ``rig`` is the one exception: it is how the sync-safety
+suites drive the program in-process (``sync_account``) and read back what it did
+(``destinations.read_messages``). The import-linter contracts in ``pyproject.toml`` hold this.
 """
 
 from __future__ import annotations

@@ -604,6 +604,10 @@ _CA_KEYS = frozenset({"ca", "ca_file"})
 _SECRET_KEYS = ("password_command", "password_credential", _OAUTH2_KEY)
 _REQUIRED_KEYS = ("host", "username", "destination")
 _TOP_LEVEL_KEYS = ("defaults", "accounts")
+#: Every key an account (or [defaults]) table may hold, and every key of its oauth2 table:
+#: public so that the documentation tests can check the man page names each one.
+ACCOUNT_KEYS: tuple[str, ...] = _KNOWN_ACCOUNT_KEYS
+OAUTH2_KEYS: tuple[str, ...] = tuple(_OAUTH2_KEYS)
 _PASSWORD_KEY = "password"  # noqa: S105  # the key we refuse, not a secret
 
 

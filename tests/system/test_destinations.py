@@ -13,7 +13,7 @@ import pytest
 
 import pop3s_fetch.destinations as destinations
 from pop3s_fetch.destinations import BACKENDS, Kind, open_destination, read_messages
-from tests.test_delivery import MESSAGES, as_stored, deliver
+from tests.unit.test_delivery import MESSAGES, as_stored, deliver
 
 PACKAGE_DIR = Path(destinations.__file__).parent
 BACKEND_MODULES = {name.rsplit(".", 1)[1] for name in BACKENDS.values()}

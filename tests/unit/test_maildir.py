@@ -15,7 +15,7 @@ import pytest
 from pop3s_fetch.destinations import DEFAULT_OWNER, Placement, open_destination, staging_prefix
 from pop3s_fetch.destinations.maildir import Maildir, sanitise_hostname, unique_name
 from pop3s_fetch.errors import DeliveryError
-from tests.test_delivery import deliver, stage
+from tests.unit.test_delivery import deliver, stage
 
 MESSAGE = b"Subject: hello\n\nFrom the body, exactly\n"
 NAME = re.compile(r"(\d+)\.M(\d+)P(\d+)Q(\d+)R([0-9a-f]{16})\.(.+)")

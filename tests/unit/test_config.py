@@ -11,7 +11,7 @@ from pop3s_fetch import config
 from pop3s_fetch.config import Account, Config
 from pop3s_fetch.errors import ConfigError, ExitCode
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 MINIMAL_ACCOUNT = """
 [accounts.work]

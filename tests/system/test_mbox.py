@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pop3s_fetch.destinations import Placement, open_destination
 from pop3s_fetch.destinations.mbox import Mbox, MboxrdQuoter, envelope_sender, from_line
 from pop3s_fetch.errors import DeliveryError, ExitCode, LockedError
-from tests.test_delivery import deliver, read_mboxrd, stage
+from tests.unit.test_delivery import deliver, read_mboxrd, stage
 
 ONE_MESSAGE = b"Subject: one\n\nbody\n"
 

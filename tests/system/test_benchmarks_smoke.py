@@ -20,7 +20,7 @@ from benchmarks.environment import missing_server
 from benchmarks.latency_proxy import latency_proxy
 from tests.support import server_unavailable
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from pop3s_fetch import systemd
 from pop3s_fetch.systemd import UnitInstallError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EXECUTABLE = "/usr/local/bin/pop3s-fetch"
 
 

@@ -33,7 +33,7 @@ from pop3s_fetch.errors import ExitCode, TLSError
 from pop3s_fetch.sync import AccountResult
 from tests.support import server_unavailable
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MAN1 = REPO_ROOT / "man" / "pop3s-fetch.1"
 MAN5 = REPO_ROOT / "man" / "pop3s-fetch.toml.5"
 MAN_PAGES = (MAN1, MAN5)

@@ -1,0 +1,1 @@
+"""integration tests: see the README's Layout section for what each folder may need."""

@@ -64,6 +64,7 @@ def json_document(
                 "recovered": r.recovered,
                 "duration": round(r.duration, 3),
                 "errors": [error_record(r.error)] if r.error else [],
+                "warnings": list(r.warnings),
             }
             for r in results
         ],

@@ -41,7 +41,7 @@ from pop3s_fetch.destinations import (
     open_destination,
 )
 from pop3s_fetch.errors import ConnectError, ExitCode, Pop3sFetchError, ProtocolError
-from pop3s_fetch.pop3 import Pop3Client, RemoteMessage
+from pop3s_fetch.pop3 import Pop3Client, RemoteMessage, Retrieved
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
 
 logger = logging.getLogger(__name__)
@@ -169,6 +169,9 @@ class _AccountSync:
         self.staged: list[tuple[RemoteMessage, StagedMessage]] = []
         self.staged_bytes = 0
         self.writer: MessageWriter | None = None
+        self.held: set[str] = set()  # UIDLs never to DELE: their size disagreed with LIST
+        self.deleting: set[str] = set()  # UIDLs sent DELE in this session
+        self.size_mismatches: list[Retrieved] = []
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
@@ -241,16 +244,24 @@ class _AccountSync:
         )
         self.reporter.listed(self.account.name, len(new), sum(m.size for m in new))
         if not self.account.keep:
+            self.held = self.store.held()  # a size that disagreed: never deleted by us
             already = [
-                RemoteMessage(n, uidl, 0) for n, uidl in sorted(uidls.items()) if uidl in delivered
+                RemoteMessage(n, uidl, 0)
+                for n, uidl in sorted(uidls.items())
+                if uidl in delivered and uidl not in self.held
             ]
-            session.queue_delete(already)
-            self.result.deleted += len(already)
+            self._delete(session, already)
         retr_errors = self._fetch(session, new)
         delete_errors = session.drain()
         session.quit()
-        # Only now is the listing known complete and our deliveries recorded.
-        self.store.forget_absent(set(uidls.values()), delivered)
+        # QUIT made the deletions final: forget them now (a later listing cannot be trusted to
+        # show they are gone, see forget_absent). Only now is the listing known complete.
+        refused = {message.uidl for message in session.refused_deletes}
+        deleted = self.deleting - refused
+        self.store.forget(deleted)
+        self.store.forget_absent(set(uidls.values()) - deleted, delivered - deleted)
+        if self.size_mismatches:
+            self._warn_size_mismatches()
         if delete_errors:
             self.result.deleted -= len(delete_errors)
             raise ProtocolError(
@@ -276,9 +287,14 @@ class _AccountSync:
                     errors.append(f"message {item.message.number}: {item.error}")
                     continue
                 assert writer is not None
-                # A LIST size that differs from what arrived is harmless: the terminating dot,
-                # not the size, marks a message complete. So it is not checked.
-                self.staged.append((item.message, writer.finish()))
+                staged = writer.finish()
+                if item.size_disagrees:
+                    # Maybe another message's body (a broken or hostile server): saved, since
+                    # it is complete and may be all there is, but never deleted by us.
+                    self.store.hold(item.message.uidl, item.message.size, item.received)
+                    self.held.add(item.message.uidl)
+                    self.size_mismatches.append(item)
+                self.staged.append((item.message, staged))
                 self.staged_bytes += item.octets
                 self.reporter.fetched(self.account.name, item.octets)
                 if len(self.staged) >= BATCH_MESSAGES or self.staged_bytes >= BATCH_BYTES:
@@ -317,8 +333,31 @@ class _AccountSync:
             self.result.fetched += 1
             self.result.octets += staged.size
         if not self.account.keep and self.session is not None:
-            self.session.queue_delete([message for message, _ in batch])
-            self.result.deleted += len(batch)
+            self._delete(
+                self.session, [message for message, _ in batch if message.uidl not in self.held]
+            )
+
+    def _delete(self, session: Pop3Client, messages: Sequence[RemoteMessage]) -> None:
+        """DELE messages recorded as delivered; QUIT makes it final, or nothing happens."""
+        session.queue_delete(messages)
+        self.deleting.update(message.uidl for message in messages)
+        self.result.deleted += len(messages)
+
+    def _warn(self, text: str) -> None:
+        """Tell the user something that did not stop the sync (screen, log, --json)."""
+        self.result.warnings.append(text)
+        self.reporter.warned(self.account.name, text)
+
+    def _warn_size_mismatches(self) -> None:
+        first = self.size_mismatches[0]
+        count = len(self.size_mismatches)
+        noun = "message" if count == 1 else "messages"
+        kept = " and left on the server" if not self.account.keep else ""
+        self._warn(
+            f"{count} {noun} arrived with another size than the server listed (first: message "
+            f"{first.message.number}, listed {first.message.size} bytes, {first.received} "
+            f"arrived); saved{kept}, as it may be another message's body"
+        )
 
     def _publish_quietly(self) -> None:
         """Publish what is complete while another error is already on its way up."""

@@ -32,8 +32,10 @@ logger = logging.getLogger(__name__)
 WINDOW_BYTES = 32 * 1024 * 1024
 #: ...and at most this many commands, so the command bytes never fill the server's socket buffer.
 WINDOW_COMMANDS = 256
+#: At least this many octets more than LIST said are accepted from a RETR (see retr_limit).
+RETR_MARGIN = 64 * 1024
 #: The longest UIDL or LIST reply read: MAX_MESSAGES lines of the longest kind.
-_LISTING_LIMIT = codec.MAX_MESSAGES * codec.MAX_LISTING_LINE
+LISTING_LIMIT = codec.MAX_MESSAGES * codec.MAX_LISTING_LINE
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +49,35 @@ class RemoteMessage:
 
 @dataclass(frozen=True, slots=True)
 class Retrieved:
-    """The outcome of one RETR: ``error`` holds the server's ``-ERR`` text when it refused."""
+    """The outcome of one RETR: ``error`` holds the server's ``-ERR`` text when it refused.
+
+    ``octets`` were passed to the sink (LF line ends); ``received`` is the message's size as
+    LIST counts it (CRLF line ends), to compare with ``message.size``.
+    """
 
     message: RemoteMessage
     octets: int
     error: str | None = None
+    received: int = 0
+
+    @property
+    def size_disagrees(self) -> bool:
+        """What arrived is not the size LIST gave: maybe another message's body (RFC 1939).
+
+        Two octets more are the CRLF a server must add before the terminator to a message
+        lacking a final line end; servers do not count it in LIST.
+        """
+        listed = self.message.size
+        return self.error is None and self.received not in (listed, listed + 2)
+
+
+def retr_limit(listed: int) -> int:
+    """The most octets RETR may send for a message LIST gave as ``listed``.
+
+    Some servers' LIST sizes are only close (fetchmail warns "was not the expected length"),
+    so there is a margin; beyond it the message is refused rather than written without end.
+    """
+    return listed + max(RETR_MARGIN, listed // 8)
 
 
 # -- commands in flight: one entry per reply still due, in the queue in the order they come ---
@@ -128,6 +154,8 @@ class Pop3Client:
         self.capabilities: dict[str, list[str]] = {}
         self._in_flight: collections.deque[InFlight] = collections.deque(in_flight)
         self._delete_errors: list[str] = []
+        #: Messages whose DELE the server refused in this session (they stay on the server).
+        self.refused_deletes: list[RemoteMessage] = []
         #: Set when every message is expected to be new (a first run): LIST then rides with
         #: UIDL instead of costing a round trip of its own.
         self.prefetch_sizes = False
@@ -446,7 +474,7 @@ class Pop3Client:
             self._send(*(c.command for c in listing))
             self._in_flight.extend(listing[1:])  # UIDL's reply is read now
         ok, text = self._status()
-        lines = self._lines("UIDL", _LISTING_LIMIT) if ok else []
+        lines = self._lines("UIDL", LISTING_LIMIT) if ok else []
         if not ok:
             raise ProtocolError(
                 f"the server does not support UIDL ({text})",
@@ -469,7 +497,7 @@ class Pop3Client:
         sent_ahead = self._due(ListAll)
         if sent_ahead is not None:  # read it whether or not it is needed: it is next
             list_ok, list_text = self._status()
-            list_lines = self._lines("LIST", _LISTING_LIMIT) if list_ok else []
+            list_lines = self._lines("LIST", LISTING_LIMIT) if list_ok else []
         if not numbers:
             return []
         wanted = sorted(numbers)
@@ -489,7 +517,7 @@ class Pop3Client:
             ok, text = self._status()
             if not ok:
                 raise ProtocolError(f"the server refused LIST: {text}")
-            sizes = codec.parse_sizes(self._lines("LIST", _LISTING_LIMIT))
+            sizes = codec.parse_sizes(self._lines("LIST", LISTING_LIMIT))
         if not set(wanted) <= sizes.keys() or not sizes.keys() <= uidls.keys():
             raise ProtocolError("the server's UIDL and LIST replies name different messages")
         return [RemoteMessage(n, uidls[n], sizes[n]) for n in wanted]
@@ -522,7 +550,7 @@ class Pop3Client:
                 self._send(*batch)
             due = self._in_flight.popleft()
             if isinstance(due, Dele):
-                self._finish_delete()
+                self._finish_delete(due)
                 continue
             if not isinstance(due, Retr):  # pragma: no cover - the listing was read before
                 raise AssertionError(f"unexpected outstanding {type(due).__name__}")
@@ -532,8 +560,17 @@ class Pop3Client:
             if not ok:
                 yield Retrieved(message, 0, error=text or "RETR refused")
                 continue
-            body = self._transport.read_body(open_sink(message))
-            yield Retrieved(message, body.written)
+            limit = retr_limit(message.size)
+            try:
+                body = self._transport.read_body(open_sink(message), limit=limit)
+            except codec.BodyTooLong:
+                raise ProtocolError(
+                    f"the server sent more than {limit} bytes for message {message.number}, "
+                    f"which LIST gave as {message.size} bytes, so it was not saved",
+                    hint="this is a server fault (report it to its administrator); the "
+                    "message stays on the server, and what was saved before it is kept",
+                ) from None
+            yield Retrieved(message, body.written, received=body.octets)
 
     def _room(self, in_flight_bytes: int, *, refill: bool = False) -> bool:
         """Whether one more RETR may be sent; with ``refill``, whether to start a batch."""
@@ -560,15 +597,16 @@ class Pop3Client:
                 if self._in_flight:  # pragma: no cover - retrieve() never yields mid-flight here
                     raise AssertionError("command sent with another in flight")
                 self._send(dele.command)
-                self._finish_delete()
+                self._finish_delete(dele)
             return
         self._send(*(d.command for d in deletes))
         self._in_flight.extend(deletes)
 
-    def _finish_delete(self) -> None:
+    def _finish_delete(self, dele: Dele) -> None:
         ok, text = self._status()
         if not ok:
             self._delete_errors.append(text)
+            self.refused_deletes.append(dele.message)
 
     def drain(self) -> list[str]:
         """Read every outstanding reply; return the ``-ERR`` texts DELE got in this session."""
@@ -576,7 +614,7 @@ class Pop3Client:
             due = self._in_flight.popleft()
             if not isinstance(due, Dele):  # pragma: no cover - only DELE can remain queued
                 raise AssertionError(f"unexpected outstanding {type(due).__name__}")
-            self._finish_delete()
+            self._finish_delete(due)
         return list(self._delete_errors)
 
     def quit(self) -> None:

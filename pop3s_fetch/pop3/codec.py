@@ -26,7 +26,7 @@ EMIT_SIZE = 256 * 1024
 MAX_BUFFERED_LINE = 1024 * 1024
 #: The most messages a listing may name. Beyond it a server is broken or hostile: a UIDL
 #: listing is held in memory, and 5,000,000 entries took 2.3 GiB before this limit.
-MAX_MESSAGES = 1_000_000
+MAX_MESSAGES = 500_000
 #: The largest message size a LIST line may state (1 TiB): anything larger is garbage, and
 #: would overflow the state store's integers.
 MAX_MESSAGE_OCTETS = 1 << 40

@@ -143,6 +143,14 @@ class _ReaderLines:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
+    def _close_after_failed_greeting(self) -> None:
+        """poplib leaves its socket open when reading the greeting fails: close it here."""
+        for name in ("file", "sock"):
+            resource = self.__dict__.get(name)
+            if resource is not None:
+                with contextlib.suppress(OSError):
+                    resource.close()
+
     def _getline(self) -> tuple[bytes, int]:
         if self.reader is None:
             self.reader = Reader(self.sock)
@@ -168,7 +176,11 @@ class _ImplicitTLS(_ReaderLines, poplib.POP3_SSL):
     ) -> None:
         self.reader = None
         self._early = early
-        super().__init__(host, port, timeout=timeout, context=context)
+        try:
+            super().__init__(host, port, timeout=timeout, context=context)
+        except BaseException:
+            self._close_after_failed_greeting()
+            raise
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
         sock = super()._create_socket(timeout)
@@ -184,7 +196,11 @@ class _Plaintext(_ReaderLines, poplib.POP3):
 
     def __init__(self, host: str, port: int, *, timeout: float) -> None:
         self.reader = None
-        super().__init__(host, port, timeout=timeout)
+        try:
+            super().__init__(host, port, timeout=timeout)
+        except BaseException:
+            self._close_after_failed_greeting()
+            raise
 
 
 class Transport:

@@ -189,8 +189,15 @@ def _emit(sink: Sink, buf: bytearray, size: int, dots: list[int]) -> int:
 
 
 def text_lines(body: Iterable[bytes]) -> list[str]:
-    """A decoded text body (CAPA, UIDL, LIST) as lines; bad UTF-8 is replaced, not fatal."""
-    return b"".join(body).decode("utf-8", "replace").splitlines()
+    """A decoded text body (CAPA, UIDL, LIST) as lines; bad UTF-8 is replaced, not fatal.
+
+    Split at LF only (the decoder turned each CRLF into one): ``str.splitlines`` would also cut
+    at a bare CR, a form feed or U+2028 inside a line, letting a server forge extra lines.
+    """
+    text = b"".join(body).decode("utf-8", "replace")
+    if not text:
+        return []
+    return text.removesuffix("\n").split("\n")
 
 
 def parse_status(line: str) -> tuple[bool, str]:

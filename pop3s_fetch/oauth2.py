@@ -47,6 +47,8 @@ EXPIRY_MARGIN: Final = 60.0
 _LOGIN_AGAIN_ERRORS: Final = frozenset(
     {"invalid_grant", "expired_token", "access_denied", "authorization_declined"}
 )
+#: The longest token-endpoint reply read: real ones are a few KiB (tokens are JSON strings).
+MAX_RESPONSE_BYTES: Final = 64 * 1024
 _CONFIG_ERRORS: Final = frozenset(
     {"invalid_client", "unauthorized_client", "invalid_scope", "unsupported_grant_type"}
 )
@@ -360,7 +362,9 @@ def _post(
 def _json_body(
     response: http.client.HTTPResponse | urllib.error.HTTPError, url: str
 ) -> dict[str, object]:
-    raw = response.read()
+    raw = response.read(MAX_RESPONSE_BYTES + 1)  # an endless body must not fill memory
+    if len(raw) > MAX_RESPONSE_BYTES:
+        raise _malformed(url, f"a reply longer than {MAX_RESPONSE_BYTES} bytes")
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -384,6 +388,11 @@ def _refusal(
     error = answer.body.get("error")
     if not isinstance(error, str):
         return _malformed(url, f"HTTP {answer.status} without an error code")
+    if not _is_error_code(error):
+        # A code is a short ASCII word (RFC 6749 section 5.2); anything else may echo what we
+        # sent, a refresh token among it, so it is not shown at all.
+        error = "an error code that is not one"
+    error = _scrub(error, secrets)
     description = answer.body.get("error_description")
     detail = error
     if isinstance(description, str) and description.strip():
@@ -401,6 +410,11 @@ def _refusal(
             hint=_login_hint(account_name),
         )
     return _malformed(url, f"HTTP {answer.status} ({detail})")
+
+
+def _is_error_code(text: str) -> bool:
+    """RFC 6749's error codes: printable ASCII without quote or backslash, and short."""
+    return 0 < len(text) <= 64 and all(" " <= char <= "~" and char not in '"\\' for char in text)
 
 
 def _expired(account_name: str | None) -> CredentialError:

@@ -212,3 +212,42 @@ def test_a_trickled_message_is_given_up_and_kept(rig: InProcessRig) -> None:
     assert rig.on_server() == sorted(MESSAGES)
     with open_store(rig.options.state_dir / "test.sqlite3") as store:
         assert store.delivered() == set()
+
+
+def test_a_transient_empty_listing_does_not_deliver_everything_again(
+    tmp_path: Path, server_ssl_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    """Run 1 lists 3; run 2 (a hiccup) lists none; run 3 lists the same 3: nothing twice."""
+    with serve(server_ssl_context, MESSAGES, user="alice", password=PASSWORD) as maildrop:
+        rig = in_process_rig(
+            maildrop,
+            MESSAGES,
+            tmp_path,
+            name="test",
+            fmt="maildir",
+            keep=True,
+            ca_file=ca_file,
+            timeout=2.0,
+        )
+        assert rig.sync().fetched == 3
+        rig.server.faults = Faults(raw_replies={"UIDL": b"+OK\r\n.\r\n"})
+        assert rig.sync().error is None
+        rig.server.faults = Faults()
+        third = rig.sync()
+    assert (third.error, third.fetched) == (None, 0)
+    assert rig.landed() == stored(rig, *MESSAGES)
+
+
+def test_a_state_directory_others_can_write_is_refused_before_anything_is_deleted(
+    rig: InProcessRig,
+) -> None:
+    """A planted record in a world-writable state directory could make keep = false delete
+    a message that was never saved: the sync refuses to start."""
+    rig.options.state_dir.mkdir(parents=True)
+    rig.options.state_dir.chmod(0o777)
+    result = rig.sync()
+    assert result.error is not None
+    assert int(result.error.exit_code) == 77
+    assert "is writable by other users (mode 0777)" in str(result.error)
+    assert rig.sessions() == []  # refused before any connection
+    assert rig.on_server() == sorted(MESSAGES)

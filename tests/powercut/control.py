@@ -29,7 +29,7 @@ def unavailable_reason() -> str | None:
     if os.geteuid() != 0 and shutil.which("fusermount3") is None:
         return "not root and no fusermount3 (install fuse3)"
     try:
-        import mfusepy  # noqa: F401  # loads libfuse: fails without it
+        import mfusepy  # type: ignore[import-untyped]  # noqa: F401  # loads libfuse
     except ImportError:
         return "mfusepy is not installed (pip install -e '.[test]')"
     except (OSError, AttributeError) as err:

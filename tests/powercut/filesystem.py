@@ -25,12 +25,14 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.powercut.model import DurabilityModel, FrozenError
 
 _UNCOUNTED_SUFFIX = "-shm"
+T = TypeVar("T")
 
 
 class _Cut(Exception):
@@ -51,6 +53,7 @@ class PassthroughWithModel:
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._files: dict[int, tuple[int, int]] = {}  # fh -> (backing fd, inode)
+        self._names: dict[int, str] = {}  # fh -> the path it was opened by, for unlinked files
         self._serial = 0
 
     # --- the power switch -----------------------------------------------------------------
@@ -76,8 +79,8 @@ class PassthroughWithModel:
     def unblock(self) -> None:
         self._released.set()
 
-    def _run(self, name: str, path: str | None, counted: bool, action: Any) -> Any:
-        from mfusepy import FuseOSError
+    def _run(self, name: str, path: str | None, counted: bool, action: Callable[[], T]) -> T:
+        from mfusepy import FuseOSError  # type: ignore[import-untyped]
 
         try:
             self._enter(name, path, counted)
@@ -93,10 +96,15 @@ class PassthroughWithModel:
     def _real(self, path: str) -> str:
         return self.backing + path
 
-    def _open_fd(self, fd: int, inode: int) -> int:
+    def _open_fd(self, fd: int, inode: int, path: str) -> int:
         self._serial += 1
         self._files[self._serial] = (fd, inode)
+        self._names[self._serial] = path
         return self._serial
+
+    def _name(self, path: str | None, fh: int | None) -> str | None:
+        """The path of an operation on an open file: libfuse passes None once it is unlinked."""
+        return path if path is not None or fh is None else self._names.get(fh)
 
     # --- reading: passed through, never counted -------------------------------------------
 
@@ -109,15 +117,13 @@ class PassthroughWithModel:
                 attrs[name] = getattr(info, name + "_ns")
             return attrs
 
-        return self._run("getattr", path, False, act)  # type: ignore[no-any-return]
+        return self._run("getattr", path, False, act)
 
     def readdir(self, path: str, fh: int) -> list[str]:
-        return self._run(  # type: ignore[no-any-return]
-            "readdir", path, False, lambda: [".", "..", *os.listdir(self._real(path))]
-        )
+        return self._run("readdir", path, False, lambda: [".", "..", *os.listdir(self._real(path))])
 
     def readlink(self, path: str) -> str:
-        return self._run("readlink", path, False, lambda: os.readlink(self._real(path)))  # type: ignore[no-any-return]
+        return self._run("readlink", path, False, lambda: os.readlink(self._real(path)))
 
     def access(self, path: str, amode: int) -> int:
         def act() -> int:
@@ -125,7 +131,7 @@ class PassthroughWithModel:
                 raise OSError(errno.EACCES, "access")
             return 0
 
-        return self._run("access", path, False, act)  # type: ignore[no-any-return]
+        return self._run("access", path, False, act)
 
     def statfs(self, path: str) -> dict[str, int]:
         def act() -> dict[str, int]:
@@ -133,21 +139,22 @@ class PassthroughWithModel:
             names = ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files")
             return {name: getattr(info, name) for name in (*names, "f_ffree", "f_namemax")}
 
-        return self._run("statfs", path, False, act)  # type: ignore[no-any-return]
+        return self._run("statfs", path, False, act)
 
     def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
-        return self._run("read", path, False, lambda: os.pread(self._files[fh][0], size, offset))  # type: ignore[no-any-return]
+        return self._run("read", path, False, lambda: os.pread(self._files[fh][0], size, offset))
 
     def flush(self, path: str | None, fh: int) -> int:
-        return self._run("flush", path, False, lambda: 0)  # type: ignore[no-any-return]
+        return self._run("flush", path, False, lambda: 0)
 
     def release(self, path: str | None, fh: int) -> int:
         def act() -> int:
             fd, _ = self._files.pop(fh)
+            self._names.pop(fh, None)
             os.close(fd)
             return 0
 
-        return self._run("release", path, False, act)  # type: ignore[no-any-return]
+        return self._run("release", path, False, act)
 
     # --- opening --------------------------------------------------------------------------
 
@@ -160,22 +167,25 @@ class PassthroughWithModel:
     def open(self, path: str, flags: int) -> int:
         def act() -> int:
             fd = os.open(self._real(path), self._backing_flags(flags))
-            return self._open_fd(fd, self.model.lookup(path))
+            return self._open_fd(fd, self.model.lookup(path), path)
 
-        return self._run("open", path, bool(flags & os.O_TRUNC), act)  # type: ignore[no-any-return]
+        return self._run("open", path, bool(flags & os.O_TRUNC), act)
 
     def create(self, path: str, mode: int, flags: int) -> int:
         def act() -> int:
             real_flags = self._backing_flags(flags) | os.O_CREAT | os.O_EXCL
             fd = os.open(self._real(path), real_flags, mode)
-            return self._open_fd(fd, self.model.create(path, "file", mode))
+            return self._open_fd(fd, self.model.create(path, "file", mode), path)
 
-        return self._run("create", path, True, act)  # type: ignore[no-any-return]
+        return self._run("create", path, True, act)
 
     # --- changing: passed through, counted, modelled --------------------------------------
 
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
-        return self._run("write", path, True, lambda: os.pwrite(self._files[fh][0], data, offset))  # type: ignore[no-any-return]
+        def act() -> int:
+            return os.pwrite(self._files[fh][0], data, offset)
+
+        return self._run("write", self._name(path, fh), True, act)
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         def act() -> int:
@@ -185,7 +195,7 @@ class PassthroughWithModel:
                 os.truncate(self._real(str(path)), length)
             return 0
 
-        return self._run("truncate", path, True, act)  # type: ignore[no-any-return]
+        return self._run("truncate", self._name(path, fh), True, act)
 
     def mkdir(self, path: str, mode: int) -> int:
         def act() -> int:
@@ -193,7 +203,7 @@ class PassthroughWithModel:
             self.model.create(path, "dir", mode)
             return 0
 
-        return self._run("mkdir", path, True, act)  # type: ignore[no-any-return]
+        return self._run("mkdir", path, True, act)
 
     def symlink(self, target: str, source: str) -> int:  # mfusepy: ln -s source target
         def act() -> int:
@@ -201,7 +211,7 @@ class PassthroughWithModel:
             self.model.create(target, "symlink", 0o777, source)
             return 0
 
-        return self._run("symlink", target, True, act)  # type: ignore[no-any-return]
+        return self._run("symlink", target, True, act)
 
     def link(self, target: str, source: str) -> int:  # mfusepy: ln source target
         def act() -> int:
@@ -209,7 +219,7 @@ class PassthroughWithModel:
             self.model.link(source, target)
             return 0
 
-        return self._run("link", target, True, act)  # type: ignore[no-any-return]
+        return self._run("link", target, True, act)
 
     def unlink(self, path: str) -> int:
         def act() -> int:
@@ -217,7 +227,7 @@ class PassthroughWithModel:
             self.model.remove(path)
             return 0
 
-        return self._run("unlink", path, True, act)  # type: ignore[no-any-return]
+        return self._run("unlink", path, True, act)
 
     def rmdir(self, path: str) -> int:
         def act() -> int:
@@ -225,7 +235,7 @@ class PassthroughWithModel:
             self.model.remove(path)
             return 0
 
-        return self._run("rmdir", path, True, act)  # type: ignore[no-any-return]
+        return self._run("rmdir", path, True, act)
 
     def rename(self, old: str, new: str) -> int:
         def act() -> int:
@@ -233,7 +243,7 @@ class PassthroughWithModel:
             self.model.rename(old, new)
             return 0
 
-        return self._run("rename", old, True, act)  # type: ignore[no-any-return]
+        return self._run("rename", old, True, act)
 
     def chmod(self, path: str, mode: int) -> int:
         def act() -> int:
@@ -241,10 +251,14 @@ class PassthroughWithModel:
             self.model.chmod(path, mode)
             return 0
 
-        return self._run("chmod", path, True, act)  # type: ignore[no-any-return]
+        return self._run("chmod", path, True, act)
 
     def chown(self, path: str, uid: int, gid: int) -> int:
-        return self._run("chown", path, True, lambda: os.lchown(self._real(path), uid, gid) or 0)  # type: ignore[no-any-return]
+        def act() -> int:
+            os.lchown(self._real(path), uid, gid)
+            return 0
+
+        return self._run("chown", path, True, act)
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
         def act() -> int:
@@ -254,7 +268,7 @@ class PassthroughWithModel:
                 os.utime(self._real(path), ns=times, follow_symlinks=False)
             return 0
 
-        return self._run("utimens", path, False, act)  # type: ignore[no-any-return]
+        return self._run("utimens", path, False, act)
 
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
         def act() -> int:
@@ -265,14 +279,15 @@ class PassthroughWithModel:
             self.model.sync_file(inode, data)
             return 0
 
-        return self._run("fdatasync" if datasync else "fsync", path, True, act)  # type: ignore[no-any-return]
+        name = "fdatasync" if datasync else "fsync"
+        return self._run(name, self._name(path, fh), True, act)
 
     def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
         def act() -> int:
             self.model.sync_directory(path)
             return 0
 
-        return self._run("fsyncdir", path, True, act)  # type: ignore[no-any-return]
+        return self._run("fsyncdir", path, True, act)
 
 
 def _serve_commands(fs: PassthroughWithModel, mount: str) -> None:

@@ -1,0 +1,129 @@
+"""Mount, cut and restore the power-cut file system from a test.
+
+Its one job: start :mod:`tests.powercut.filesystem` as a child process over a backing
+directory, talk to it, and take it down again; and tell why FUSE cannot be used here, so
+that tests skip with a clear reason. Must not know pop3s-fetch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: How long the controller waits for the file system to answer a command or to mount.
+COMMAND_TIMEOUT = 30.0
+
+
+def unavailable_reason() -> str | None:
+    """Why a FUSE file system cannot be mounted here, or None if it can."""
+    if not Path("/dev/fuse").exists():
+        return "no /dev/fuse (FUSE is not available in this container)"
+    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+        return "not root and no fusermount3 (install fuse3)"
+    try:
+        import mfusepy  # type: ignore[import-untyped]  # noqa: F401  # loads libfuse
+    except ImportError:
+        return "mfusepy is not installed (pip install -e '.[test]')"
+    except (OSError, AttributeError) as err:
+        return f"no usable libfuse for mfusepy (install fuse3): {err}"
+    return None
+
+
+class PowerCut:
+    """A mounted power-cut file system over ``backing`` at ``mount``; a context manager.
+
+    Nothing may touch the mount between :meth:`cut` (or an armed cut firing) and
+    :meth:`release`: it would block like the process under test.
+    """
+
+    def __init__(self, backing: Path, mount: Path, log: Path) -> None:
+        self.backing = backing
+        self.mount = mount
+        self._log = log.open("ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.powercut.filesystem", str(backing), str(mount)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            cwd=REPO_ROOT,
+        )
+        self._answer()  # {"mounted": ...}
+
+    def _answer(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        timer = threading.Timer(COMMAND_TIMEOUT, self._process.kill)
+        timer.start()
+        try:
+            line = self._process.stdout.readline()
+        finally:
+            timer.cancel()
+        if not line:
+            raise RuntimeError(f"the power-cut file system died; see {self._log.name}")
+        reply: dict[str, Any] = json.loads(line)
+        if not reply.get("ok"):
+            raise RuntimeError(f"power-cut file system: {reply.get('error')}")
+        return reply
+
+    def command(self, text: str) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        self._process.stdin.write(text + "\n")
+        self._process.stdin.flush()
+        return self._answer()
+
+    def arm(self, k: int) -> None:
+        """Cut just before the k-th counted operation (1-based)."""
+        self.command(f"arm {k}")
+
+    def cut(self) -> None:
+        self.command("cut")
+
+    def counted(self) -> int:
+        return int(self.command("count")["counted"])
+
+    def is_cut(self) -> bool:
+        return bool(self.command("count")["cut"])
+
+    def trace(self) -> list[str]:
+        """The counted operations done before the cut, e.g. ``"fsyncdir /state"``."""
+        return list(self.command("trace")["trace"])
+
+    def release(self) -> None:
+        """Answer every blocked operation with EIO (kill the process under test first)."""
+        self.command("release")
+
+    def restore(self, target: Path) -> None:
+        """Write the durable state (after a cut) into ``target``, empty or missing."""
+        self.command(f"restore {target}")
+
+    def unmount(self) -> None:
+        """Release anything blocked, unmount, and wait for the file system to exit."""
+        if self._process.poll() is None:
+            with contextlib.suppress(RuntimeError, BrokenPipeError):
+                self.release()
+            subprocess.run(["umount", str(self.mount)], check=False, capture_output=True)
+            try:
+                self._process.wait(timeout=COMMAND_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                subprocess.run(["umount", "-l", str(self.mount)], check=False)
+                self._process.kill()
+                self._process.wait()
+        for stream in (self._process.stdin, self._process.stdout):
+            if stream is not None:
+                stream.close()
+        self._log.close()
+
+    def __enter__(self) -> PowerCut:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unmount()

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pop3s_fetch.durable import fsync_directory, make_dirs_durably
+from pop3s_fetch.durable import fsync_directory, fsync_file, make_dirs_durably
 from pop3s_fetch.errors import ConfigError
 
 
@@ -77,7 +77,7 @@ def write_new(path: Path, text: str) -> None:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
                 file.write(text)
                 file.flush()
-                os.fsync(file.fileno())
+                fsync_file(file.fileno())
             os.link(temporary, path)  # fails if someone created it meanwhile: never clobber
             fsync_directory(path.parent)
         finally:

@@ -292,6 +292,7 @@ def open_store(path: Path) -> StateStore:
         db.isolation_level = "DEFERRED"  # explicit transactions via "with db:"
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA fullfsync = ON")  # macOS: F_FULLFSYNC, as durable.fsync_file does
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             db.close()

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pop3s_fetch.durable import fsync_directory, make_dirs_durably
+from pop3s_fetch.durable import fsync_directory, fsync_file, make_dirs_durably
 from pop3s_fetch.errors import ExitCode, Pop3sFetchError
 
 SERVICE_NAME = "pop3s-fetch.service"
@@ -307,7 +307,7 @@ def _write_atomically(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fchmod(handle.fileno(), UNIT_FILE_MODE)
-            os.fsync(handle.fileno())
+            fsync_file(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

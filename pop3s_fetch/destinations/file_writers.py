@@ -18,6 +18,7 @@ import threading
 from queue import SimpleQueue
 
 from pop3s_fetch.destinations.files import write_all
+from pop3s_fetch.durable import fsync_file
 
 #: Bytes gathered on the caller's side before they are handed to a worker in one piece.
 HANDOFF_SIZE = 256 * 1024
@@ -173,7 +174,7 @@ class FileWriterPool:
         if finish:
             fd, job._fd = job._fd, None
             try:
-                os.fsync(fd)
+                fsync_file(fd)
             finally:
                 os.close(fd)
 

@@ -5,6 +5,13 @@ is chosen when the message is opened and is the name the caller journals, so aft
 :meth:`Maildir.reconcile` can find the message in new/ or, once a mail reader has seen it,
 in cur/ with flags appended.
 
+Order of durability (what a power cut can leave): the Maildir and its tmp/, new/ and cur/ are
+created level by level, each fsynced into its parent (durable.make_dirs_durably); a message's
+file in tmp/ is written and fsynced; the caller journals its name (state commit); it is linked
+into new/ and tmp/ unlinked; new/ is fsynced once per batch; only then does the caller mark the
+batch delivered. A cut before the fsync of new/ leaves a journalled name that reconcile looks
+for and, not finding it, forgets (the message is fetched again, never deleted unsaved).
+
 It must not know about other backends, POP3, UIDLs, the state store or the configuration file.
 """
 

@@ -10,6 +10,13 @@ Because mbox has no per-message files, the caller's journal records each message
 length and digest; :meth:`Mbox.reconcile` checks them after a crash and removes a partial
 tail, but never touches bytes it cannot prove to be its own.
 
+Order of durability: the mbox's directory chain and the mbox itself are created durably
+(each new entry fsynced into its directory); the batch is journalled (offset, length, digest:
+state commit); it is appended under the locks from the spools (scratch files, never durable
+themselves) and the mbox fsynced; only then does the caller mark the batch delivered. A cut
+after the journal and before the mbox's fsync leaves a tail that reconcile checks against the
+digests and truncates.
+
 It must not know about other backends, POP3, UIDLs, the state store or the configuration file.
 """
 
@@ -49,7 +56,7 @@ from pop3s_fetch.destinations.files import (
     unlink_quietly,
     write_all,
 )
-from pop3s_fetch.durable import fsync_directory, make_dirs_durably
+from pop3s_fetch.durable import fsync_directory, fsync_file, make_dirs_durably
 from pop3s_fetch.errors import DeliveryError, LockedError
 
 DEFAULT_SENDER = "MAILER-DAEMON"
@@ -262,7 +269,7 @@ class Mbox(StagingDestination[_StagedMboxMessage]):
             for message in batch:
                 write_all(fd, message.from_line)
                 copy_spool(message.spool, fd, message.body_length)
-            os.fsync(fd)
+            fsync_file(fd)
         except BaseException as exc:  # even Ctrl-C must not leave half a message behind
             self._truncate(fd, start)
             if isinstance(exc, OSError):
@@ -272,7 +279,7 @@ class Mbox(StagingDestination[_StagedMboxMessage]):
     def _truncate(self, fd: int, size: int) -> None:
         try:
             os.ftruncate(fd, size)
-            os.fsync(fd)
+            fsync_file(fd)
         except OSError as err:
             raise delivery_error(err, "remove a partly written message from", self.path) from err
 

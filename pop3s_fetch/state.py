@@ -420,7 +420,11 @@ class AccountLock:
                     raise LockedError(
                         f'account "{self.account}" is being synced by another pop3s-fetch '
                         f"(pid {holder or 'unknown'})",
-                        hint="wait for it to finish, or pass --wait SECONDS",
+                        hint=(
+                            f"it did not finish within --wait {wait:g}; wait longer, or let it end"
+                            if wait
+                            else "wait for it to finish, or pass --wait SECONDS"
+                        ),
                     ) from None
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         os.ftruncate(fd, 0)

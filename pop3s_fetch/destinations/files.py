@@ -68,7 +68,9 @@ def _describe_os_error(err: OSError, path: Path) -> tuple[str, str]:
             f"free some space or raise your quota on the file system that holds {path}",
         )
     if code in (errno.EACCES, errno.EPERM):
-        return "permission denied", f"not writable: check the permissions of {path}"
+        # Creating ~/ro/Mail/new in a read-only ~/ro is refused by ~/ro: name that one.
+        blocker = nearest_existing(path)
+        return "permission denied", f"not writable: check the permissions of {blocker}"
     if code == errno.EROFS:
         return (
             "read-only file system",
@@ -79,6 +81,14 @@ def _describe_os_error(err: OSError, path: Path) -> tuple[str, str]:
     name = errno.errorcode.get(code, "unknown error") if code is not None else "unknown error"
     reason = err.strerror or str(err)
     return f"{reason.lower()} ({name})", f"check {path} and the file system that holds it"
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` if it exists, else its nearest ancestor that does: where a creation failed."""
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return path
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

@@ -101,7 +101,7 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
         if self.path.exists() and not self.path.is_dir():
             raise DeliveryError(
                 f"cannot use {self.path} as a Maildir: it is not a directory",
-                hint="for a single mbox file set the destination kind to mbox",
+                hint='for a single mbox file set format = "mbox"',
             )
         try:
             for subdirectory in SUBDIRECTORIES:

@@ -187,7 +187,7 @@ class Mbox(StagingDestination[_StagedMboxMessage]):
         if self.path.is_dir():
             raise DeliveryError(
                 f"cannot use {self.path} as an mbox: it is a directory",
-                hint="for a Maildir set the destination kind to maildir",
+                hint='for a Maildir set format = "maildir"',
             )
         try:
             make_dirs_durably(self.path.parent, DIRECTORY_MODE)

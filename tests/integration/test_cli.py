@@ -156,7 +156,7 @@ def test_second_run_while_one_holds_the_account_exits_75(cli: Cli) -> None:
     assert result.code == 75
     assert result.stderr == (
         f'error: work: account "work" is being synced by another pop3s-fetch (pid {os.getpid()}) '
-        "(wait for it to finish, or pass --wait SECONDS)\n"
+        "(it did not finish within --wait 0.2; wait longer, or let it end)\n"
     )
 
 

@@ -69,7 +69,8 @@ def _complete_accounts(ctx: click.Context, param: click.Parameter, incomplete: s
         loaded = config.load(config.find_config_path(explicit, os.environ))
     except Pop3sFetchError:
         return []
-    return [name for name in loaded.accounts if name.startswith(incomplete)]
+    chosen = set(ctx.params.get(param.name or "") or ())  # "sync work <Tab>" offers work no more
+    return [name for name in loaded.accounts if name.startswith(incomplete) and name not in chosen]
 
 
 def _output(
@@ -506,11 +507,57 @@ def demo(g: _Globals, directory: Path) -> None:
         sys.exit(int(ExitCode.SOFTWARE))
 
 
+#: Options of the whole program, accepted after the command too (as systemctl and kubectl do).
+_GLOBAL_FLAGS = frozenset({"-v", "--verbose", "--debug"})
+_GLOBAL_WITH_VALUE = frozenset({"-c", "--config"})
+#: Options of some commands, accepted before the command too ("pop3s-fetch --json sync").
+_COMMAND_FLAGS = frozenset({"-q", "--quiet", "--json"})
+
+
+def hoist_options(args: list[str]) -> list[str]:
+    """Put global options before the command and command flags after it, wherever typed.
+
+    click reads an option only at its own level; people type ``sync -v`` and ``--json sync``
+    alike. Stops at ``--``. A combined count such as ``-vv`` is a global flag too.
+    """
+    front: list[str] = []
+    command: list[str] = []
+    back: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            back.extend(args[index:])
+            break
+        name = arg.split("=", 1)[0]
+        if arg in _GLOBAL_FLAGS or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
+            front.append(arg)
+        elif name in _GLOBAL_WITH_VALUE:
+            front.append(arg)
+            if "=" not in arg and index + 1 < len(args):
+                index += 1
+                front.append(args[index])
+        elif arg in _COMMAND_FLAGS and not command:
+            back.append(arg)
+        elif not command and not arg.startswith("-"):
+            command.append(arg)
+            # A group's subcommand ("config check", "password set") continues the command.
+            while index + 1 < len(args) and args[index + 1] in _SUBCOMMANDS.get(arg, ()):
+                index += 1
+                arg = args[index]
+                command.append(arg)
+        else:
+            (back if command else front).append(arg)
+        index += 1
+    return [*front, *command, *back]
+
+
 def main() -> None:
     """Console-script entry point: map every outcome to one line and a sysexits code."""
-    debug = "--debug" in sys.argv[1:]
+    args = hoist_options(sys.argv[1:])
+    debug = "--debug" in args
     try:
-        cli.main(standalone_mode=False, prog_name="pop3s-fetch")
+        cli.main(args=args, standalone_mode=False, prog_name="pop3s-fetch")
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.exceptions.Abort:
@@ -535,3 +582,11 @@ def main() -> None:
 
             write_traceback(err, sys.stderr)
         sys.exit(int(ExitCode.SOFTWARE))
+
+
+#: The groups' subcommands, read once from click, for :func:`hoist_options`.
+_SUBCOMMANDS: dict[str, frozenset[str]] = {
+    name: frozenset(command.commands)
+    for name, command in cli.commands.items()
+    if isinstance(command, click.Group)
+}

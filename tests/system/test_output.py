@@ -113,3 +113,15 @@ def test_journal_gets_syslog_priorities(two_accounts: Cli) -> None:
     assert "<6>good: 2 new messages (40 bytes), 2 on server" in lines
     assert any(line.startswith("<3>error: bad: ") for line in lines)
     assert all(line[:3] in ("<3>", "<6>") for line in lines), lines
+
+
+def test_global_options_work_after_the_command_and_json_before_it(two_accounts: Cli) -> None:
+    verbose = two_accounts.run("sync", "good", "-v")
+    assert verbose.code == 0, verbose.output
+    assert "INFO pop3s_fetch.sync: good: logged in with" in verbose.stderr
+    as_json = two_accounts.run("--json", "sync", "good")
+    assert as_json.code == 0, as_json.output
+    assert json.loads(as_json.stdout)["accounts"][0]["name"] == "good"
+    elsewhere = two_accounts.run("accounts", "--config", str(two_accounts.config_path))
+    assert elsewhere.code == 0
+    assert elsewhere.stdout.startswith("good: alice@127.0.0.1:")

@@ -222,9 +222,23 @@ def config_path(g: _Globals) -> None:
     _echo(str(path))
     if not path.exists():
         _echo(
-            f"(it does not exist yet: run pop3s-fetch init, or copy config.example.toml to {path})",
+            "(it does not exist yet: run pop3s-fetch init, or: "
+            f"pop3s-fetch config example > {path})",
             err=True,
         )
+
+
+@config_group.command("example")
+def config_example() -> None:
+    """Print the annotated example configuration, every key explained.
+
+    \b
+    Start a configuration from it:
+        pop3s-fetch config example > ~/.config/pop3s-fetch/config.toml
+    """
+    from pop3s_fetch import starter
+
+    click.echo(starter.example_text(), nl=False)
 
 
 @config_group.command("check")
@@ -249,7 +263,7 @@ def init(g: _Globals) -> None:
     if not sys.stdin.isatty():
         raise ConfigError(
             "init asks questions and needs a terminal",
-            hint=f"copy config.example.toml to {path} and edit it instead",
+            hint=f"start from the annotated example: pop3s-fetch config example > {path}",
         )
     if path.exists():
         starter.write_new(path, "")  # raises the "already exists" error
@@ -387,7 +401,8 @@ def oauth2_login(g: _Globals, account: str) -> None:
     if selected.oauth2 is None:
         raise ConfigError(
             f'account "{selected.name}" has no OAuth2 settings',
-            hint=f"add an [accounts.{selected.name}.oauth2] table; see config.example.toml",
+            hint=f"add an [accounts.{selected.name}.oauth2] table; "
+            "pop3s-fetch config example shows one",
         )
 
     def show(uri: str, code: str, expires_in: int) -> None:

@@ -217,7 +217,7 @@ class Config:
         if not self.accounts:
             raise ConfigError(
                 f"no accounts are defined in {self.path}",
-                hint="add an [accounts.NAME] table; see config.example.toml",
+                hint="add an [accounts.NAME] table; pop3s-fetch config example shows one",
             )
         if not names:
             return list(self.accounts.values())
@@ -270,8 +270,8 @@ def load(path: Path) -> Config:
             hint=(
                 f"pop3s-fetch looked for --config, then ${CONFIG_ENV_VAR}, then "
                 f"$XDG_CONFIG_HOME/{CONFIG_RELATIVE_PATH.as_posix()} (default "
-                f"~/.config/{CONFIG_RELATIVE_PATH.as_posix()}); copy config.example.toml "
-                f"to {path} and edit it, or run: pop3s-fetch init"
+                f"~/.config/{CONFIG_RELATIVE_PATH.as_posix()}); run: pop3s-fetch init, or start "
+                f"from the annotated example: pop3s-fetch config example > {path}"
             ),
         ) from None
     except OSError as err:

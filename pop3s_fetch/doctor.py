@@ -155,7 +155,7 @@ def _check_config(path: Path, names: Sequence[str]) -> tuple[Check, list[Account
     except ConfigError as err:
         detail = "\n".join([err.message, *err.problems])
         fix = err.hint or (
-            "correct each key listed; config.example.toml documents every key"
+            "correct each key listed; pop3s-fetch config example documents every key"
             if err.problems
             else None
         )

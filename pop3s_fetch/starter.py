@@ -90,3 +90,22 @@ def write_new(path: Path, text: str) -> None:
             f"cannot write {path}: {err.strerror}",
             hint=f"make {path.parent} writable, or pass --config with another path",
         ) from err
+
+
+def example_text() -> str:
+    """The annotated example configuration (``config.example.toml``), as shipped.
+
+    The wheel carries it inside the package; a source checkout has it at the top of the tree.
+    pip and pipx users have no checkout, so hints point at ``pop3s-fetch config example``.
+    """
+    from importlib import resources
+
+    shipped = resources.files("pop3s_fetch").joinpath("config.example.toml")
+    if shipped.is_file():
+        return shipped.read_text(encoding="utf-8")
+    checkout = Path(__file__).resolve().parent.parent / "config.example.toml"
+    return checkout.read_text(encoding="utf-8")
+
+
+#: What hints say instead of "copy config.example.toml", which only a checkout has.
+EXAMPLE_COMMAND = "pop3s-fetch config example"

@@ -47,7 +47,7 @@ def test_no_config_file_says_where_it_looked(cli: Cli) -> None:
     result = cli.run("sync")
     assert result.code == 78
     assert result.stderr.startswith(f"error: no configuration file at {cli.config_path}")
-    assert "config.example.toml" in result.stderr
+    assert f"pop3s-fetch config example > {cli.config_path}" in result.stderr
     assert len(result.stderr.splitlines()) == 1
 
 
@@ -204,3 +204,12 @@ def test_systemd_install_writes_the_units_once(cli: Cli) -> None:
     forced = cli.run("systemd", "--install", "--force")
     assert forced.code == 0
     assert "OnUnitActiveSec=" in (units / "pop3s-fetch.timer").read_text()
+
+
+def test_config_example_prints_the_shipped_example(cli: Cli) -> None:
+    """pip and pipx users have no checkout: the command prints the file the repository holds."""
+    result = cli.run("config", "example")
+    assert result.code == 0
+    assert (
+        result.stdout == (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
+    )

@@ -306,7 +306,8 @@ def test_missing_config_fails_with_where_it_looked_and_skips_accounts(home: Home
     assert config.detail == f"no configuration file at {home.config_path}"
     assert config.fix is not None
     assert config.fix.endswith(
-        f"copy config.example.toml to {home.config_path} and edit it, or run: pop3s-fetch init"
+        "run: pop3s-fetch init, or start from the annotated example: "
+        f"pop3s-fetch config example > {home.config_path}"
     )
     assert checks[-1].detail == "the configuration could not be loaded"
     assert doctor.doctor_exit_code(checks) == 78
@@ -328,14 +329,14 @@ def test_invalid_config_lists_every_problem(home: Home) -> None:
         f'{path}: accounts.work.usernme: unknown key (did you mean "username"?)',
         f"{path}: accounts.work.username: missing required key (set it here or in [defaults])",
     ]
-    assert config.fix == "correct each key listed; config.example.toml documents every key"
+    assert config.fix == "correct each key listed; pop3s-fetch config example documents every key"
     assert doctor.render(config) == [
         f"FAIL  config: {path}: 3 problems in the configuration",
         f'      {path}: accounts.work.port: expected an integer 1-65535, got "x"',
         f'      {path}: accounts.work.usernme: unknown key (did you mean "username"?)',
         f"      {path}: accounts.work.username: missing required key (set it here or in "
         "[defaults])",
-        "      fix: correct each key listed; config.example.toml documents every key",
+        "      fix: correct each key listed; pop3s-fetch config example documents every key",
     ]
     assert doctor.doctor_exit_code(checks) == 78
 
@@ -472,7 +473,7 @@ def test_a_server_that_never_answers_times_out_in_the_tls_check(home: Home) -> N
     tls_check = by_name(checks, "work: TLS")
     assert (tls_check.status, tls_check.detail) == (
         "fail",
-        f"timed out connecting to 127.0.0.1:{port}",
+        f"timed out in the TLS handshake with 127.0.0.1:{port} (the TCP connection was accepted)",
     )
     assert tls_check.exit_code == 75
 

@@ -126,7 +126,8 @@ def test_missing_file_says_where_it_looked(tmp_path: Path) -> None:
     assert err.hint == (
         "pop3s-fetch looked for --config, then $POP3S_FETCH_CONFIG, then "
         "$XDG_CONFIG_HOME/pop3s-fetch/config.toml (default ~/.config/pop3s-fetch/config.toml); "
-        f"copy config.example.toml to {path} and edit it, or run: pop3s-fetch init"
+        "run: pop3s-fetch init, or start from the annotated example: "
+        f"pop3s-fetch config example > {path}"
     )
     assert err.exit_code == ExitCode.CONFIG
     assert err.problems == []
@@ -667,7 +668,9 @@ def test_select_from_no_accounts(cfg_path: Path) -> None:
     with pytest.raises(ConfigError) as excinfo:
         Config(path=cfg_path, accounts={}).select([])
     assert str(excinfo.value) == f"no accounts are defined in {cfg_path}"
-    assert excinfo.value.hint == "add an [accounts.NAME] table; see config.example.toml"
+    assert (
+        excinfo.value.hint == "add an [accounts.NAME] table; pop3s-fetch config example shows one"
+    )
 
 
 # --- the shipped example ----------------------------------------------------------------------

@@ -444,6 +444,7 @@ def password_set(g: _Globals, account: str) -> None:
     from pop3s_fetch import credentials
 
     name = _load_config(g).select([account])[0].name
+    credentials.require_keyring(name)  # before asking: a typed password must have a home
     secret = _read_password(name)
     credentials.set_password(name, secret)
     _echo(f'password for account "{name}" stored in the keyring', err=True)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from pop3s_fetch import __version__
@@ -89,7 +93,8 @@ def test_no_keyring_under_cron_is_77_and_one_line(cli: Cli) -> None:
 
 def test_password_set_without_input_does_not_prompt(cli: Cli) -> None:
     write_account(cli)
-    result = cli.run("password", "set", "work")  # stdin is /dev/null: no terminal
+    keyring = {"PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring"}
+    result = cli.run("password", "set", "work", extra_env=keyring)  # stdin is /dev/null
     assert result.code == 77
     assert result.stderr == (
         'error: no password given for account "work" on standard input '
@@ -213,3 +218,32 @@ def test_config_example_prints_the_shipped_example(cli: Cli) -> None:
     assert (
         result.stdout == (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
     )
+
+
+def test_password_set_without_a_keyring_says_so_before_asking(cli: Cli) -> None:
+    """On a terminal it asked twice for the password, and only then found no keyring."""
+    write_account(cli)
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "pop3s_fetch", "password", "set", "work"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=cli.env,
+    ) as process:
+        os.close(secondary)
+        seen = b""
+        while chunk := _read_pty(primary):  # until the command exits and the pty closes
+            seen += chunk
+        assert process.wait() == 77
+    os.close(primary)
+    text = seen.decode()
+    assert "Password for" not in text
+    assert text.startswith('error: no usable OS keyring for account "work"')
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the other side is closed
+        return b""

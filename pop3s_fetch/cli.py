@@ -250,6 +250,34 @@ def config_check(g: _Globals) -> None:
     _echo(f"{loaded.path}: valid; accounts: {names}")
 
 
+@cli.group("state")
+def state_group() -> None:
+    """Look after the state store (what was delivered, per account)."""
+
+
+@state_group.command("prune")
+@click.option("-n", "--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.pass_obj
+def state_prune(g: _Globals, dry_run: bool) -> None:
+    """Remove the state of accounts that are no longer in the configuration.
+
+    Their messages would be downloaded again if such an account came back.
+    """
+    from pop3s_fetch import state
+
+    configured = set(_load_config(g).accounts)
+    directory = state.state_dir(os.environ)
+    stale = sorted(state.accounts_with_state(directory) - configured)
+    if not stale:
+        _echo("no state of unconfigured accounts", err=True)
+    for account in stale:
+        if dry_run:
+            _echo(f"would remove the state of {account}")
+            continue
+        state.remove_account_state(directory, account)
+        _echo(f"removed the state of {account}")
+
+
 @cli.command()
 @click.pass_obj
 def init(g: _Globals) -> None:

@@ -88,9 +88,13 @@ def run_checks(
 
     ``timeout`` (seconds) replaces each account's own timeout for the network checks.
     """
-    config_check, selected = _check_config(config_path, accounts)
+    config_check, selected, configured = _check_config(config_path, accounts)
     yield config_check
-    yield _check_state_dir(state.state_dir(environ))
+    directory = state.state_dir(environ)
+    yield _check_state_dir(directory)
+    stale = _check_stale_state(directory, configured) if configured is not None else None
+    if stale is not None:
+        yield stale
     if selected is not None and all(a.secret_source in _KEYRINGLESS for a in selected):
         keyring_check = _skip(KEYRING, "not needed: every account reads its password elsewhere")
     else:
@@ -147,7 +151,9 @@ def summary(checks: Sequence[Check]) -> str:
 # --- configuration, state directory, keyring -------------------------------------------------
 
 
-def _check_config(path: Path, names: Sequence[str]) -> tuple[Check, list[Account] | None]:
+def _check_config(
+    path: Path, names: Sequence[str]
+) -> tuple[Check, list[Account] | None, set[str] | None]:
     name = "config"
     try:
         loaded = config.load(path)
@@ -159,8 +165,24 @@ def _check_config(path: Path, names: Sequence[str]) -> tuple[Check, list[Account
             if err.problems
             else None
         )
-        return _fail(name, err, detail=detail, fix=fix), None
-    return _ok(name, _describe_config(loaded, selected)), selected
+        return _fail(name, err, detail=detail, fix=fix), None, None
+    return _ok(name, _describe_config(loaded, selected)), selected, set(loaded.accounts)
+
+
+def _check_stale_state(directory: Path, configured: set[str]) -> Check | None:
+    """State of accounts no longer configured only grows stale (34 in one afternoon, seen).
+
+    Shown only when there is some: a line on every run saying all is well is noise.
+    """
+    stale = sorted(state.accounts_with_state(directory) - configured)
+    if not stale:
+        return None
+    return Check(
+        STALE_STATE,
+        "warn",
+        f"state of {len(stale)} account(s) no longer in the configuration: {', '.join(stale)}",
+        "pop3s-fetch state prune (their messages would be downloaded again if you add them back)",
+    )
 
 
 def _describe_config(loaded: Config, selected: Sequence[Account]) -> str:
@@ -171,6 +193,9 @@ def _describe_config(loaded: Config, selected: Sequence[Account]) -> str:
     if len(selected) != count:
         text += f"; checking {', '.join(a.name for a in selected)}"
     return text
+
+
+STALE_STATE = "old state"
 
 
 def _check_state_dir(directory: Path) -> Check:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pop3s_fetch.durable import create_file_durably, make_dirs_durably
+from pop3s_fetch.durable import create_file_durably, fsync_directory, make_dirs_durably
 from pop3s_fetch.errors import ExitCode, LockedError, StateError
 
 SCHEMA_VERSION = 1
@@ -314,6 +314,44 @@ def open_store(path: Path) -> StateStore:
     except sqlite3.Error as err:
         raise _state_error(path, err) from err
     return StateStore(path, db)
+
+
+def accounts_with_state(directory: Path) -> set[str]:
+    """The account names that have a state file in ``directory`` (none if it does not exist)."""
+    try:
+        return {p.name.removesuffix(".sqlite3") for p in directory.glob("*.sqlite3")}
+    except OSError:
+        return set()
+
+
+def remove_account_state(directory: Path, account: str) -> list[Path]:
+    """Delete an account's state (store, its WAL files, its lock), under the account's lock.
+
+    For accounts no longer in the configuration: their state only ever grows stale. Taking the
+    lock first means a sync of that account still running elsewhere is not pulled from under.
+
+    Raises:
+        LockedError: a sync of the account is running.
+        StateError: the files cannot be removed.
+    """
+    lock = directory / f"{account}.lock"
+    removed: list[Path] = []
+    with AccountLock(lock, account) as held:
+        held.acquire()
+        for suffix in (".sqlite3", ".sqlite3-wal", ".sqlite3-shm", ".lock"):
+            path = directory / f"{account}{suffix}"
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise StateError(
+                    f"cannot remove {path}: {err.strerror}",
+                    hint=f"make {directory} writable by this user",
+                ) from err
+            removed.append(path)
+    fsync_directory(directory)  # the removal is what the user asked for: make it stick
+    return removed
 
 
 def prepare_state_dir(directory: Path) -> None:

@@ -237,7 +237,16 @@ def _check_state_dir_creatable(directory: Path) -> Check:
 
 
 def _check_state_permissions(name: str, directory: Path, mode: int) -> Check:
-    """Warn (sync still works) when the directory or its files are open to other users."""
+    """Fail where sync refuses (others may write), warn where it works (others may read)."""
+    if mode & 0o022:
+        return Check(
+            name,
+            "fail",
+            f"{directory} is writable by other users (mode {stat.S_IMODE(mode):04o}), so sync "
+            "refuses to trust its records",
+            f"check that nobody else changed its files, then: chmod 700 {_sh(directory)}",
+            ExitCode.NOPERM,
+        )
     problems: list[str] = []
     fixes: list[str] = []
     if mode & 0o077:

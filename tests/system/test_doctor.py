@@ -387,6 +387,22 @@ def test_state_dir_open_to_others_warns_with_the_chmod_to_run(home: Home) -> Non
 
 
 @pytest.mark.usefixtures("env_keyring")
+def test_a_state_dir_others_can_write_fails_as_sync_refuses_it(home: Home) -> None:
+    home.write_account()
+    home.state_dir.mkdir(parents=True)
+    home.state_dir.chmod(0o777)
+    state = by_name(home.doctor(), "state directory")
+    assert (state.status, state.exit_code) == ("fail", 77)
+    assert state.detail == (
+        f"{home.state_dir} is writable by other users (mode 0777), so sync refuses to trust "
+        "its records"
+    )
+    assert (
+        state.fix == f"check that nobody else changed its files, then: chmod 700 {home.state_dir}"
+    )
+
+
+@pytest.mark.usefixtures("env_keyring")
 def test_private_state_dir_is_ok(home: Home) -> None:
     home.write_account()
     home.state_dir.mkdir(parents=True, mode=0o700)

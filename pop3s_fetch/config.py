@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -283,7 +284,46 @@ def load(path: Path) -> Config:
         raise ConfigError(
             f"{path}: not UTF-8 text (bad byte at offset {err.start}); TOML files must be UTF-8"
         ) from None
-    return parse(text, path)
+    loaded = parse(text, path)
+    problems = _unreadable_files(loaded)
+    if problems:
+        count = len(problems)
+        raise ConfigError(
+            f"{path}: {count} problem{'s' if count > 1 else ''} in the configuration",
+            problems=problems,
+        )
+    return loaded
+
+
+def _unreadable_files(loaded: Config) -> list[str]:
+    """Files the configuration names that cannot be read now (a CA, a client certificate).
+
+    Checked when a file is loaded, not when text is parsed: a typo in a path should be a
+    configuration error (exit 78) at once, not a TLS refusal (exit 69) at the first connection.
+    """
+    problems: list[str] = []
+    for account in loaded.accounts.values():
+        tls = account.tls
+        named: list[tuple[str, Path | None, bool]] = [
+            ("ca", _ca_path(tls.ca), True),  # ca_file is the older spelling of the same key
+            ("client_cert", tls.client_cert, False),
+            ("client_key", tls.client_key, False),
+        ]
+        for key, file, directory_ok in named:
+            if file is None:
+                continue
+            where = f"{loaded.path}: accounts.{_toml_key(account.name)}.{key}"
+            if not file.exists():
+                problems.append(f"{where}: there is no file {file}")
+            elif file.is_dir() and not directory_ok:
+                problems.append(f"{where}: {file} is a directory, not a file")
+            elif not os.access(file, os.R_OK):
+                problems.append(f"{where}: {file} is not readable by this user")
+    return problems
+
+
+def _ca_path(ca: str) -> Path | None:
+    return None if ca in (CA_CERTIFI, CA_SYSTEM) else Path(ca)
 
 
 def parse(text: str, path: Path) -> Config:
@@ -394,11 +434,20 @@ def _expect_non_empty_string(value: object, _base: Path) -> str:
     return value
 
 
+_SHELL_VARIABLE = re.compile(r"\$\{?[A-Za-z_]")
+
+
 def _expect_path(value: object, base: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise _Invalid(f"expected a non-empty path, got {_toml_value(value)}")
     if "\0" in value:
         raise _Invalid(f"a path cannot contain a NUL character, got {_toml_value(value)}")
+    if _SHELL_VARIABLE.search(value):
+        # TOML is not a shell: "$HOME/Mail" would become <config dir>/$HOME/Mail.
+        raise _Invalid(
+            f"{_toml_value(value)} names a shell variable, which is not expanded here; "
+            "write the path itself, or ~ for your home directory"
+        )
     try:
         expanded = Path(value).expanduser()
     except RuntimeError:  # "~someone" with no such user, or no home directory at all

@@ -282,12 +282,57 @@ def test_tilde_is_expanded_in_paths(cfg_path: Path, monkeypatch: pytest.MonkeyPa
     assert account.ca_file == Path("/home/tester/ca.pem")
 
 
-def test_environment_variables_are_not_expanded(
-    cfg_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("written", ["$HOME/Mail/x", "${HOME}/Mail", "/m/$MAILDIR_ROOT"])
+def test_a_shell_variable_in_a_path_is_refused(cfg_path: Path, written: str) -> None:
+    """TOML is not a shell: "$HOME/Mail/x" became <config dir>/$HOME/Mail/x (issue 14)."""
+    text = MINIMAL_ACCOUNT.replace("/var/mail/work", written)
+    assert problems_of(text, cfg_path) == [
+        f'{cfg_path}: accounts.work.destination: "{written}" names a shell variable, which is '
+        "not expanded here; write the path itself, or ~ for your home directory"
+    ]
+
+
+def test_a_dollar_that_is_not_a_variable_is_kept(cfg_path: Path) -> None:
+    text = MINIMAL_ACCOUNT.replace("/var/mail/work", "/m/cost$5")
+    assert config.parse(text, cfg_path).accounts["work"].destination == Path("/m/cost$5")
+
+
+def test_files_the_configuration_names_must_exist_when_it_is_loaded(tmp_path: Path) -> None:
+    """A typo such as ca = "~/bench-ca.pen" was valid, then failed as TLS (69), not 78."""
+    (tmp_path / "real.pem").write_text("x")
+    (tmp_path / "certs").mkdir()
+    path = tmp_path / "config.toml"
+    path.write_text(
+        MINIMAL_ACCOUNT + 'ca = "bench-ca.pen"\nclient_cert = "certs"\nclient_key = "real.pem"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert caught.value.problems == [
+        f"{path}: accounts.work.ca: there is no file {tmp_path / 'bench-ca.pen'}",
+        f"{path}: accounts.work.client_cert: {tmp_path / 'certs'} is a directory, not a file",
+    ]
+    assert caught.value.exit_code == 78
+    (tmp_path / "bench-ca.pen").write_text("x")
+    path.write_text(MINIMAL_ACCOUNT + 'ca = "bench-ca.pen"\nclient_cert = "real.pem"\n')
+    assert config.load(path).accounts["work"].tls.ca == str(tmp_path / "bench-ca.pen")
+
+
+def test_the_example_names_its_ca_files_as_missing_until_they_exist(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("MAILDIR_ROOT", "/should/not/appear")
-    text = MINIMAL_ACCOUNT.replace("/var/mail/work", "/m/$MAILDIR_ROOT")
-    assert config.parse(text, cfg_path).accounts["work"].destination == Path("/m/$MAILDIR_ROOT")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    example = REPO_ROOT / "config.example.toml"
+    with pytest.raises(ConfigError) as caught:
+        config.load(example)
+    ca_dir = tmp_path / ".config" / "pop3s-fetch"
+    assert caught.value.problems == [
+        f"{example}: accounts.work-archive.ca: there is no file {ca_dir / 'work-ca.pem'}",
+        f"{example}: accounts.self-hosted.ca: there is no file {ca_dir / 'example-org-ca.pem'}",
+    ]
+    ca_dir.mkdir(parents=True)
+    for name in ("work-ca.pem", "example-org-ca.pem"):
+        (ca_dir / name).write_text("x")
+    assert len(config.load(example).accounts) == 6
 
 
 def test_config_objects_are_frozen(cfg_path: Path) -> None:
@@ -676,9 +721,10 @@ def test_select_from_no_accounts(cfg_path: Path) -> None:
 # --- the shipped example ----------------------------------------------------------------------
 
 
-def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_config_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", "/home/example")
-    loaded = config.load(REPO_ROOT / "config.example.toml")
+    example = REPO_ROOT / "config.example.toml"
+    loaded = config.parse(example.read_text(), example)
     assert loaded.accounts == {
         "home": Account(
             name="home",

@@ -90,6 +90,8 @@ def _setup_logging(g: _Globals) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(PrintableLogFormatter(log_format(os.environ)))
         logging.basicConfig(level=logging.DEBUG if g.debug else logging.INFO, handlers=[handler])
+        # keyring's own chatter ("Loading KWallet" six times) is not ours to show.
+        logging.getLogger("keyring").setLevel(logging.WARNING)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)

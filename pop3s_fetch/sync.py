@@ -41,6 +41,7 @@ from pop3s_fetch.destinations import (
     open_destination,
 )
 from pop3s_fetch.errors import ConnectError, ExitCode, Pop3sFetchError, ProtocolError
+from pop3s_fetch.logcontext import speaking_for
 from pop3s_fetch.pop3 import Pop3Client, RemoteMessage, Retrieved
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
 
@@ -128,7 +129,10 @@ def sync_account(
     result = AccountResult(account.name)
     started = time.monotonic()
     try:
-        with AccountLock(options.state_dir / f"{account.name}.lock", account.name) as lock:
+        with (
+            speaking_for(account.name),
+            AccountLock(options.state_dir / f"{account.name}.lock", account.name) as lock,
+        ):
             lock.acquire(options.wait)
             with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
                 destination = open_destination(

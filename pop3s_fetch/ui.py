@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, TextIO
 
 from pop3s_fetch.errors import Pop3sFetchError
+from pop3s_fetch.logcontext import current_account
 from pop3s_fetch.printable import printable
 
 if TYPE_CHECKING:
@@ -62,6 +63,11 @@ class PrintableLogFormatter(logging.Formatter):
     """The -v/--debug formatter: a log line quotes the server (the dialogue), so escape it."""
 
     def format(self, record: logging.LogRecord) -> str:
+        account = current_account.get()
+        message = record.getMessage()
+        if account and not message.startswith(f"{account}: "):
+            # Parallel accounts' dialogues interleave: say whose line this is.
+            record.msg, record.args = f"{account}: {message}", None
         return printable(super().format(record), newlines=True)
 
 

@@ -125,3 +125,29 @@ def test_global_options_work_after_the_command_and_json_before_it(two_accounts: 
     elsewhere = two_accounts.run("accounts", "--config", str(two_accounts.config_path))
     assert elsewhere.code == 0
     assert elsewhere.stdout.startswith("good: alice@127.0.0.1:")
+
+
+def test_debug_lines_name_their_account(two_accounts: Cli) -> None:
+    """Two accounts at once: every dialogue line says whose it is (issue 14, item 3)."""
+    result = two_accounts.run("--debug", "sync")
+    dialogue = [line for line in result.stderr.splitlines() if ": C: " in line or ": S: " in line]
+    assert dialogue
+    owners = {line.split(": ", 2)[1] for line in dialogue}
+    assert owners == {"good", "bad"}, dialogue
+    assert all(
+        line.startswith(
+            ("DEBUG pop3s_fetch.pop3.client: good: ", "DEBUG pop3s_fetch.pop3.client: bad: ")
+        )
+        for line in dialogue
+    ), dialogue
+
+
+def test_debug_leaves_out_keyrings_own_chatter(tmp_path: Path) -> None:
+    """keyring logs "Loading KWallet" and friends while it picks a backend: not ours to show."""
+    cli = make_cli(tmp_path)  # no PYTHON_KEYRING_BACKEND: keyring looks at every backend
+    cli.write_config(
+        account_toml("work", host="127.0.0.1", port=1, username="u", destination=tmp_path / "M")
+    )
+    result = cli.run("--debug", "doctor", "--timeout", "0.1")
+    assert "keyring: " in result.stdout  # doctor made keyring look at its backends
+    assert not [line for line in result.output.splitlines() if line.startswith("DEBUG keyring")]

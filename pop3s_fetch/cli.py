@@ -85,9 +85,9 @@ def _setup_logging(g: _Globals) -> None:
     if g.debug or g.verbose:
         import logging  # only when asked for: it costs start-up time
 
-        from pop3s_fetch.ui import PrintableLogFormatter, log_format
+        from pop3s_fetch.ui import CurrentStderrHandler, PrintableLogFormatter, log_format
 
-        handler = logging.StreamHandler(sys.stderr)
+        handler = CurrentStderrHandler()
         handler.setFormatter(PrintableLogFormatter(log_format(os.environ)))
         logging.basicConfig(level=logging.DEBUG if g.debug else logging.INFO, handlers=[handler])
         # keyring's own chatter ("Loading KWallet" six times) is not ours to show.

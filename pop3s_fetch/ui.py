@@ -59,6 +59,26 @@ def detect_mode(stream: TextIO, environ: Mapping[str, str]) -> Mode:
     return "terminal" if os.isatty(fd) else "plain"
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the moment of each record.
+
+    While rich's live progress runs, it replaces ``sys.stderr`` with a proxy that prints above
+    the live rows; a handler that kept the stream it saw at start-up would write straight
+    across them and leave a half-drawn row behind (``-v`` on a terminal).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass  # always the current sys.stderr
+
+
 class PrintableLogFormatter(logging.Formatter):
     """The -v/--debug formatter: a log line quotes the server (the dialogue), so escape it."""
 

@@ -146,3 +146,53 @@ def test_init_writes_a_config_that_loads(tmp_path: Path, tmux: Tmux) -> None:
     again = cli.run("init")  # no terminal: refuses rather than prompting
     assert again.code == 78
     assert again.stderr.startswith("error: init asks questions and needs a terminal")
+
+
+def test_verbose_log_lines_go_above_the_live_rows(
+    tmp_path: Path, tmux: Tmux, server_ssl_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    """-v wrote its lines into the live row, which then stayed half-drawn (issue 14, item 1)."""
+    release = threading.Event()
+    messages = [f"Subject: {n}\n\n{'x' * 3000 * n}\n".encode() for n in range(1, 4)]
+    faults = Faults(hold_retr={2: release})
+    users = {"alice": (PASSWORD, MailStore(messages))}
+    with Pop3Server(server_ssl_context, users, faults=faults) as server:
+        cli = make_cli(
+            tmp_path,
+            {
+                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
+                "TEST_KEYRING_PASSWORD": PASSWORD,
+                "TERM": "xterm-256color",
+            },
+        )
+        cli.write_config(
+            account_toml(
+                "work",
+                host="127.0.0.1",
+                port=server.port,
+                ca_file=ca_file,
+                username="alice",
+                destination=tmp_path / "w",
+            )
+        )
+        script = tmp_path / "run.sh"
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli.env.items())
+        script.write_text(
+            f"{exports}{shlex.quote(sys.executable)} -m pop3s_fetch sync -v\n"
+            'echo "[exit $?]"\nexec sleep 600\n'
+        )
+        tmux("new-session", "-d", "-s", "test", "-x", "150", "-y", "40", f"sh {script}")
+        live = tmux.wait_for(
+            lambda s: "downloading 1/3" in s and "logged in with" in s, "a log line and a live row"
+        )
+        release.set()
+        final = tmux.wait_for(lambda s: "[exit " in s, "the end of the run")
+    for screen in (live, final):
+        mixed = [line for line in screen.splitlines() if "INFO" in line and "━" in line]
+        assert mixed == [], screen
+    lines = live.splitlines()
+    logged = next(i for i, line in enumerate(lines) if "logged in with" in line)
+    row = next(i for i, line in enumerate(lines) if "downloading 1/3" in line)
+    assert logged < row  # the log line is above the live row
+    assert lines[logged].startswith("INFO pop3s_fetch.sync: work: logged in with")
+    assert "[exit 0]" in final

@@ -22,6 +22,7 @@ from pop3s_fetch.errors import ConfigError, CredentialError, ExitCode, Pop3sFetc
 
 if TYPE_CHECKING:
     from pop3s_fetch.config import Config
+    from pop3s_fetch.starter import Answers as Starter
     from pop3s_fetch.ui import Output
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -283,9 +284,11 @@ def state_prune(g: _Globals, dry_run: bool) -> None:
 @cli.command()
 @click.pass_obj
 def init(g: _Globals) -> None:
-    """Write a first configuration file for one account, asking on the terminal.
+    """Set up an account, asking on the terminal: a new file, or one more account in it.
 
-    It never overwrites an existing file; the password goes into the OS keyring.
+    It tries the server's TLS as sync would and, when the certificate is refused, offers to
+    trust a CA file or to pin the certificate. Other accounts and comments are left alone;
+    the password goes into the OS keyring.
     """
     from pop3s_fetch import config, credentials, starter
 
@@ -295,29 +298,112 @@ def init(g: _Globals) -> None:
             "init asks questions and needs a terminal",
             hint=f"start from the annotated example: pop3s-fetch config example > {path}",
         )
-    if path.exists():
-        starter.write_new(path, "")  # raises the "already exists" error
+    existing = path.read_text(encoding="utf-8") if path.exists() else None
+    taken = set(config.load(path).accounts) if existing is not None else set()
+    if existing is not None:
+        _echo(f"adding an account to {path} (accounts now: {', '.join(sorted(taken))})", err=True)
+    name = click.prompt("Account name (letters, digits, . _ -)", default="mail", err=True)
+    while name in taken:
+        name = click.prompt(f"{name} is taken; account name", err=True)
+    host = click.prompt("POP3S server (host name)", err=True)
+    port = click.prompt("Port", default=995, type=click.IntRange(1, 65535), err=True)
     answers = starter.Answers(
-        name=click.prompt("Account name (letters, digits, . _ -)", default="mail", err=True),
-        host=click.prompt("POP3S server (host name)", err=True),
-        port=click.prompt("Port", default=995, type=click.IntRange(1, 65535), err=True),
+        name=name,
+        host=host,
+        port=port,
         username=click.prompt("User name", err=True),
-        destination=click.prompt(
-            "Deliver to (Maildir directory or mbox file)", default="~/Maildir", err=True
+        destination=starter.resolve_answer_path(
+            click.prompt(
+                "Deliver to (Maildir directory or mbox file; ~/ for your home)",
+                default="~/Maildir",
+                err=True,
+            ),
+            Path.cwd(),
         ),
         format=click.prompt(
             "Format", default="maildir", type=click.Choice(["maildir", "mbox"]), err=True
         ),
         keep=click.confirm("Keep messages on the server after download?", default=True, err=True),
     )
-    text = starter.render(answers)
+    answers = _settle_trust(answers, path)
+    text = starter.render(answers) if existing is None else starter.with_account(existing, answers)
     config.parse(text, path)  # never write a file that would not load
-    starter.write_new(path, text)
-    _echo(f"wrote {path}", err=True)
+    if existing is None:
+        starter.write_new(path, text)
+        _echo(f"wrote {path}", err=True)
+    else:
+        starter.replace(path, text)
+        _echo(f"added account {answers.name} to {path}", err=True)
     if click.confirm("Store the password in the OS keyring now?", default=True, err=True):
+        credentials.require_keyring(answers.name)
         credentials.set_password(answers.name, _read_password(answers.name))
         _echo(f'password for account "{answers.name}" stored in the keyring', err=True)
-    _echo(f"next: pop3s-fetch sync {answers.name}", err=True)
+        _echo(f"next: pop3s-fetch sync {answers.name}", err=True)
+    else:
+        _echo(
+            f"next: pop3s-fetch password set {answers.name}, then pop3s-fetch sync {answers.name}",
+            err=True,
+        )
+
+
+def _settle_trust(answers: Starter, path: Path) -> Starter:
+    """Try the server's TLS as sync will; on a refused certificate, offer a CA file or a pin.
+
+    The check sends no credential. A server that cannot be reached is reported, and the
+    account is written anyway (it may be reachable only from elsewhere).
+    """
+    import dataclasses
+
+    from pop3s_fetch import config, starter, tls
+    from pop3s_fetch import serverinfo as info_module
+    from pop3s_fetch.errors import TLSError
+
+    while True:
+        account = config.parse(starter.render(answers), path).accounts[answers.name]
+        try:
+            info = info_module.gather(account)
+        except TLSError as err:
+            _echo(f"the TLS check failed: {err.message}", err=True)
+        except Pop3sFetchError as err:
+            _echo(f"could not check the server now ({err.message}); writing it anyway", err=True)
+            return answers
+        else:
+            _echo(
+                f"TLS: {info.tls_version}, certificate {info.certificate.subject} "
+                f"({'pinned' if info.pinned else 'verified'})",
+                err=True,
+            )
+            return answers
+        try:
+            summary = tls.describe(
+                tls.fetch_peer_certificate(
+                    account.host,
+                    account.port,
+                    account.timeout,
+                    starttls=account.tls.mode == "starttls",
+                )
+            )
+        except Pop3sFetchError:
+            return answers
+        _echo(
+            f"its certificate: {summary.subject}; issuer {summary.issuer}; {summary.sha256}",
+            err=True,
+        )
+        choice = click.prompt(
+            "Trust it by a CA file (c), pin this certificate (p), or write it as is (w)?",
+            type=click.Choice(["c", "p", "w"]),
+            err=True,
+        )
+        if choice == "w":
+            return answers
+        if choice == "p":
+            _echo("pin it only if the server's administrator confirms this fingerprint", err=True)
+            answers = dataclasses.replace(answers, fingerprint=summary.sha256, ca=None)
+        else:
+            ca = click.prompt("CA file (PEM)", err=True)
+            answers = dataclasses.replace(
+                answers, ca=starter.resolve_answer_path(ca, Path.cwd()), fingerprint=None
+            )
 
 
 @cli.command()

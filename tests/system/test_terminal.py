@@ -196,3 +196,89 @@ def test_verbose_log_lines_go_above_the_live_rows(
     assert logged < row  # the log line is above the live row
     assert lines[logged].startswith("INFO pop3s_fetch.sync: work: logged in with")
     assert "[exit 0]" in final
+
+
+def run_init(tmux: Tmux, cli_env: dict[str, str], cwd: Path, answers: list[tuple[str, str]]) -> str:
+    script = cwd / "run-init.sh"
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli_env.items())
+    script.write_text(
+        f"{exports}cd {shlex.quote(str(cwd))}\n{shlex.quote(sys.executable)} -m pop3s_fetch init\n"
+        'echo "[exit $?]"\nexec sleep 600\n'
+    )
+    tmux("new-session", "-d", "-s", "test", "-x", "200", "-y", "50", f"sh {script}")
+    for prompt, answer in answers:
+        tmux.wait_for(lambda s, p=prompt: s.rstrip().rsplit("\n", 1)[-1].startswith(p), prompt)
+        tmux("send-keys", "-t", "test", answer, "Enter")
+    return tmux.wait_for(lambda s: "[exit " in s, "the end of init")
+
+
+def test_init_tries_the_server_and_offers_to_pin_a_refused_certificate(
+    tmp_path: Path, tmux: Tmux, server_ssl_context: ssl.SSLContext
+) -> None:
+    """init wrote a config whose first sync failed with exit 69 (issue 14, item 13)."""
+    cli = make_cli(tmp_path, {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    here = tmp_path / "here"
+    here.mkdir()
+    with Pop3Server(server_ssl_context, {"alice": (PASSWORD, MailStore([]))}) as server:
+        final = run_init(
+            tmux,
+            cli.env,
+            here,
+            [
+                ("Account name", "x2"),
+                ("POP3S server", "127.0.0.1"),
+                ("Port", str(server.port)),
+                ("User name", "alice"),
+                ("Deliver to", "Mail/x2"),
+                ("Format", ""),
+                ("Keep messages", "y"),
+                ("Trust it by a CA file", "p"),
+                ("Store the password", "n"),
+            ],
+        )
+        assert "[exit 0]" in final, final
+        assert "the TLS check failed: refused the TLS connection" in final
+        assert "TLS: TLSv1.3, certificate" in final
+        assert "(pinned)" in final
+        assert "next: pop3s-fetch password set x2, then pop3s-fetch sync x2" in final
+        info = cli.run("serverinfo", "x2")  # the written pin works as sync would use it
+        assert info.code == 0, info.output
+    text = cli.config_path.read_text()
+    assert f'destination = "{here / "Mail" / "x2"}"' in text  # from where the user stood
+    assert 'fingerprint = "sha256:' in text
+    assert "ca_file" not in text
+
+
+def test_init_adds_an_account_to_an_existing_file_and_keeps_the_rest(
+    tmp_path: Path, tmux: Tmux
+) -> None:
+    cli = make_cli(tmp_path, {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    before = (
+        "# my mail, by hand\n[accounts.old]  # the first one\n"
+        'host = "pop.example.com"\nusername = "me"\ndestination = "~/Mail/old"\n'
+    )
+    cli.write_config(before)
+    final = run_init(
+        tmux,
+        cli.env,
+        tmp_path,
+        [
+            ("Account name", "old"),
+            ("old is taken", "new"),
+            ("POP3S server", "pop.example.net"),
+            ("Port", ""),
+            ("User name", "me"),
+            ("Deliver to", "~/Mail/new"),
+            ("Format", "mbox"),
+            ("Keep messages", "y"),
+            ("Store the password", "n"),
+        ],
+    )
+    assert "[exit 0]" in final, final
+    assert f"added account new to {cli.config_path}" in final
+    after = cli.config_path.read_text()
+    assert after.startswith(before)
+    assert cli.run("accounts").stdout.splitlines() == [
+        f"old: me@pop.example.com -> {cli.home}/Mail/old (maildir, keep)",
+        f"new: me@pop.example.net -> {cli.home}/Mail/new (mbox, keep)",
+    ]

@@ -284,7 +284,7 @@ def state_prune(g: _Globals, dry_run: bool) -> None:
 @cli.command()
 @click.pass_obj
 def init(g: _Globals) -> None:
-    """Set up an account, asking on the terminal: a new file, or one more account in it.
+    """Set up an account by asking on the terminal (a new file, or one more account).
 
     It tries the server's TLS as sync would and, when the certificate is refused, offers to
     trust a CA file or to pin the certificate. Other accounts and comments are left alone;

@@ -56,6 +56,18 @@ class Tmux:
             time.sleep(0.05)  # polling an external process's screen, not synchronising threads
 
 
+def start(tmux: Tmux, env: dict[str, str], args: str, cwd: Path, *, width: int = 150) -> None:
+    """Run ``pop3s-fetch ARGS`` in the pane, then print its exit status and keep the pane."""
+    script = cwd / "run.sh"
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+    script.write_text(
+        f"{exports}cd {shlex.quote(str(cwd))}\n"
+        f"{shlex.quote(sys.executable)} -m pop3s_fetch {args}\n"
+        'echo "[exit $?]"\nexec sleep 600\n'
+    )
+    tmux("new-session", "-d", "-s", "test", "-x", str(width), "-y", "50", f"sh {script}")
+
+
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[Tmux]:
     terminal = Tmux(tmp_path / "tmux.sock")
@@ -84,13 +96,7 @@ def test_progress_rows_then_summary_table(
             account_toml("work", username="alice", destination=tmp_path / "w", **common)  # type: ignore[arg-type]
             + account_toml("home", username="bob", destination=tmp_path / "h", **common)  # type: ignore[arg-type]
         )
-        script = tmp_path / "run.sh"
-        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli.env.items())
-        script.write_text(
-            f"{exports}{shlex.quote(sys.executable)} -m pop3s_fetch sync\n"
-            'echo "[exit $?]"\nexec sleep 600\n'
-        )
-        tmux("new-session", "-d", "-s", "test", "-x", "150", "-y", "40", f"sh {script}")
+        start(tmux, cli.env, "sync", tmp_path)
 
         live = tmux.wait_for(
             lambda s: "downloading 1/3" in s and s.count("downloading") >= 2, "two live rows"
@@ -114,13 +120,7 @@ def test_progress_rows_then_summary_table(
 
 def test_init_writes_a_config_that_loads(tmp_path: Path, tmux: Tmux) -> None:
     cli = make_cli(tmp_path, {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
-    script = tmp_path / "run.sh"
-    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli.env.items())
-    script.write_text(
-        f"{exports}{shlex.quote(sys.executable)} -m pop3s_fetch init\n"
-        'echo "[exit $?]"\nexec sleep 600\n'
-    )
-    tmux("new-session", "-d", "-s", "test", "-x", "150", "-y", "40", f"sh {script}")
+    start(tmux, cli.env, "init", tmp_path)
     answers = [
         ("Account name", "work"),
         ("POP3S server", "pop.example.com"),
@@ -175,13 +175,7 @@ def test_verbose_log_lines_go_above_the_live_rows(
                 destination=tmp_path / "w",
             )
         )
-        script = tmp_path / "run.sh"
-        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli.env.items())
-        script.write_text(
-            f"{exports}{shlex.quote(sys.executable)} -m pop3s_fetch sync -v\n"
-            'echo "[exit $?]"\nexec sleep 600\n'
-        )
-        tmux("new-session", "-d", "-s", "test", "-x", "150", "-y", "40", f"sh {script}")
+        start(tmux, cli.env, "sync -v", tmp_path)
         live = tmux.wait_for(
             lambda s: "downloading 1/3" in s and "logged in with" in s, "a log line and a live row"
         )
@@ -199,13 +193,7 @@ def test_verbose_log_lines_go_above_the_live_rows(
 
 
 def run_init(tmux: Tmux, cli_env: dict[str, str], cwd: Path, answers: list[tuple[str, str]]) -> str:
-    script = cwd / "run-init.sh"
-    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli_env.items())
-    script.write_text(
-        f"{exports}cd {shlex.quote(str(cwd))}\n{shlex.quote(sys.executable)} -m pop3s_fetch init\n"
-        'echo "[exit $?]"\nexec sleep 600\n'
-    )
-    tmux("new-session", "-d", "-s", "test", "-x", "200", "-y", "50", f"sh {script}")
+    start(tmux, cli_env, "init", cwd, width=200)
     for prompt, answer in answers:
         tmux.wait_for(lambda s, p=prompt: s.rstrip().rsplit("\n", 1)[-1].startswith(p), prompt)
         tmux("send-keys", "-t", "test", answer, "Enter")

@@ -21,7 +21,7 @@ from pop3s_fetch import __version__
 from pop3s_fetch.errors import ConfigError, CredentialError, ExitCode, Pop3sFetchError
 
 if TYPE_CHECKING:
-    from pop3s_fetch.config import Config
+    from pop3s_fetch.config import Account, Config
     from pop3s_fetch.starter import Answers as Starter
     from pop3s_fetch.ui import Output
 
@@ -147,6 +147,12 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int, debug: bool)
     is_flag=True,
     help="Print one JSON document with every account's results on stdout.",
 )
+@click.option(
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    help="Only show what would be fetched and deleted; write nothing, delete nothing.",
+)
 @click.pass_obj
 def sync(
     g: _Globals,
@@ -156,6 +162,7 @@ def sync(
     quiet: bool,
     no_progress: bool,
     as_json: bool,
+    dry_run: bool,
 ) -> None:
     """Download new mail for every account, or only the ACCOUNTS named.
 
@@ -174,6 +181,8 @@ def sync(
 
     selected = _load_config(g).select(list(accounts))
     output = _output(g, quiet=quiet, progress=not no_progress, json=as_json)
+    if dry_run:
+        _survey(selected, output, jobs, dry_run=True)
     reporter = ProgressReporter(output)
     options = SyncOptions(state_dir=state_dir(os.environ), wait=wait)
     pairs = [(a, functools.partial(credentials.login_secret, a)) for a in selected]
@@ -194,6 +203,71 @@ def sync(
     else:
         output.summary(results)
     sys.exit(report.exit_code(results))
+
+
+@cli.command()
+@click.argument("accounts", nargs=-1, shell_complete=_complete_accounts)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=8,
+    show_default=True,
+    help="Accounts checked at the same time.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only; the exit status answers.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document (schema pop3s-fetch.check/1) on stdout.",
+)
+@click.pass_obj
+def check(g: _Globals, accounts: tuple[str, ...], jobs: int, quiet: bool, as_json: bool) -> None:
+    """Count new messages and bytes on the server, without downloading anything.
+
+    Logs in, lists, and logs out: nothing is fetched, deleted or written. Exit status (like
+    grep's): 0 when there is new mail, 1 when there is none; any other code when no new mail
+    was found and some account could not be checked.
+    """
+    selected = _load_config(g).select(list(accounts))
+    _survey(selected, _output(g, quiet=quiet, json=as_json), jobs, dry_run=False)
+
+
+def _survey(selected: list[Account], output: Output, jobs: int, *, dry_run: bool) -> NoReturn:
+    """check, or sync --dry-run: log in and list each account, print, exit."""
+    import datetime
+    import time
+
+    from pop3s_fetch import check as check_module
+    from pop3s_fetch import credentials
+    from pop3s_fetch.state import state_dir
+
+    begun = datetime.datetime.now(datetime.UTC)
+    started = time.monotonic()
+    pairs = [(a, functools.partial(credentials.login_secret, a)) for a in selected]
+    surveys = check_module.survey_accounts(pairs, state_dir(os.environ), jobs=jobs)
+    for survey in surveys:
+        if survey.error is not None:
+            output.error(survey.account, survey.error)
+    if output.json:
+        import json
+
+        document = check_module.json_document(
+            surveys, begun, time.monotonic() - started, dry_run=dry_run
+        )
+        _echo(json.dumps(document, indent=2))
+    elif dry_run:
+        for survey in surveys:
+            if survey.error is None:
+                for line in check_module.plan_lines(survey, terminal=output.table_enabled):
+                    output.info(line)
+    else:
+        for line in check_module.check_lines(surveys):
+            output.info(line)
+    if dry_run:
+        sys.exit(check_module.dry_run_exit_code(surveys))
+    sys.exit(check_module.check_exit_code(surveys))
 
 
 @cli.command()

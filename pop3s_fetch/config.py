@@ -62,6 +62,8 @@ DEFAULT_FORMAT: Literal["maildir", "mbox"] = "maildir"
 DEFAULT_PORT = 995
 DEFAULT_KEEP = True
 DEFAULT_TIMEOUT = 60.0
+#: An after-sync hook (on_new_mail) may index a whole mailbox on its first run (notmuch new).
+DEFAULT_HOOK_TIMEOUT = 600.0
 MAX_TIMEOUT = 3600.0
 
 STARTTLS_PORT = 110  # the plaintext POP3 port, where STLS upgrades the session
@@ -180,6 +182,8 @@ class Account:
     password_command: tuple[str, ...] | None = None  # argv, run without a shell
     password_credential: str | None = None  # a file name in $CREDENTIALS_DIRECTORY
     oauth2: OAuth2Settings | None = None
+    on_new_mail: tuple[str, ...] | None = None  # argv run after a sync that delivered mail
+    on_new_mail_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds before the hook is stopped
 
     def __post_init__(self) -> None:
         if self.ca_file is not None:
@@ -550,6 +554,16 @@ def _expect_argv(value: object, _base: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _expect_hook(value: object, base: Path) -> tuple[str, ...]:
+    try:
+        return _expect_argv(value, base)
+    except _Invalid:
+        raise _Invalid(
+            'expected an array of non-empty strings such as ["notmuch", "new"] '
+            f"(it is run without a shell), got {_toml_value(value)}"
+        ) from None
+
+
 def _expect_credential_name(value: object, _base: Path) -> str:
     # The name is joined to $CREDENTIALS_DIRECTORY; it must not lead out of it.
     if not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\0" in value:
@@ -626,6 +640,8 @@ _ACCOUNT_KEYS: dict[str, _Converter] = {
     "auth": _expect_auth,
     "password_command": _expect_argv,
     "password_credential": _expect_credential_name,
+    "on_new_mail": _expect_hook,
+    "on_new_mail_timeout": _expect_timeout,
 }
 _OAUTH2_KEY = "oauth2"  # a sub-table, validated key by key with _OAUTH2_KEYS
 _KNOWN_ACCOUNT_KEYS = (*_ACCOUNT_KEYS, _OAUTH2_KEY)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pop3s_fetch import hooks
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
@@ -67,8 +68,9 @@ class Reporter(Protocol):
     def fetched(self, account: str, message_octets: int) -> None:
         """One more message has arrived whole (it becomes durable with its batch)."""
 
-    def warned(self, account: str, text: str) -> None:
-        """Something the user should know that did not stop the sync."""
+    def warned(self, account: str, text: str, *, loud: bool = False) -> None:
+        """Something the user should know that did not stop the sync; ``loud``: shown even
+        with --quiet, since no exit code will tell (a failing on_new_mail hook)."""
 
     def finished(self, result: AccountResult) -> None:
         """The account is done, successfully or not."""
@@ -147,6 +149,11 @@ def sync_account(
     except Pop3sFetchError as err:
         result.error = err
     result.duration = time.monotonic() - started
+    # Outside the lock, once the mail is durable: the hook cannot change what was delivered.
+    hook_failed = hooks.run_on_new_mail(account, result.fetched, result.octets)
+    if hook_failed is not None:
+        result.warnings.append(hook_failed)
+        reporter.warned(account.name, hook_failed, loud=True)
     reporter.finished(result)
     return result
 

@@ -194,9 +194,10 @@ class Output:
         if self.debug:
             write_traceback(err, sys.stderr)
 
-    def warning(self, account: str, text: str) -> None:
-        """Something worth knowing that did not stop the run (not with --quiet or --json)."""
-        if not self.json and not self.quiet:
+    def warning(self, account: str, text: str, *, loud: bool = False) -> None:
+        """Something worth knowing that did not stop the run (not with --json, nor with
+        --quiet unless ``loud``)."""
+        if not self.json and (loud or not self.quiet):
             self._line(sys.stderr, "warning", f"warning: {account}: {text}", "yellow")
 
     def summary(self, results: Sequence[AccountResult]) -> None:
@@ -302,8 +303,8 @@ class ProgressReporter:
             self._counts[account] = (done + 1, total)
         self._update(account, advance=message_octets, state=f"downloading {done + 1}/{total}")
 
-    def warned(self, account: str, text: str) -> None:
-        self.output.warning(account, text)
+    def warned(self, account: str, text: str, *, loud: bool = False) -> None:
+        self.output.warning(account, text, loud=loud)
 
     def finished(self, result: AccountResult) -> None:
         if result.error is None:

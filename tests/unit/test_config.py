@@ -479,7 +479,8 @@ def test_password_value_never_appears_in_problems(cfg_path: Path) -> None:
             "colour = 1\n",
             "accounts.work.colour: unknown key; known keys: host, username, destination, format, "
             "port, keep, ca_file, timeout, tls, ca, fingerprint, tls_min_version, x509_strict, "
-            "client_cert, client_key, auth, password_command, password_credential, oauth2",
+            "client_cert, client_key, auth, password_command, password_credential, on_new_mail, "
+            "on_new_mail_timeout, oauth2",
             id="unknown-key-without-close-match-lists-known-keys",
         ),
         pytest.param(

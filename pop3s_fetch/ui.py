@@ -94,6 +94,8 @@ def summary_line(result: AccountResult) -> str:
         extra.append(f"{result.deleted} deleted")
     if result.recovered:
         extra.append(f"{result.recovered} recovered from an interrupted run")
+    if result.remaining:
+        extra.append(f"{result.remaining} more next run (max_messages/max_bytes)")
     return " ".join(parts) + ", " + ", ".join(extra)
 
 

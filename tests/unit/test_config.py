@@ -297,6 +297,8 @@ def test_config_objects_are_frozen(cfg_path: Path) -> None:
 
 # --- parse: problems, with their exact text ---------------------------------------------------
 
+KEEP_EXPECTED = 'expected true, false or a duration such as "30d", "12h" or "2w"'
+
 
 def test_error_message_counts_problems(cfg_path: Path) -> None:
     text = MINIMAL_ACCOUNT + 'port = "x"\nkeep = 1\n'
@@ -306,7 +308,7 @@ def test_error_message_counts_problems(cfg_path: Path) -> None:
     assert excinfo.value.exit_code == ExitCode.CONFIG
     assert excinfo.value.problems == [
         f'{cfg_path}: accounts.work.port: expected an integer 1-65535, got "x"',
-        f"{cfg_path}: accounts.work.keep: expected true or false, got 1",
+        f'{cfg_path}: accounts.work.keep: {KEEP_EXPECTED}, got 1 (did you mean true, or "1d"?)',
     ]
 
 
@@ -326,8 +328,8 @@ def test_error_message_for_one_problem_is_singular(cfg_path: Path) -> None:
         ("port = 995.0", "accounts.work.port: expected an integer 1-65535, got 995.0"),
         ('format = "mh"', 'accounts.work.format: expected "maildir" or "mbox", got "mh"'),
         ('format = "Maildir"', 'accounts.work.format: expected "maildir" or "mbox", got "Maildir"'),
-        ('keep = "yes"', 'accounts.work.keep: expected true or false, got "yes"'),
-        ("keep = 0", "accounts.work.keep: expected true or false, got 0"),
+        ('keep = "yes"', f'accounts.work.keep: {KEEP_EXPECTED}, got "yes" (did you mean true?)'),
+        ("keep = 0", f"accounts.work.keep: {KEEP_EXPECTED}, got 0 (did you mean false?)"),
         (
             "timeout = 0",
             "accounts.work.timeout: expected a number of seconds above 0 and at most 3600, got 0",
@@ -433,7 +435,9 @@ def test_password_value_never_appears_in_problems(cfg_path: Path) -> None:
             "colour = 1\n",
             "accounts.work.colour: unknown key; known keys: host, username, destination, format, "
             "port, keep, ca_file, timeout, tls, ca, fingerprint, tls_min_version, x509_strict, "
-            "client_cert, client_key, auth, password_command, password_credential, oauth2",
+            "client_cert, client_key, auth, password_command, password_credential, "
+            + "".join(f"{key}, " for key in config.ACCOUNT_KEYS[18:-1])
+            + "oauth2",
             id="unknown-key-without-close-match-lists-known-keys",
         ),
         pytest.param(
@@ -752,6 +756,19 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
             username="backup@example.net",
             destination=Path("/srv/mail/backup"),
             password_command=("pass", "show", "mail/backup"),
+            timeout=30.0,
+        ),
+        "slow-link": Account(
+            name="slow-link",
+            host="pop.example.net",
+            username="carol@example.net",
+            destination=Path("/home/example/Mail/slow-link"),
+            keep=True,
+            delete_after=30 * 86400.0,
+            max_message_size=25_000_000,
+            oversize="skip",
+            max_messages=500,
+            max_bytes=200_000_000,
             timeout=30.0,
         ),
     }

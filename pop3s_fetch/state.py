@@ -175,9 +175,9 @@ class StateStore:
             )
             return [Intent(*row) for row in rows]
 
-    def record_intents(self, intents: Sequence[Intent]) -> None:
-        """Journal deliveries about to become visible, in one durable commit."""
-        now = time.time()
+    def record_intents(self, intents: Sequence[Intent], *, now: float | None = None) -> None:
+        """Journal deliveries about to become visible, in one durable commit (at ``now``)."""
+        now = time.time() if now is None else now
         with self._transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO messages"

@@ -401,7 +401,8 @@ class _AccountSync:
                 [
                     _intent(message.uidl, message.size, placement)
                     for (message, _), placement in zip(batch, placements, strict=True)
-                ]
+                ],
+                now=self.options.clock(),
             )
 
         self.destination.publish([staged for _, staged in batch], record)

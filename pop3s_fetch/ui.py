@@ -201,6 +201,8 @@ def summary_table(results: Sequence[AccountResult]) -> Table:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for r in results:
         status = "[red]failed[/]" if r.error else "[green]ok[/]"
+        if r.remaining:  # max_messages / max_bytes left some for the next run
+            status += f", {r.remaining} more next run"
         table.add_row(
             r.account,
             status,

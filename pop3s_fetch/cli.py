@@ -274,10 +274,14 @@ def _survey(selected: list[Account], output: Output, jobs: int, *, dry_run: bool
 @click.pass_obj
 def accounts(g: _Globals) -> None:
     """List the configured accounts."""
+    from pop3s_fetch.config import format_duration
+
     config = _load_config(g)
     for account in config.accounts.values():
         port = "" if account.port == 995 else f":{account.port}"
         keep = "keep" if account.keep else "delete after download"
+        if account.delete_after is not None:
+            keep = f"delete {format_duration(account.delete_after)} after download"
         _echo(
             f"{account.name}: {account.username}@{account.host}{port} -> "
             f"{account.destination} ({account.format}, {keep})"

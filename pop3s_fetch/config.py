@@ -69,6 +69,7 @@ MAX_TIMEOUT = 3600.0
 STARTTLS_PORT = 110  # the plaintext POP3 port, where STLS upgrades the session
 
 MailFormat = Literal["maildir", "mbox"]
+OversizeAction = Literal["skip", "delete"]
 TlsMode = Literal["implicit", "starttls"]
 TlsVersion = Literal["1.2", "1.3"]
 AuthMethod = Literal[
@@ -184,6 +185,12 @@ class Account:
     oauth2: OAuth2Settings | None = None
     on_new_mail: tuple[str, ...] | None = None  # argv run after a sync that delivered mail
     on_new_mail_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds before the hook is stopped
+    # Retention and limits (issue 12); sizes in octets as LIST counts them, times in seconds.
+    delete_after: float | None = None  # keep = "30d": delete this long after delivery
+    max_message_size: int | None = None  # larger messages are not downloaded
+    oversize: OversizeAction = "skip"  # what happens to those: left, or deleted unread
+    max_messages: int | None = None  # per run; the rest comes next run
+    max_bytes: int | None = None  # per run, by LIST size; at least one message is fetched
 
     def __post_init__(self) -> None:
         if self.ca_file is not None:
@@ -618,6 +625,114 @@ def _expect_scopes(value: object, _base: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+# --- retention and limits: sizes and durations -------------------------------------------
+
+#: Size units: SI (powers of 1000, as the summary line prints sizes) and IEC (powers of 1024).
+SIZE_UNITS: Mapping[str, int] = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+#: Duration units for keep = "30d".
+DURATION_UNITS: Mapping[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_ALIASES = {  # what people write instead, and the unit they mean
+    **dict.fromkeys(("sec", "secs", "second", "seconds"), "s"),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), "m"),
+    **dict.fromkeys(("hr", "hrs", "hour", "hours"), "h"),
+    **dict.fromkeys(("day", "days"), "d"),
+    **dict.fromkeys(("wk", "wks", "week", "weeks"), "w"),
+}
+_DURATION_NAMES = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SIZE_NAMES = {"kb": "kB", "mb": "MB", "gb": "GB", "kib": "KiB", "mib": "MiB", "gib": "GiB"}
+_SIZE_ALIASES = {"k": "kb", "m": "mb", "g": "gb", "ki": "kib", "mi": "mib", "gi": "gib"}
+_AMOUNT = re.compile(r"\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]*)\s*")
+MAX_DURATION = 100 * 365 * 86400  # a typo'd "3000w" still fits; more is surely a mistake
+
+
+def _expect_size(value: object, _base: Path) -> int:
+    """Octets: an integer, or a string such as "25MB" (10^6) or "25MiB" (2^20), any case."""
+    expected = 'expected a size such as "25MB" (25,000,000 bytes), "20MiB" or a number of bytes'
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    match = _AMOUNT.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise _Invalid(f"{expected}, got {_toml_value(value)}")
+    number, unit = match["number"], match["unit"].lower() or "b"
+    if unit not in SIZE_UNITS:
+        close = _SIZE_ALIASES.get(unit) or _SIZE_ALIASES.get(unit.rstrip("s"))
+        close = close or next(iter(difflib.get_close_matches(unit, _SIZE_NAMES, n=1)), None)
+        guess = f' (did you mean "{number}{_SIZE_NAMES[close]}"?)' if close else ""
+        raise _Invalid(f"{expected}, got {_toml_value(value)}{guess}")
+    octets = int(float(number) * SIZE_UNITS[unit])
+    if octets < 1:
+        raise _Invalid(f"expected a size of at least 1 byte, got {_toml_value(value)}")
+    return octets
+
+
+def _expect_count(value: object, _base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Invalid(f"expected a whole number of at least 1, got {_toml_value(value)}")
+    return value
+
+
+def _expect_oversize(value: object, _base: Path) -> OversizeAction:
+    if value not in ("skip", "delete"):
+        raise _Invalid(f'expected "skip" or "delete", got {_toml_value(value)}')
+    return value
+
+
+def _expect_keep(value: object, _base: Path) -> bool | float:
+    """true, false, or how long after delivery to delete: "30d", "12h", "2w" (seconds out).
+
+    Units are strict (lower case, no space), as "30M" could mean minutes or months; what is
+    close gets a "did you mean".
+    """
+    if isinstance(value, bool):
+        return value
+    expected = 'expected true, false or a duration such as "30d", "12h" or "2w"'
+    match = _AMOUNT.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        guess = ""
+        if isinstance(value, int | float) and value in (0, 1):
+            guess = " (did you mean false?)" if value == 0 else ' (did you mean true, or "1d"?)'
+        elif isinstance(value, int | float) and value > 0:
+            guess = f' (did you mean "{value:g}d"?)'
+        elif isinstance(value, str) and value.lower() in ("yes", "no", "true", "false"):
+            guess = f" (did you mean {'false' if value.lower() in ('no', 'false') else 'true'}?)"
+        raise _Invalid(f"{expected}, got {_toml_value(value)}{guess}")
+    number, written = match["number"], match["unit"]
+    unit = _DURATION_ALIASES.get(written.lower(), written.lower())
+    if unit in ("mo", "month", "months", "y", "yr", "year", "years"):
+        days = float(number) * (30 if unit.startswith("m") else 365)
+        raise _Invalid(f'months and years are not units here (did you mean "{days:g}d"?)')
+    if unit not in DURATION_UNITS or "." in number:
+        raise _Invalid(f"{expected} (a whole number and s, m, h, d or w), got {_toml_value(value)}")
+    if value != number + unit:
+        meaning = f"{number} {_DURATION_NAMES[unit]}"
+        raise _Invalid(
+            f'expected a duration such as "30d", got {_toml_value(value)} '
+            f'(did you mean "{number}{unit}", {meaning}?)'
+        )
+    seconds = int(number) * DURATION_UNITS[unit]
+    if seconds == 0:
+        raise _Invalid("a duration of 0 would delete at once (did you mean keep = false?)")
+    if seconds > MAX_DURATION:
+        raise _Invalid(f"a duration over 100 years is surely a mistake, got {_toml_value(value)}")
+    return float(seconds)
+
+
+def format_duration(seconds: float) -> str:
+    """The largest unit that divides ``seconds`` exactly: 2592000 -> "30d"."""
+    for unit, size in sorted(DURATION_UNITS.items(), key=lambda item: -item[1]):
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 _Converter = Callable[[object, Path], object]
 
 # Every account key, in the order of the Account fields, with its converter.
@@ -627,7 +742,7 @@ _ACCOUNT_KEYS: dict[str, _Converter] = {
     "destination": _expect_path,
     "format": _expect_format,
     "port": _expect_port,
-    "keep": _expect_bool,
+    "keep": _expect_keep,
     "ca_file": _expect_path,
     "timeout": _expect_timeout,
     "tls": _expect_tls_mode,
@@ -642,6 +757,10 @@ _ACCOUNT_KEYS: dict[str, _Converter] = {
     "password_credential": _expect_credential_name,
     "on_new_mail": _expect_hook,
     "on_new_mail_timeout": _expect_timeout,
+    "max_message_size": _expect_size,
+    "oversize": _expect_oversize,
+    "max_messages": _expect_count,
+    "max_bytes": _expect_size,
 }
 _OAUTH2_KEY = "oauth2"  # a sub-table, validated key by key with _OAUTH2_KEYS
 _KNOWN_ACCOUNT_KEYS = (*_ACCOUNT_KEYS, _OAUTH2_KEY)
@@ -710,7 +829,19 @@ def _listed(keys: Sequence[str]) -> str:
     return ", ".join(keys[:-1]) + f" and {keys[-1]}" if len(keys) > 1 else keys[0]
 
 
+# What getmail6 and fetchmail call our retention and limit keys, for users who switch.
+_PEER_KEYS = {
+    "delete_after": 'keep = "30d"',
+    "limit": "max_message_size",
+    "max_bytes_per_session": "max_bytes",
+    "max_messages_per_session": "max_messages",
+    "fetchlimit": "max_messages",
+}
+
+
 def _unknown_key_message(key: str, known: Sequence[str]) -> str:
+    if key in _PEER_KEYS:
+        return f"unknown key (did you mean {_PEER_KEYS[key]}?)"
     close = difflib.get_close_matches(key, known, n=1)
     if close:
         return f"unknown key (did you mean {_toml_string(close[0])}?)"
@@ -817,11 +948,18 @@ class _Validator:
                 f'"{auth}" logs in with a password, but this account has an oauth2 table; '
                 'use "auto", "xoauth2" or "oauthbearer"',
             )
+        if "oversize" in values and "max_message_size" not in values:
+            self.problem(
+                [*keypath, "oversize"],
+                'has no effect without max_message_size (such as max_message_size = "25MB")',
+            )
         if len(self.problems) > before:
             return None
         fields = {key: values[key] for key in _ACCOUNT_KEYS if key in values}
         for key in ("ca_file", "ca", *_TLS_KEYS):
             fields.pop(key, None)
+        if not isinstance(fields.get("keep", True), bool):  # keep = "30d": kept, then deleted
+            fields["delete_after"], fields["keep"] = fields["keep"], True
         fields["port"] = values.get(
             "port", STARTTLS_PORT if tls.mode == "starttls" else DEFAULT_PORT
         )

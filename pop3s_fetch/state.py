@@ -88,6 +88,18 @@ CREATE TABLE IF NOT EXISTS absent (
     listings INTEGER NOT NULL
 )
 """
+# Messages left on the server for their size (max_message_size, oversize = "skip"), so each
+# is reported once, not on every run. ``overran``: LIST gave a size within the limit but RETR
+# ran past it; such a message is skipped whatever LIST says next time, and never deleted
+# unread. A table of its own, created when missing: older versions ignore it.
+_OVERSIZE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS oversize (
+    uidl TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    overran INTEGER NOT NULL,
+    recorded_at REAL NOT NULL
+)
+"""
 #: A delivered UIDL missing from this many complete listings in a row...
 FORGET_AFTER_LISTINGS = 3
 #: ...spread over at least this long is taken to be gone for good, and forgotten.
@@ -163,9 +175,9 @@ class StateStore:
             )
             return [Intent(*row) for row in rows]
 
-    def record_intents(self, intents: Sequence[Intent]) -> None:
-        """Journal deliveries about to become visible, in one durable commit."""
-        now = time.time()
+    def record_intents(self, intents: Sequence[Intent], *, now: float | None = None) -> None:
+        """Journal deliveries about to become visible, in one durable commit (at ``now``)."""
+        now = time.time() if now is None else now
         with self._transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO messages"
@@ -181,6 +193,44 @@ class StateStore:
                 "UPDATE messages SET status = 'delivered' WHERE uidl = ?",
                 [(uidl,) for uidl in uidls],
             )
+
+    def delivered_before(self, cutoff: float) -> set[str]:
+        """UIDLs delivered (first journalled) at or before ``cutoff``, for keep = "30d".
+
+        ``recorded_at`` is written once, when the delivery is journalled, and never updated:
+        a message fetched again after a failed delivery gets the time of the one that held.
+        """
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT uidl FROM messages WHERE status = 'delivered' AND recorded_at <= ?",
+                (cutoff,),
+            )
+            return {uidl for (uidl,) in rows}
+
+    def oversize(self) -> dict[str, bool]:
+        """Messages left on the server for their size, each with whether RETR overran."""
+        with self._transaction() as db:
+            return {uidl: bool(o) for uidl, o in db.execute("SELECT uidl, overran FROM oversize")}
+
+    def remember_oversize(self, sizes: Mapping[str, int], *, overran: bool = False) -> None:
+        """Note messages left on the server for their size (reported once, then quietly)."""
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO oversize (uidl, size, overran, recorded_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(uidl, size, int(overran), now) for uidl, size in sizes.items()],
+            )
+
+    def keep_oversize(self, uidls: set[str]) -> None:
+        """Drop the oversize notes of all but ``uidls`` (gone from the server, or now fetched).
+
+        Forgetting one too early costs only a second report, never a download or deletion.
+        """
+        gone = [(uidl,) for uidl in set(self.oversize()) - uidls]
+        if gone:
+            with self._transaction() as db:
+                db.executemany("DELETE FROM oversize WHERE uidl = ?", gone)
 
     def server_pipelines(self) -> bool:
         """Whether the server offered PIPELINING in the last session that got so far."""
@@ -302,13 +352,24 @@ def open_store(path: Path) -> StateStore:
                 hint="upgrade pop3s-fetch; nothing was downloaded or deleted",
             )
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
-        if version != SCHEMA_VERSION or not {"messages", "server", "held", "absent"} <= tables:
+        if (
+            version != SCHEMA_VERSION
+            or not {
+                "messages",
+                "server",
+                "held",
+                "absent",
+                "oversize",
+            }
+            <= tables
+        ):
             # Only then: a write here would cost every run a durable commit, an fsync.
             with db:
                 db.execute(_SCHEMA)
                 db.execute(_SERVER_SCHEMA)
                 db.execute(_HELD_SCHEMA)
                 db.execute(_ABSENT_SCHEMA)
+                db.execute(_OVERSIZE_SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("SELECT count(*) FROM messages").fetchone()
     except sqlite3.Error as err:

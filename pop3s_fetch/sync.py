@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
-from pop3s_fetch import hooks
+from pop3s_fetch import hooks, policy
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
@@ -43,7 +43,7 @@ from pop3s_fetch.destinations import (
 )
 from pop3s_fetch.errors import ConnectError, ExitCode, Pop3sFetchError, ProtocolError
 from pop3s_fetch.logcontext import speaking_for
-from pop3s_fetch.pop3 import Pop3Client, RemoteMessage, Retrieved
+from pop3s_fetch.pop3 import MessageTooLarge, Pop3Client, RemoteMessage, Retrieved
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
 
 logger = logging.getLogger(__name__)
@@ -90,10 +90,22 @@ class AccountResult:
     warnings: list[str] = field(default_factory=list)
     error: Pop3sFetchError | None = None
     duration: float = 0.0
+    remaining: int = 0  # new, but left for the next run by max_messages or max_bytes
+    oversize: list[Oversize] = field(default_factory=list)
 
     @property
     def exit_code(self) -> ExitCode:
         return self.error.exit_code if self.error else ExitCode.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """A message over max_message_size: left on the server ("skip") or deleted unread."""
+
+    uidl: str
+    size: int  # as LIST gave it
+    action: Literal["skip", "delete"]
+    new: bool  # first reported in this run (a skipped one is warned about only then)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +115,7 @@ class SyncOptions:
     state_dir: Path
     wait: float = 0.0
     context_factory: Callable[[Account], ssl.SSLContext] | None = None
+    clock: Callable[[], float] = time.time  # "now" for keep = "30d"; tests move it on
 
 
 def sync_accounts(
@@ -253,18 +266,25 @@ class _AccountSync:
         logger.info(
             "%s: %d messages on the server, %d new", self.account.name, len(uidls), len(new)
         )
-        self.reporter.listed(self.account.name, len(new), sum(m.size for m in new))
-        if not self.account.keep:
+        plan = self._plan(new)
+        self.reporter.listed(self.account.name, len(plan.fetch), sum(m.size for m in plan.fetch))
+        if not self.account.keep or self.account.delete_after is not None:
             self.held = self.store.held()  # a size that disagreed: never deleted by us
-            already = [
-                RemoteMessage(n, uidl, 0)
-                for n, uidl in sorted(uidls.items())
-                if uidl in delivered and uidl not in self.held
-            ]
-            self._delete(session, already)
-        retr_errors = self._fetch(session, new)
+            expired = set[str]()
+            if self.account.keep and self.account.delete_after is not None:
+                cutoff = self.options.clock() - self.account.delete_after
+                expired = self.store.delivered_before(cutoff)
+            already = policy.deletable(
+                uidls, delivered, self.held, keep=self.account.keep, expired=expired
+            )
+            self._delete(session, [RemoteMessage(n, uidl, 0) for n, uidl in already])
+        unread = plan.oversize if self.account.oversize == "delete" else []
+        self._delete(session, unread)  # the user's wish: deleted without being downloaded
+        retr_errors = self._fetch(session, plan.fetch)
         delete_errors = session.drain()
         session.quit()
+        if unread:
+            self._warn_deleted_unread(unread, session.refused_deletes)
         # QUIT made the deletions final: forget them now (a later listing cannot be trusted to
         # show they are gone, see forget_absent). Only now is the listing known complete.
         refused = {message.uidl for message in session.refused_deletes}
@@ -285,12 +305,59 @@ class _AccountSync:
                 hint="the others were downloaded; the next run tries these again",
             )
 
+    def _plan(self, new: Sequence[RemoteMessage]) -> policy.FetchPlan[RemoteMessage]:
+        """Apply the account's limits to the new messages; note and report what is skipped."""
+        account = self.account
+        limits = policy.Limits(account.max_message_size, account.max_messages, account.max_bytes)
+        known = self.store.oversize()
+        plan = policy.plan_fetch(new, limits, {uidl for uidl, o in known.items() if o})
+        left = plan.overran + (plan.oversize if account.oversize == "skip" else [])
+        fresh = {m.uidl: m.size for m in left if m.uidl not in known}
+        if fresh:
+            self.store.remember_oversize(fresh)
+        if known.keys() - {m.uidl for m in left}:  # gone, fetched, or under a raised limit
+            self.store.keep_oversize({m.uidl for m in left})
+        self.result.oversize = [Oversize(m.uidl, m.size, "skip", m.uidl in fresh) for m in left]
+        self.result.remaining = len(plan.deferred)
+        if fresh:
+            first = next(m for m in left if m.uidl in fresh)
+            count = len(fresh)
+            self._warn(
+                f"left {count} {'message' if count == 1 else 'messages'} over max_message_size "
+                f"({account.max_message_size:,} bytes) on the server without downloading "
+                f"(first: message {first.number}, {first.size:,} bytes); this is said once, "
+                "--json lists them on every run"
+            )
+        if plan.deferred:
+            logger.info(
+                "%s: %d new messages left for the next run by max_messages/max_bytes",
+                account.name,
+                len(plan.deferred),
+            )
+        return plan
+
+    def _warn_deleted_unread(
+        self, unread: Sequence[RemoteMessage], refused: Sequence[RemoteMessage]
+    ) -> None:
+        """After QUIT: oversize messages deleted without a copy must never go unmentioned."""
+        gone = [m for m in unread if m not in refused]
+        self.result.oversize += [Oversize(m.uidl, m.size, "delete", True) for m in gone]
+        if gone:
+            count = len(gone)
+            self._warn(
+                f"deleted {count} {'message' if count == 1 else 'messages'} over "
+                f"max_message_size ({self.account.max_message_size:,} bytes) from the server "
+                f'WITHOUT downloading (oversize = "delete"; first: message {gone[0].number}, '
+                f"{gone[0].size:,} bytes)"
+            )
+
     def _fetch(self, session: Pop3Client, new: Sequence[RemoteMessage]) -> list[str]:
         """Stream every new message in, publishing in batches; return RETR refusals."""
         errors: list[str] = []
         self.reporter.started(self.account.name, "downloading")
+        cap = self.account.max_message_size
         try:
-            for item in session.retrieve(new, self._open_sink):
+            for item in session.retrieve(new, self._open_sink, cap):
                 writer, self.writer = self.writer, None
                 if item.error is not None:
                     if writer is not None:
@@ -310,13 +377,22 @@ class _AccountSync:
                 self.reporter.fetched(self.account.name, item.octets)
                 if len(self.staged) >= BATCH_MESSAGES or self.staged_bytes >= BATCH_BYTES:
                     self._publish()
-        except BaseException:
+        except BaseException as err:
             # The message being read is incomplete: discard it. Those already complete are
             # whole (they had their terminating dot), so keep them rather than fetch again.
             if self.writer is not None:
                 self.writer.abort()
                 self.writer = None
             self._publish_quietly()
+            if isinstance(err, MessageTooLarge):
+                # Left on the server and skipped from now on, as LIST sizes cannot be trusted
+                # for it; never deleted unread, since what arrived may not be that message.
+                self.store.remember_oversize({err.remote.uidl: err.remote.size}, overran=True)
+                raise ProtocolError(
+                    f"{err.message}; it is over max_message_size ({err.cap:,} bytes)",
+                    hint="it stays on the server and later runs skip it (--json lists it); "
+                    "the messages before it were saved",
+                ) from None
             raise
         self._publish()
         return errors
@@ -335,7 +411,8 @@ class _AccountSync:
                 [
                     _intent(message.uidl, message.size, placement)
                     for (message, _), placement in zip(batch, placements, strict=True)
-                ]
+                ],
+                now=self.options.clock(),
             )
 
         self.destination.publish([staged for _, staged in batch], record)

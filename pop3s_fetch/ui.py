@@ -120,6 +120,8 @@ def summary_line(result: AccountResult) -> str:
         extra.append(f"{result.deleted} deleted")
     if result.recovered:
         extra.append(f"{result.recovered} recovered from an interrupted run")
+    if result.remaining:
+        extra.append(f"{result.remaining} more next run (max_messages/max_bytes)")
     return " ".join(parts) + ", " + ", ".join(extra)
 
 
@@ -226,6 +228,8 @@ def summary_table(results: Sequence[AccountResult]) -> Table:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for r in results:
         status = "[red]failed[/]" if r.error else "[green]ok[/]"
+        if r.remaining:  # max_messages / max_bytes left some for the next run
+            status += f", {r.remaining} more next run"
         table.add_row(
             r.account,
             status,

@@ -68,7 +68,7 @@ class Survey:
     """One account's answer: what is new on the server and what a sync would delete."""
 
     account: str
-    on_server: int = 0
+    on_server: int | None = None  # None: never listed (the account failed before)
     fetch: list[RemoteMessage] = field(default_factory=list)
     delete: list[Deletion] = field(default_factory=list)
     interrupted: frozenset[str] = frozenset()  # UIDLs of ``fetch`` a killed run left in flight

@@ -82,9 +82,11 @@ class AccountResult:
 
     account: str
     fetched: int = 0
+    #: The fetched messages' size as the server counts it (CRLF line ends, what LIST says):
+    #: the one meaning of "bytes" on the screen, in --json and in the hook's environment.
     octets: int = 0
     deleted: int = 0
-    on_server: int = 0
+    on_server: int | None = None  # None: the mailbox was never listed (no connection, say)
     skipped: int = 0  # on the server, delivered by an earlier run
     recovered: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -196,6 +198,7 @@ class _AccountSync:
         self.held: set[str] = set()  # UIDLs never to DELE: their size disagreed with LIST
         self.deleting: set[str] = set()  # UIDLs sent DELE in this session
         self.size_mismatches: list[Retrieved] = []
+        self.server_octets: dict[str, int] = {}  # UIDL -> octets received, as LIST counts
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
@@ -373,8 +376,9 @@ class _AccountSync:
                     self.held.add(item.message.uidl)
                     self.size_mismatches.append(item)
                 self.staged.append((item.message, staged))
+                self.server_octets[item.message.uidl] = item.received
                 self.staged_bytes += item.octets
-                self.reporter.fetched(self.account.name, item.octets)
+                self.reporter.fetched(self.account.name, item.received)
                 if len(self.staged) >= BATCH_MESSAGES or self.staged_bytes >= BATCH_BYTES:
                     self._publish()
         except BaseException as err:
@@ -417,9 +421,9 @@ class _AccountSync:
 
         self.destination.publish([staged for _, staged in batch], record)
         self.store.mark_delivered(message.uidl for message, _ in batch)
-        for _, staged in batch:
+        for message, _ in batch:
             self.result.fetched += 1
-            self.result.octets += staged.size
+            self.result.octets += self.server_octets.pop(message.uidl, message.size)
         if not self.account.keep and self.session is not None:
             self._delete(
                 self.session, [message for message, _ in batch if message.uidl not in self.held]

@@ -97,6 +97,11 @@ def log_format(environ: Mapping[str, str]) -> str:
     return prefix + "%(levelname)s %(name)s: %(message)s"
 
 
+def _on_server(count: int | None) -> str:
+    """A mailbox never listed (the connection failed) shows a dash, not a false 0."""
+    return "-" if count is None else str(count)
+
+
 def human_bytes(octets: int) -> str:
     """1536 -> "1.5 kB" (SI units, as rich shows them)."""
     size = float(octets)
@@ -115,7 +120,7 @@ def summary_line(result: AccountResult) -> str:
         parts.append(f"{result.fetched} new {noun} ({human_bytes(result.octets)})")
     else:
         parts.append("no new mail")
-    extra = [f"{result.on_server} on server"]
+    extra = [f"{_on_server(result.on_server)} on server"]
     if result.deleted:
         extra.append(f"{result.deleted} deleted")
     if result.recovered:
@@ -236,7 +241,7 @@ def summary_table(results: Sequence[AccountResult]) -> Table:
             str(r.fetched),
             human_bytes(r.octets),
             str(r.deleted),
-            str(r.on_server),
+            _on_server(r.on_server),
             f"{r.duration:.1f} s",
         )
     return table
@@ -299,7 +304,10 @@ class ProgressReporter:
     def listed(self, account: str, messages: int, octets: int) -> None:
         with self._lock:
             self._counts[account] = (0, messages)
-        self._update(account, total=max(octets, 1), state=f"downloading 0/{messages}")
+        if messages == 0:
+            self._update(account, total=0, state="no new mail")
+            return
+        self._update(account, total=octets, state=f"downloading 0/{messages}")
 
     def fetched(self, account: str, message_octets: int) -> None:
         with self._lock:
@@ -312,7 +320,7 @@ class ProgressReporter:
 
     def finished(self, result: AccountResult) -> None:
         if result.error is None:
-            self._update(result.account, state="done")
+            self._update(result.account, state="done" if result.fetched else "no new mail")
         else:
             self._update(result.account, state="failed")
             self.output.error(result.account, result.error)

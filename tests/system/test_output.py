@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch.demo.server import MailStore, Pop3Server
+from pop3s_fetch.demo.server import MailStore, Pop3Server, wire_size
 from tests.support.cli import Cli, account_toml, make_cli
 
 PASSWORD = "pw-for-output-tests"
@@ -56,7 +56,11 @@ def test_partial_failure_is_1_and_json_tells_which(two_accounts: Cli) -> None:
     assert document["exit_code"] == 1
     good, bad = document["accounts"]
     assert (good["name"], good["status"], good["fetched"], good["errors"]) == ("good", "ok", 2, [])
-    assert good["bytes"] == len(b"Subject: one\n\nhello\n") + len(b"Subject: two\n\nworld\n")
+    # As the server counts them (CRLF line ends), as LIST and the progress bar do.
+    assert good["bytes"] == wire_size(b"Subject: one\n\nhello\n") + wire_size(
+        b"Subject: two\n\nworld\n"
+    )
+    assert bad["on_server"] is None  # never listed: it did not get past the login
     assert bad["status"] == "failed"
     assert bad["errors"][0]["code"] == 77
     assert bad["errors"][0]["type"] == "AuthError"
@@ -82,7 +86,7 @@ def test_pipes_get_plain_lines_and_no_escape_codes(two_accounts: Cli) -> None:
     result = two_accounts.run("sync")
     assert ESC not in result.stdout
     assert ESC not in result.stderr
-    assert result.stdout == "good: 2 new messages (40 bytes), 2 on server\n"
+    assert result.stdout == "good: 2 new messages (46 bytes), 2 on server\n"
     assert len(result.stderr.splitlines()) == 1
 
 
@@ -110,7 +114,7 @@ def test_journal_gets_syslog_priorities(two_accounts: Cli) -> None:
             output = reader.read().decode()
         assert process.wait(timeout=60) == 1
     lines = output.splitlines()
-    assert "<6>good: 2 new messages (40 bytes), 2 on server" in lines
+    assert "<6>good: 2 new messages (46 bytes), 2 on server" in lines
     assert any(line.startswith("<3>error: bad: ") for line in lines)
     assert all(line[:3] in ("<3>", "<6>") for line in lines), lines
 

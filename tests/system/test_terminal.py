@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -270,3 +271,59 @@ def test_init_adds_an_account_to_an_existing_file_and_keeps_the_rest(
         f"old: me@pop.example.com -> {cli.home}/Mail/old (maildir, keep)",
         f"new: me@pop.example.net -> {cli.home}/Mail/new (mbox, keep)",
     ]
+
+
+def test_sizes_agree_and_accounts_without_news_or_a_listing_say_so(
+    tmp_path: Path, tmux: Tmux, server_ssl_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    """The progress total and the summary agree (issue 14, item 5); an account with nothing
+    new says "no new mail" and one never listed shows a dash, not 0 (item 6)."""
+    release = threading.Event()
+    messages = [f"Subject: {n}\n\n{'x' * 3000 * n}\n".encode() for n in range(1, 4)]
+    users = {"alice": (PASSWORD, MailStore(messages)), "bob": (PASSWORD, MailStore(messages[:1]))}
+    with Pop3Server(server_ssl_context, users, faults=Faults(hold_retr={2: release})) as server:
+        cli = make_cli(
+            tmp_path,
+            {
+                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
+                "TEST_KEYRING_PASSWORD": PASSWORD,
+                "TERM": "xterm-256color",
+            },
+        )
+        common = {"host": "127.0.0.1", "port": server.port, "ca_file": ca_file}
+        cli.write_config(
+            account_toml("busy", username="alice", destination=tmp_path / "b", **common)  # type: ignore[arg-type]
+            + account_toml("idle", username="bob", destination=tmp_path / "i", **common)  # type: ignore[arg-type]
+            + account_toml(
+                "down",
+                host="127.0.0.1",
+                port=closed_port(),
+                username="x",
+                destination=tmp_path / "d",
+                ca_file=ca_file,
+            )
+        )
+        assert cli.run("sync", "idle").code == 0  # idle's one message is delivered already
+        start(tmux, cli.env, "sync", tmp_path)
+        live = tmux.wait_for(
+            lambda s: "downloading 1/3" in s and "no new mail" in s, "a busy and an idle row"
+        )
+        release.set()
+        final = tmux.wait_for(lambda s: "[exit " in s, "the end of the run")
+    idle_row = next(line for line in live.splitlines() if line.startswith("idle"))
+    assert "no new mail" in idle_row
+    busy_row = next(line for line in live.splitlines() if line.startswith("busy"))
+    total = sum(len(m) + m.count(b"\n") for m in messages)  # as LIST counts: CRLF line ends
+    assert f"/{total / 1000:.1f} kB" in busy_row, busy_row
+    rows = {line.split()[0]: line.split() for line in final.splitlines() if line.strip()}
+    assert rows["busy"][1:5] == ["ok", "3", f"{total / 1000:.1f}", "kB"]
+    assert rows["down"][1] == "failed"
+    assert rows["down"][-3] == "-"  # on server: never listed
+    assert rows["idle"][1:3] == ["ok", "0"]
+    assert rows["idle"][-3] == "1"
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -155,12 +155,16 @@ def sync_account(
                 destination = open_destination(
                     account.destination, account.format, owner=account.name
                 )
+                completed = False
                 try:
                     _AccountSync(account, store, destination, options, reporter, result).run(
                         password
                     )
+                    completed = True
                 finally:
                     destination.close()
+                    if not completed and result.fetched == 0:
+                        destination.remove_if_unused()  # no empty ~/Mail/wrongpw left behind
     except Pop3sFetchError as err:
         result.error = err
     result.duration = time.monotonic() - started

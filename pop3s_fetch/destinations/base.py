@@ -120,6 +120,13 @@ class Destination(abc.ABC):
     def close(self) -> None:
         """Stop worker threads and remove temporary files of messages never published."""
 
+    def remove_if_unused(self) -> None:  # noqa: B027 - keeping everything is a fine default
+        """After close(), when the run failed: remove what opening created, if still empty.
+
+        A failed first run should not leave an empty ~/Mail/wrongpw behind. Never removes
+        anything that existed before, or that holds anything. The default keeps everything.
+        """
+
     def __enter__(self) -> Self:
         return self
 

@@ -42,6 +42,7 @@ from pop3s_fetch.destinations.files import (
     FILE_MODE,
     delivery_error,
     refuse_foreign_links,
+    remove_empty,
     unlink_quietly,
 )
 from pop3s_fetch.durable import fsync_directory, make_dirs_durably
@@ -93,6 +94,7 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
         self._new = path / "new"
         self._cur = path / "cur"
         self._host = sanitise_hostname(socket.gethostname())
+        self._created: list[Path] = []  # directories this run made, outermost first
         self._create()
         self._files = FileWriterPool(FILE_WORKERS, thread_name="maildir-writer")
 
@@ -105,7 +107,7 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
             )
         try:
             for subdirectory in SUBDIRECTORIES:
-                make_dirs_durably(self.path / subdirectory, DIRECTORY_MODE)
+                self._created += make_dirs_durably(self.path / subdirectory, DIRECTORY_MODE)
         except OSError as err:
             raise delivery_error(err, "create the Maildir", self.path) from err
         for directory in (self._tmp, self._new):
@@ -271,6 +273,10 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
         self._abort_unfinished()
         self._files.shutdown()  # every file is closed (or was removed) once this returns
         self._discard_unpublished()
+
+    def remove_if_unused(self) -> None:
+        # cur/, new/ and tmp/ were each created after the Maildir itself: new/ and tmp/ first.
+        remove_empty(sorted(self._created, key=lambda path: len(path.parts)))
 
     def _discard(self, message: _StagedMaildirMessage) -> None:
         unlink_quietly(Path(message.job.path))

@@ -53,6 +53,7 @@ from pop3s_fetch.destinations.files import (
     BufferedFdWriter,
     delivery_error,
     refuse_foreign_links,
+    remove_empty,
     unlink_quietly,
     write_all,
 )
@@ -180,6 +181,8 @@ class Mbox(StagingDestination[_StagedMboxMessage]):
         self._lock_timeout = lock_timeout
         self._stale_lock_age = stale_lock_age
         self._pause = pause
+        self._created: list[Path] = []  # directories this run made, outermost first
+        self._created_file = False
         self._create()
 
     def _create(self) -> None:
@@ -190,13 +193,22 @@ class Mbox(StagingDestination[_StagedMboxMessage]):
                 hint='for a Maildir set format = "maildir"',
             )
         try:
-            make_dirs_durably(self.path.parent, DIRECTORY_MODE)
+            self._created = make_dirs_durably(self.path.parent, DIRECTORY_MODE)
             existed = self.path.exists()
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+            self._created_file = not existed
             if not existed:
                 fsync_directory(self.path.parent)
         except OSError as err:
             raise delivery_error(err, "create the mbox", self.path) from err
+
+    def remove_if_unused(self) -> None:
+        if self._created_file:
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_size == 0:  # nothing was ever appended
+                    os.unlink(self.path)
+                    fsync_directory(self.path.parent)
+        remove_empty(self._created)
 
     def _lock(self) -> MboxLock:
         return MboxLock(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pop3s_fetch.errors import DeliveryError, LockedError
 from pop3s_fetch.state import AccountLock
 from pop3s_fetch.sync import SyncOptions, sync_account
 from tests.support.reporting import NullReporter
+from tests.support.rig import serve
 
 
 def test_a_refused_creation_names_the_directory_that_refused(tmp_path: Path) -> None:
@@ -102,3 +104,56 @@ def test_a_wait_that_ran_out_does_not_suggest_waiting(tmp_path: Path) -> None:
         with pytest.raises(LockedError) as caught:
             AccountLock(path, "work").acquire(wait=0.1)
     assert caught.value.hint == "it did not finish within --wait 0.1; wait longer, or let it end"
+
+
+@pytest.mark.parametrize("fmt", ["maildir", "mbox"])
+def test_a_failed_first_run_leaves_no_empty_destination(
+    tmp_path: Path, fmt: str, server_ssl_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    """A wrong password left an empty ~/Mail/wrongpw behind (issue 14, item 7)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "keep-me").touch()
+    destination = home / "Mail" / ("wrongpw" if fmt == "maildir" else "wrongpw.mbox")
+    with serve(server_ssl_context, [b"Subject: x\n\nhi\n"], user="alice", password="right") as drop:
+        account = Account(
+            name="wrongpw",
+            host="127.0.0.1",
+            port=drop.server.port,
+            username="alice",
+            destination=destination,
+            format=fmt,
+            ca_file=ca_file,
+            timeout=2.0,  # type: ignore[arg-type]
+        )
+        options = SyncOptions(state_dir=tmp_path / "state")
+        failed = sync_account(account, lambda: "wrong", options, NullReporter())
+        assert failed.error is not None
+        assert sorted(p.name for p in home.iterdir()) == ["keep-me"]  # Mail/ is gone too
+        good = sync_account(account, lambda: "right", options, NullReporter())
+    assert good.error is None
+    assert good.fetched == 1
+    assert destination.exists()
+
+
+def test_a_failed_run_never_removes_a_destination_that_existed(
+    tmp_path: Path, server_ssl_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    destination = tmp_path / "Maildir"
+    for name in ("cur", "new", "tmp"):
+        (destination / name).mkdir(parents=True)
+    with serve(server_ssl_context, [b"Subject: x\n\nhi\n"], user="alice", password="right") as drop:
+        account = Account(
+            name="existing",
+            host="127.0.0.1",
+            port=drop.server.port,
+            username="alice",
+            destination=destination,
+            ca_file=ca_file,
+            timeout=2.0,
+        )
+        failed = sync_account(
+            account, lambda: "wrong", SyncOptions(state_dir=tmp_path / "state"), NullReporter()
+        )
+    assert failed.error is not None
+    assert sorted(p.name for p in destination.iterdir()) == ["cur", "new", "tmp"]

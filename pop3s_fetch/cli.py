@@ -191,8 +191,14 @@ def sync(
     # What start-up created lives until exit: keep it out of the cyclic collector's passes,
     # which otherwise walk it again and again while mail streams in (a few % of a download).
     gc.freeze()
-    with reporter.live():
-        results = sync_accounts(pairs, options, reporter, jobs=jobs)
+    try:
+        with reporter.live():
+            results = sync_accounts(pairs, options, reporter, jobs=jobs)
+    except KeyboardInterrupt:
+        for line in reporter.interrupted_lines():
+            _echo(f"interrupted: {line}", err=True)
+        _echo("run sync again to continue", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
     if as_json:
         import datetime
         import json

@@ -93,6 +93,7 @@ class AccountResult:
     error: Pop3sFetchError | None = None
     duration: float = 0.0
     remaining: int = 0  # new, but left for the next run by max_messages or max_bytes
+    interrupted: bool = False  # Ctrl-C (or SIGINT) ended it
     oversize: list[Oversize] = field(default_factory=list)
 
     @property
@@ -156,11 +157,19 @@ def sync_account(
                     account.destination, account.format, owner=account.name
                 )
                 completed = False
+                run = _AccountSync(account, store, destination, options, reporter, result)
                 try:
-                    _AccountSync(account, store, destination, options, reporter, result).run(
-                        password
-                    )
+                    run.run(password)
                     completed = True
+                except KeyboardInterrupt:
+                    # Ctrl-C: what is complete was published on the way out; until QUIT no
+                    # DELE counts. Say so, then let the interrupt end the program.
+                    result.interrupted = True
+                    if not run.quit_sent:
+                        result.deleted = 0
+                    result.duration = time.monotonic() - started
+                    reporter.finished(result)
+                    raise
                 finally:
                     destination.close()
                     if not completed and result.fetched == 0:
@@ -203,6 +212,7 @@ class _AccountSync:
         self.deleting: set[str] = set()  # UIDLs sent DELE in this session
         self.size_mismatches: list[Retrieved] = []
         self.server_octets: dict[str, int] = {}  # UIDL -> octets received, as LIST counts
+        self.quit_sent = False  # QUIT makes this session's DELEs final
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
@@ -290,6 +300,7 @@ class _AccountSync:
         retr_errors = self._fetch(session, plan.fetch)
         delete_errors = session.drain()
         session.quit()
+        self.quit_sent = True
         if unread:
             self._warn_deleted_unread(unread, session.refused_deletes)
         # QUIT made the deletions final: forget them now (a later listing cannot be trusted to

@@ -255,6 +255,8 @@ class ProgressReporter:
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskID] = {}
         self._counts: dict[str, tuple[int, int]] = {}
+        #: Every account finished so far, interrupted ones too (for the Ctrl-C summary).
+        self.results: list[AccountResult] = []
         self._progress: Progress | None = None
         if output.progress_enabled:
             from rich.progress import (
@@ -318,7 +320,23 @@ class ProgressReporter:
     def warned(self, account: str, text: str, *, loud: bool = False) -> None:
         self.output.warning(account, text, loud=loud)
 
+    def interrupted_lines(self) -> list[str]:
+        """After Ctrl-C: per account, what is safe, so nobody wonders what was lost."""
+        lines = []
+        for result in self.results:
+            _, total = self._counts.get(result.account, (0, 0))
+            of = f" of {total}" if total else ""
+            noun = "message" if (total or result.fetched) == 1 else "messages"
+            deleted = f"{result.deleted} deleted" if result.deleted else "nothing deleted"
+            done = "" if result.interrupted else "finished, "
+            lines.append(f"{result.account}: {done}{result.fetched}{of} {noun} saved, {deleted}")
+        return lines
+
     def finished(self, result: AccountResult) -> None:
+        self.results.append(result)
+        if result.interrupted:
+            self._update(result.account, state="interrupted")
+            return
         if result.error is None:
             self._update(result.account, state="done" if result.fetched else "no new mail")
         else:

@@ -62,7 +62,8 @@ def start(tmux: Tmux, env: dict[str, str], args: str, cwd: Path, *, width: int =
     script = cwd / "run.sh"
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
     script.write_text(
-        f"{exports}cd {shlex.quote(str(cwd))}\n"
+        # A Ctrl-C meant for the command must not end the script (and with it the pane).
+        f"{exports}trap true INT\ncd {shlex.quote(str(cwd))}\n"
         f"{shlex.quote(sys.executable)} -m pop3s_fetch {args}\n"
         'echo "[exit $?]"\nexec sleep 600\n'
     )
@@ -327,3 +328,42 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_ctrl_c_says_what_is_safe(
+    tmp_path: Path, tmux: Tmux, server_ssl_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    """Ctrl-C printed only "aborted" (issue 14, item 4)."""
+    held = threading.Event()  # never set: RETR 2 waits until the server stops
+    messages = [f"Subject: {n}\n\nbody {n}\n".encode() for n in range(1, 4)]
+    users = {"alice": (PASSWORD, MailStore(messages))}
+    with Pop3Server(server_ssl_context, users, faults=Faults(hold_retr={2: held})) as server:
+        cli = make_cli(
+            tmp_path,
+            {
+                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
+                "TEST_KEYRING_PASSWORD": PASSWORD,
+                "TERM": "xterm-256color",
+            },
+        )
+        cli.write_config(
+            account_toml(
+                "work",
+                host="127.0.0.1",
+                port=server.port,
+                ca_file=ca_file,
+                username="alice",
+                destination=tmp_path / "w",
+                keep=False,
+            )
+        )
+        start(tmux, cli.env, "sync", tmp_path)
+        tmux.wait_for(lambda s: "downloading 1/3" in s, "the first message in")
+        tmux("send-keys", "-t", "test", "C-c")
+        final = tmux.wait_for(lambda s: "[exit " in s, "the end of the run")
+        on_server = sorted(m for _, m in users["alice"][1].messages())
+    assert "interrupted: work: 1 of 3 messages saved, nothing deleted" in final, final
+    assert "run sync again to continue" in final
+    assert "[exit 130]" in final
+    assert on_server == sorted(messages)  # no QUIT: nothing deleted, as it says
+    assert len(list((tmp_path / "w" / "new").iterdir())) == 1  # and the one saved is there

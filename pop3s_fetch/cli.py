@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,9 +289,10 @@ def accounts(g: _Globals) -> None:
         keep = "keep" if account.keep else "delete after download"
         if account.delete_after is not None:
             keep = f"delete {format_duration(account.delete_after)} after download"
+        where = account.destination or shlex.join(account.mda or ())
         _echo(
             f"{account.name}: {account.username}@{account.host}{port} -> "
-            f"{account.destination} ({account.format}, {keep})"
+            f"{where} ({account.format}, {keep})"
         )
 
 

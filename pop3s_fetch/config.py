@@ -65,10 +65,13 @@ DEFAULT_TIMEOUT = 60.0
 #: An after-sync hook (on_new_mail) may index a whole mailbox on its first run (notmuch new).
 DEFAULT_HOOK_TIMEOUT = 600.0
 MAX_TIMEOUT = 3600.0
+DEFAULT_MDA_TIMEOUT = 300.0  # a spam filter run by procmail may take a while on a big message
+#: What an ``mda`` argument may name as ``{name}`` (destinations.mda substitutes the same).
+MDA_PLACEHOLDERS = ("sender", "recipient", "account", "uidl")
 
 STARTTLS_PORT = 110  # the plaintext POP3 port, where STLS upgrades the session
 
-MailFormat = Literal["maildir", "mbox"]
+MailFormat = Literal["maildir", "mbox", "mda"]
 OversizeAction = Literal["skip", "delete"]
 TlsMode = Literal["implicit", "starttls"]
 TlsVersion = Literal["1.2", "1.3"]
@@ -172,7 +175,7 @@ class Account:
     name: str
     host: str
     username: str
-    destination: Path
+    destination: Path | None  # None only with format "mda": the program decides where
     format: MailFormat = DEFAULT_FORMAT
     port: int = DEFAULT_PORT
     keep: bool = DEFAULT_KEEP  # leave messages on the server after fetching them
@@ -191,6 +194,8 @@ class Account:
     oversize: OversizeAction = "skip"  # what happens to those: left, or deleted unread
     max_messages: int | None = None  # per run; the rest comes next run
     max_bytes: int | None = None  # per run, by LIST size; at least one message is fetched
+    mda: tuple[str, ...] | None = None  # argv of the delivery program, with format "mda"
+    mda_timeout: float = DEFAULT_MDA_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.ca_file is not None:
@@ -467,8 +472,8 @@ def _expect_path(value: object, base: Path) -> Path:
 
 
 def _expect_format(value: object, _base: Path) -> MailFormat:
-    if value not in ("maildir", "mbox"):
-        raise _Invalid(f'expected "maildir" or "mbox", got {_toml_value(value)}')
+    if value not in ("maildir", "mbox", "mda"):
+        raise _Invalid(f'expected "maildir", "mbox" or "mda", got {_toml_value(value)}')
     return value
 
 
@@ -733,6 +738,32 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def _expect_mda(value: object, _base: Path) -> tuple[str, ...]:
+    """An argv run without a shell, whose ``{name}`` placeholders are all known ones."""
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(arg, str) and arg for arg in value)
+    ):
+        raise _Invalid(
+            'expected an array of non-empty strings such as ["/usr/bin/procmail", "-f", '
+            f'"{{sender}}"] (it is run without a shell), got {_toml_value(value)}'
+        )
+    for index, arg in enumerate(value):
+        for name in _PLACEHOLDER.findall(arg):
+            if name not in MDA_PLACEHOLDERS:
+                close = difflib.get_close_matches(name, MDA_PLACEHOLDERS, n=1)
+                known = ", ".join(f"{{{p}}}" for p in MDA_PLACEHOLDERS)
+                advice = f"did you mean {{{close[0]}}}?" if close else f"known: {known}"
+                raise _Invalid(f"unknown placeholder {{{name}}} in argument {index + 1} ({advice})")
+    if "{" in value[0]:
+        raise _Invalid("the program (the first argument) cannot hold a placeholder")
+    return tuple(value)
+
+
 _Converter = Callable[[object, Path], object]
 
 # Every account key, in the order of the Account fields, with its converter.
@@ -761,6 +792,8 @@ _ACCOUNT_KEYS: dict[str, _Converter] = {
     "oversize": _expect_oversize,
     "max_messages": _expect_count,
     "max_bytes": _expect_size,
+    "mda": _expect_mda,
+    "mda_timeout": _expect_timeout,
 }
 _OAUTH2_KEY = "oauth2"  # a sub-table, validated key by key with _OAUTH2_KEYS
 _KNOWN_ACCOUNT_KEYS = (*_ACCOUNT_KEYS, _OAUTH2_KEY)
@@ -916,13 +949,40 @@ class _Validator:
             return None
         hint = f"store it in the OS keyring with: pop3s-fetch password set {name}"
         values = _inherit(defaults, self.keys(keypath, body, password_hint=hint), set(body))
-        for key in _REQUIRED_KEYS:
+        required = self.delivery_keys(keypath, body, values)
+        for key in required:
             if key not in body and key not in defaults_seen:
                 self.problem([*keypath, key], "missing required key (set it here or in [defaults])")
         # A required key may be absent here because its default was invalid (already reported).
-        if len(self.problems) > before or any(key not in values for key in _REQUIRED_KEYS):
+        if len(self.problems) > before or any(key not in values for key in required):
             return None
         return self.build(name, values)
+
+    def delivery_keys(
+        self, keypath: list[str], body: dict[str, object], values: dict[str, object]
+    ) -> tuple[str, ...]:
+        """The required keys for this account's format; refuse what that format does not use.
+
+        With format "mda" the program decides where mail goes, so ``destination`` is not
+        needed, and ``mda`` is. A key the account's own table sets for the other kind of
+        delivery is a mistake; one it inherits from [defaults] is simply not used.
+        """
+        if values.get("format") == "mda":
+            if "destination" in body:
+                self.problem(
+                    [*keypath, "destination"],
+                    'not used with format = "mda" (the MDA decides where mail goes); remove it',
+                )
+            values.pop("destination", None)
+            return (*(key for key in _REQUIRED_KEYS if key != "destination"), "mda")
+        for key in ("mda", "mda_timeout"):
+            if key in body:
+                self.problem(
+                    [*keypath, key],
+                    'used only with format = "mda"; remove it, or set format = "mda"',
+                )
+            values.pop(key, None)
+        return _REQUIRED_KEYS
 
     def build(self, name: str, values: dict[str, object]) -> Account | None:
         """Apply the rules that involve several keys, then make the Account."""
@@ -963,6 +1023,7 @@ class _Validator:
         fields["port"] = values.get(
             "port", STARTTLS_PORT if tls.mode == "starttls" else DEFAULT_PORT
         )
+        fields.setdefault("destination", None)  # format "mda" has none
         return Account(name=name, tls=tls, oauth2=oauth2, **fields)  # type: ignore[arg-type]
 
     def tls_settings(self, keypath: list[str], values: dict[str, object]) -> TlsSettings:

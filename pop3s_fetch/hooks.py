@@ -52,7 +52,7 @@ def hook_environment(
     env[ENV_ACCOUNT] = account.name
     env[ENV_NEW] = str(messages)
     env[ENV_BYTES] = str(octets)
-    env[ENV_DESTINATION] = str(account.destination)
+    env[ENV_DESTINATION] = str(account.destination or "")  # none with format "mda"
     return env
 
 

@@ -9,6 +9,12 @@ durable in the destination and recorded as delivered.** The order for each batch
 4. the journal entries are marked delivered (state commit #2);
 5. only then may DELE be sent for them, and only a clean QUIT commits those DELEs.
 
+A destination that delivers through a program (an MDA) takes one message per batch, so steps
+2-4 are journal, run the program, commit: a program cannot be asked afterwards whether it
+delivered, and a crash between its exit and commit #2 hands that one message over again.
+A program's refusal of one message (:class:`MessageRefused`) forgets its journal entry, leaves
+it on the server and goes on with the others; the account then fails with that refusal.
+
 A crash between 2 and 4 leaves ``pending`` rows; the next run reconciles them against the
 destination *before any command that depends on the state is sent* (the connection is opened
 meanwhile, in a thread: it carries the TLS handshake, CAPA and at most the first line of a
@@ -35,7 +41,9 @@ from pop3s_fetch import hooks, policy
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
+    Command,
     Destination,
+    MessageRefused,
     MessageWriter,
     Placement,
     StagedMessage,
@@ -153,9 +161,7 @@ def sync_account(
         ):
             lock.acquire(options.wait)
             with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
-                destination = open_destination(
-                    account.destination, account.format, owner=account.name
-                )
+                destination = _open_destination(account, options)
                 completed = False
                 run = _AccountSync(account, store, destination, options, reporter, result)
                 try:
@@ -186,6 +192,20 @@ def sync_account(
     return result
 
 
+def _open_destination(account: Account, options: SyncOptions) -> Destination:
+    if account.format != "mda":
+        assert account.destination is not None  # config requires one for files
+        return open_destination(account.destination, account.format, owner=account.name)
+    assert account.mda is not None  # config requires it with format "mda"
+    # Messages wait for the program in the state directory: private, and checked as ours.
+    return open_destination(
+        options.state_dir,
+        "mda",
+        owner=account.name,
+        command=Command(account.mda, account.mda_timeout),
+    )
+
+
 class _AccountSync:
     """One run of one account: reconcile, connect, list, fetch in batches, delete, quit."""
 
@@ -213,6 +233,7 @@ class _AccountSync:
         self.size_mismatches: list[Retrieved] = []
         self.server_octets: dict[str, int] = {}  # UIDL -> octets received, as LIST counts
         self.quit_sent = False  # QUIT makes this session's DELEs final
+        self.refused: list[tuple[RemoteMessage, MessageRefused]] = []  # by an MDA: stay there
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
@@ -255,6 +276,12 @@ class _AccountSync:
         lost = [i.uidl for i, ok in zip(intents, outcomes, strict=True) if not ok]
         self.store.mark_delivered(made_it)
         self.store.forget(lost)
+        if lost and not self.destination.verifiable:
+            self._warn(
+                f"a run was stopped while the MDA had {len(lost)} message(s) in hand; it cannot "
+                "tell whether it delivered them, so they are handed over again (a duplicate "
+                "is possible, a loss is not)"
+            )
         # After reconcile, so a journalled target's leftover is judged before it goes.
         self.destination.remove_stale_staging()
         logger.info(
@@ -317,6 +344,8 @@ class _AccountSync:
                 f"the server refused to delete {len(delete_errors)} message(s): {delete_errors[0]}",
                 hint="they were downloaded and will be deleted on a later run",
             )
+        if self.refused:
+            raise self._refusal()
         if retr_errors:
             raise ProtocolError(
                 f"the server refused to send {len(retr_errors)} message(s): {retr_errors[0]}",
@@ -394,7 +423,10 @@ class _AccountSync:
                 self.server_octets[item.message.uidl] = item.received
                 self.staged_bytes += item.octets
                 self.reporter.fetched(self.account.name, item.received)
-                if len(self.staged) >= BATCH_MESSAGES or self.staged_bytes >= BATCH_BYTES:
+                if (
+                    len(self.staged) >= (self.destination.max_batch or BATCH_MESSAGES)
+                    or self.staged_bytes >= BATCH_BYTES
+                ):
                     self._publish()
         except BaseException as err:
             # The message being read is incomplete: discard it. Those already complete are
@@ -417,7 +449,8 @@ class _AccountSync:
         return errors
 
     def _open_sink(self, message: RemoteMessage) -> Callable[[bytes], None]:
-        self.writer = self.destination.open_message()
+        labels = {"uidl": message.uidl, "recipient": self.account.username}
+        self.writer = self.destination.open_message(labels)
         return self.writer.write
 
     def _publish(self) -> None:
@@ -434,7 +467,15 @@ class _AccountSync:
                 now=self.options.clock(),
             )
 
-        self.destination.publish([staged for _, staged in batch], record)
+        try:
+            self.destination.publish([staged for _, staged in batch], record)
+        except MessageRefused as refusal:
+            # Not delivered, and the destination says so: no doubt to settle later.
+            self.store.forget(message.uidl for message, _ in batch)
+            self.refused.extend((message, refusal) for message, _ in batch)
+            if len(self.refused) > 1:
+                self._warn(self._refusal_line(*self.refused[-1]))
+            return
         self.store.mark_delivered(message.uidl for message, _ in batch)
         for message, _ in batch:
             self.result.fetched += 1
@@ -449,6 +490,29 @@ class _AccountSync:
         session.queue_delete(messages)
         self.deleting.update(message.uidl for message in messages)
         self.result.deleted += len(messages)
+
+    @staticmethod
+    def _refusal_line(message: RemoteMessage, refusal: MessageRefused) -> str:
+        return f"message {message.number} (UIDL {message.uidl}) not delivered: {refusal}"
+
+    def _refusal(self) -> MessageRefused:
+        """One error for every message the MDA refused: the first named, the rest counted.
+
+        Temporary (exit 75) only if every refusal was; the later ones were warnings already.
+        """
+        count = len(self.refused)
+        temporary = all(refusal.temporary for _, refusal in self.refused)
+        first_message, first = next(
+            ((m, r) for m, r in self.refused if r.temporary == temporary), self.refused[0]
+        )
+        more = f" (and {count - 1} more, see the warnings)" if count > 1 else ""
+        fix = "" if temporary else "fix the MDA or its rules, and "
+        return MessageRefused(
+            self._refusal_line(first_message, first) + more,
+            temporary=temporary,
+            hint=f"left on the server; {fix}the next run hands {'them' if more else 'it'} "
+            "over again",
+        )
 
     def _warn(self, text: str) -> None:
         """Tell the user something that did not stop the sync (screen, log, --json)."""

@@ -131,6 +131,7 @@ def _check(
         report.ok = False
         report.lines.append(f"demo: {account.name} failed: {first.error or second.error}")
         return
+    assert account.destination is not None  # the demo's accounts deliver to files
     landed = read_messages(account.destination, account.format)
     same = sorted(landed) == sorted(_as_stored(m) for m in originals)
     report.ok = report.ok and same and second.fetched == 0

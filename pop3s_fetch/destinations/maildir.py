@@ -22,12 +22,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pop3s_fetch.destinations.base import (
     DEFAULT_OWNER,
+    Command,
     Destination,
     MessageWriter,
     Placement,
@@ -119,8 +120,9 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
 
     # --- writing ------------------------------------------------------------------------
 
-    def open_message(self) -> MessageWriter:
+    def open_message(self, labels: Mapping[str, str] | None = None) -> MessageWriter:
         """Create tmp/<name> now; a worker fills, fsyncs and closes it (see file_writers)."""
+        del labels  # a Maildir file is the message's bytes and nothing else
         while True:
             path = self._staging_path_prefix + unique_name(self._host)
             try:
@@ -315,9 +317,11 @@ class _MaildirWriter:
         return self._job
 
 
-def open_destination(path: Path, *, owner: str, lock_timeout: float) -> Destination:
-    """The Maildir at ``path``; ``lock_timeout`` does not apply: a Maildir takes no locks."""
-    del lock_timeout
+def open_destination(
+    path: Path, *, owner: str, lock_timeout: float, command: Command | None
+) -> Destination:
+    """The Maildir at ``path``; a Maildir takes no locks and runs no ``command``."""
+    del lock_timeout, command
     return Maildir(path, owner=owner)
 
 

@@ -374,8 +374,11 @@ def test_error_message_for_one_problem_is_singular(cfg_path: Path) -> None:
         ("port = 65536", "accounts.work.port: expected an integer 1-65535, got 65536"),
         ("port = true", "accounts.work.port: expected an integer 1-65535, got true"),
         ("port = 995.0", "accounts.work.port: expected an integer 1-65535, got 995.0"),
-        ('format = "mh"', 'accounts.work.format: expected "maildir" or "mbox", got "mh"'),
-        ('format = "Maildir"', 'accounts.work.format: expected "maildir" or "mbox", got "Maildir"'),
+        ('format = "mh"', 'accounts.work.format: expected "maildir", "mbox" or "mda", got "mh"'),
+        (
+            'format = "Maildir"',
+            'accounts.work.format: expected "maildir", "mbox" or "mda", got "Maildir"',
+        ),
         ('keep = "yes"', f'accounts.work.keep: {KEEP_EXPECTED}, got "yes" (did you mean true?)'),
         ("keep = 0", f"accounts.work.keep: {KEEP_EXPECTED}, got 0 (did you mean false?)"),
         (
@@ -471,7 +474,8 @@ def test_password_value_never_appears_in_problems(cfg_path: Path) -> None:
     [
         pytest.param(
             'format = "a\\"b\\\\c\\td\\u0001é"\n',
-            'accounts.work.format: expected "maildir" or "mbox", got "a\\"b\\\\c\\td\\u0001é"',
+            'accounts.work.format: expected "maildir", "mbox" or "mda", '
+            'got "a\\"b\\\\c\\td\\u0001é"',
             id="strings-are-shown-with-toml-escapes",
         ),
         pytest.param(
@@ -621,7 +625,7 @@ CUSTOM_OAUTH2_MISSING = (
                 'accounts.one.username: expected a non-empty string, got ""',
                 'accounts."bad name": invalid account name; use at most 64 letters, '
                 'digits, ".", "_" and "-", starting with a letter or digit',
-                'accounts.two.format: expected "maildir" or "mbox", got "mh"',
+                'accounts.two.format: expected "maildir", "mbox" or "mda", got "mh"',
                 "accounts.two.host: missing required key (set it here or in [defaults])",
                 "accounts.two.username: missing required key (set it here or in [defaults])",
                 "accounts.two.destination: missing required key (set it here or in [defaults])",
@@ -821,6 +825,17 @@ def test_example_config_parses(monkeypatch: pytest.MonkeyPatch) -> None:
             max_messages=500,
             max_bytes=200_000_000,
             timeout=30.0,
+        ),
+        "filtered": Account(
+            name="filtered",
+            host="pop.example.net",
+            username="alice@example.net",
+            destination=None,
+            format="mda",
+            keep=False,
+            timeout=30.0,
+            mda=("/usr/bin/procmail", "-f", "{sender}"),
+            mda_timeout=300.0,
         ),
     }
 

@@ -222,6 +222,19 @@ def test_an_unpublished_message_leaves_nothing(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "scratch") == []
 
 
+def test_the_program_is_not_told_where_systemd_credentials_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    monkeypatch.setenv("SOME_OTHER", "kept")
+    seen = tmp_path / "env"
+    program = script(tmp_path / "env-of", f'env > "{seen}"\n')
+    with opened(tmp_path, [str(program)]) as destination:
+        hand_over(destination, b"Subject: x\n\nx\n")
+    assert "SOME_OTHER=kept\n" in seen.read_text()
+    assert "CREDENTIALS_DIRECTORY" not in seen.read_text()
+
+
 def test_the_message_file_is_private(tmp_path: Path) -> None:
     mode_file = tmp_path / "mode"
     program = script(tmp_path / "mode-of-stdin", f'stat -L -c %a /dev/stdin > "{mode_file}"\n')

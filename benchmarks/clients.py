@@ -5,13 +5,16 @@ run's own directory (nothing in the user's home is read or written). Every clien
 against the benchmark CA, keeps or deletes as asked, and delivers natively to a Maildir or
 mbox per account. Passwords reach the clients through the environment
 (``BENCH_POP3_PASSWORD``) except for fetchmail, which has no such hook and reads it from its
-0600 rc file in the throwaway run directory. Knows nothing about measuring or verifying.
+0600 rc file in the throwaway run directory; when the endpoint has a session bus, pop3s-fetch
+and mpop instead find it in that bus's Secret Service, where ``store_in_keyring`` put it the
+way a user would. Knows nothing about measuring or verifying.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,20 +66,34 @@ class Client(Protocol):
         keep: bool,
     ) -> Command: ...
 
+    def store_in_keyring(self, command: Command, endpoint: Endpoint) -> None: ...
+
 
 def base_env(run_dir: Path, endpoint: Endpoint) -> dict[str, str]:
     env = environ_without(_SCRUBBED)
     home = run_dir / "home"
     home.mkdir(exist_ok=True)
-    env.update(
-        {
-            "HOME": str(home),
-            "TMPDIR": str(home),
-            "NO_COLOR": "1",
-            PASSWORD_VARIABLE: endpoint.password,
-        }
-    )
+    env.update({"HOME": str(home), "TMPDIR": str(home), "NO_COLOR": "1"})
+    if endpoint.session_bus is None:
+        env[PASSWORD_VARIABLE] = endpoint.password
+    else:  # the password is in that bus's keyring, and nowhere in the environment
+        env["DBUS_SESSION_BUS_ADDRESS"] = endpoint.session_bus
     return env
+
+
+def _store(argv: Sequence[str], secret: str, command: Command) -> None:
+    """Run a password-storing command with the secret on its stdin (never in argv)."""
+    result = subprocess.run(
+        argv,
+        input=secret.encode(),
+        env=dict(command.env),
+        cwd=command.cwd,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{argv[0]} {argv[1]}: exit {result.returncode}: {result.stderr!r}")
 
 
 def prepare_destination(destination: Path, fmt: str) -> None:
@@ -122,9 +139,10 @@ class Pop3sFetch:
                 f'username = "{account.username}"\ndestination = "{account.destination}"\n'
                 f'format = "{fmt}"\nkeep = {"true" if keep else "false"}\n'
                 f'ca_file = "{endpoint.ca_file}"\ntimeout = 60\n'
-                # The password as a headless user supplies it: no keyring in the process.
-                f'password_command = ["printenv", "{PASSWORD_VARIABLE}"]\n'
             )
+            if endpoint.session_bus is None:
+                # The password as a headless user supplies it: no keyring in the process.
+                blocks[-1] += f'password_command = ["printenv", "{PASSWORD_VARIABLE}"]\n'
         config.write_text("\n".join(blocks))
         env = base_env(run_dir, endpoint)
         env.update(
@@ -137,6 +155,15 @@ class Pop3sFetch:
         if self.jobs is not None:
             argv += ["--jobs", str(self.jobs)]
         return Command(argv, env, run_dir)
+
+    def store_in_keyring(self, command: Command, endpoint: Endpoint) -> None:
+        """``pop3s-fetch password set`` for each account of the command's configuration."""
+        config = Path(command.env["POP3S_FETCH_CONFIG"]).read_text()
+        for line in config.splitlines():
+            if line.startswith("[accounts."):
+                name = line.removeprefix("[accounts.").removesuffix("]")
+                argv = [*self.executable(), "password", "set", name]
+                _store(argv, endpoint.password + "\n", command)
 
 
 class Mpop:
@@ -161,7 +188,12 @@ class Mpop:
             "tls on",
             "tls_starttls off",
             f"tls_trust_file {endpoint.ca_file}",
-            f"passwordeval printenv {PASSWORD_VARIABLE}",
+            # Without a password line, mpop asks libsecret (host, service "pop3", user).
+            *(
+                [f"passwordeval printenv {PASSWORD_VARIABLE}"]
+                if endpoint.session_bus is None
+                else []
+            ),
             f"keep {'on' if keep else 'off'}",
             "received_header off",
             f"uidls_file {run_dir / 'mpop-uidls' / '%U_at_%H'}",
@@ -180,6 +212,15 @@ class Mpop:
         config.chmod(0o600)
         argv = ["mpop", "-C", str(config), "--quiet", *(a.name for a in accounts)]
         return Command(argv, base_env(run_dir, endpoint), run_dir)
+
+    def store_in_keyring(self, command: Command, endpoint: Endpoint) -> None:
+        """``secret-tool store`` under the attributes mpop's manual gives, per account."""
+        config = (command.cwd / "mpoprc").read_text()
+        for line in config.splitlines():
+            if line.startswith("user "):
+                user = line.removeprefix("user ")
+                argv = ["secret-tool", "store", "--label=mpop", "host", endpoint.host]
+                _store([*argv, "service", "pop3", "user", user], endpoint.password, command)
 
 
 class Getmail:
@@ -225,6 +266,9 @@ class Getmail:
         if uid is not None:
             _chown_tree(run_dir, uid, gid)
         return Command(argv, base_env(run_dir, endpoint), run_dir, user=uid, group=gid)
+
+    def store_in_keyring(self, command: Command, endpoint: Endpoint) -> None:
+        _no_keyring(self)
 
 
 class Fetchmail:
@@ -276,6 +320,13 @@ class Fetchmail:
         ]
         # Exit 1 means "no mail": a success for an idle run.
         return Command(argv, base_env(run_dir, endpoint), run_dir, ok_codes=(0, 1))
+
+    def store_in_keyring(self, command: Command, endpoint: Endpoint) -> None:
+        _no_keyring(self)
+
+
+def _no_keyring(client: Client) -> None:
+    raise NotImplementedError(f"{client.name} is benchmarked with the password from its config")
 
 
 def _unprivileged_ids() -> tuple[int | None, int | None]:

@@ -1,8 +1,9 @@
 """The world the benchmarks run in: a private Dovecot POP3S server and its trust anchor.
 
 Owns starting and stopping one Dovecot (the tests' own :class:`DovecotServer`, with a trustme
-CA made here), the one password all benchmark users share, and the scratch directory every
-run writes into. Knows nothing about the clients being measured.
+CA made here), the one password all benchmark users share, the scratch directory every run
+writes into, and, for the keyring scenario, a private gnome-keyring (the tests' own
+:class:`SecretService`). Knows nothing about the clients being measured.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class Endpoint:
     port: int
     ca_file: Path
     password: str
+    #: A private D-Bus session bus with an unlocked gnome-keyring: when set, the clients take
+    #: the password from that Secret Service instead of the environment.
+    session_bus: str | None = None
 
 
 class Environment:
@@ -42,11 +46,13 @@ class Environment:
         self.server = server
         self.scratch = scratch
         self.password = password
+        self.session_bus: str | None = None  # set while a keyring scenario runs
         self._runs = 0
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(self.server.host, self.server.port, self.server.ca_file, self.password)
+        server = self.server
+        return Endpoint(server.host, server.port, server.ca_file, self.password, self.session_bus)
 
     def add_user(self, messages: Sequence[bytes]) -> DovecotUser:
         return self.server.add_user(messages, password=self.password)
@@ -95,6 +101,28 @@ def running_environment(keep_scratch: bool = False) -> Iterator[Environment]:
             print(f"benchmarks: scratch directory kept: {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_secret_service(scratch: Path) -> Iterator[str]:
+    """A real gnome-keyring on a private D-Bus session bus (the tests' own); yields its address.
+
+    Nothing of the user's desktop session is touched: the bus, the daemon and the HOME the
+    keyring keeps its files in all live under ``scratch``.
+    """
+    from tests.support.secret_service import REQUIRED_PROGRAMS, SecretService
+
+    missing = [program for program in REQUIRED_PROGRAMS if shutil.which(program) is None]
+    if missing:
+        raise SystemExit(f"benchmarks: the keyring scenario needs {', '.join(missing)}")
+    root = scratch / "secret-service"
+    root.mkdir()
+    service = SecretService(root)
+    service.start()
+    try:
+        yield service.env["DBUS_SESSION_BUS_ADDRESS"]
+    finally:
+        service.stop()
 
 
 def environ_without(names: Sequence[str]) -> dict[str, str]:

@@ -22,7 +22,10 @@ for a password is the CLI's job. No message or exception raised here contains a 
 token, and this module never writes one anywhere but the keyring.
 
 ``keyring`` is imported inside the functions, not at module level, because importing it
-discovers backends and that slows down ``pop3s-fetch --help``.
+discovers backends and that slows down ``pop3s-fetch --help``. Reading a secret skips keyring
+altogether where keyring would use the Secret Service anyway (see
+:func:`_read_from_secret_service`): importing it and probing every platform's backend costs
+more than the rest of an idle run.
 
 Must not know: click, rich, poplib, the configuration file format (it reads the validated
 :class:`~pop3s_fetch.config.Account` only), OAuth2 HTTP, or how mail is fetched.
@@ -35,6 +38,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -417,9 +421,118 @@ def backend_description() -> str:
 
 
 def _get(account: str, item: _Item) -> str | None:
+    secret = _read_from_secret_service(account, item, os.environ)
+    if secret is not None:
+        return secret
     return _call(
         account, "read", lambda backend: backend.get_password(item.service, account), item=item
     )
+
+
+# --- reading straight from the Secret Service --------------------------------------------------
+
+#: The attributes keyring's Secret Service backend searches by (its default scheme); it stores
+#: an item with these plus ``application``, so a search by these finds what it stored.
+_SERVICE_ATTRIBUTE = "service"
+_USERNAME_ATTRIBUTE = "username"
+
+
+def _read_from_secret_service(account: str, item: _Item, environ: Mapping[str, str]) -> str | None:
+    """The secret keyring would read, read from the Secret Service without keyring; or None.
+
+    Only where keyring is left to choose its backend and would choose the Secret Service
+    (:func:`_secret_service_is_keyring_choice`), and only in the plain case: the default
+    collection unlocked, exactly one item with keyring's attributes, unlocked, holding UTF-8.
+    Anything else (no bus, no such item, several, a lock that would need a prompt, any error)
+    returns None, and the caller asks keyring, which then says what is wrong in its usual
+    words. What secretstorage raised is logged by type only: its text may quote the secret.
+    """
+    if not _secret_service_is_keyring_choice(environ):
+        return None
+    try:
+        # keyring's own dependency on Linux; imported directly because keyring's import and
+        # backend detection cost ~0.25 s, this ~0.05 s.
+        import secretstorage
+    except ImportError:
+        return None
+    query = {_USERNAME_ATTRIBUTE: account, _SERVICE_ATTRIBUTE: item.service}
+    failure: str
+    try:
+        with contextlib.closing(secretstorage.dbus_init()) as connection:
+            collection = secretstorage.Collection(connection)  # the "default" alias, as keyring
+            if collection.is_locked():
+                failure = "the default collection is locked"
+            else:
+                found = list(collection.search_items(query))
+                if len(found) != 1:
+                    failure = f"{len(found)} items match"
+                elif found[0].is_locked():
+                    failure = "the item is locked"
+                else:
+                    secret = found[0].get_secret().decode("utf-8")
+                    logger.debug(
+                        "the %s for account %s was read from the Secret Service directly",
+                        item.noun,
+                        _quoted(account),
+                    )
+                    return secret
+    except Exception as err:  # D-Bus and secretstorage errors, UnicodeDecodeError: keyring's turn
+        failure = type(err).__name__
+    logger.debug("reading the Secret Service directly: %s; asking keyring", failure)
+    return None
+
+
+def _secret_service_is_keyring_choice(environ: Mapping[str, str]) -> bool:
+    """Whether keyring, left alone, would read from the Secret Service of this D-Bus session.
+
+    That is keyring's choice on Linux with a session bus unless something else chooses or
+    could outrank it: a backend named in ``PYTHON_KEYRING_BACKEND`` or keyring's
+    ``keyringrc.cfg``, ``KEYRING_PROPERTY_*`` settings (another collection or attribute scheme),
+    a KDE session (KWallet can take priority there), a third-party keyring backend installed,
+    or keyring already set up in this process (it is then cheap, and may have been told to
+    use another backend).
+    """
+    if not sys.platform.startswith("linux") or not environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        return False
+    if "PYTHON_KEYRING_BACKEND" in environ or any(
+        name.startswith("KEYRING_PROPERTY_") for name in environ
+    ):
+        return False
+    if "KDE" in environ.get("XDG_CURRENT_DESKTOP", "").split(":"):
+        return False
+    keyring_core = sys.modules.get("keyring.core")
+    if keyring_core is not None and getattr(keyring_core, "_keyring_backend", None) is not None:
+        return False
+    return not _keyring_config_file(environ).exists() and not _keyring_plugins_installed()
+
+
+def _keyring_config_file(environ: Mapping[str, str]) -> Path:
+    """Where keyring looks for its configuration on Linux (keyring.util.platform_)."""
+    root = environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(root, "python_keyring", "keyringrc.cfg")
+
+
+def _keyring_plugins_installed() -> bool:
+    """Whether a distribution other than keyring registers keyring backends (entry points).
+
+    A directory scan, because importlib.metadata's own costs about as much as keyring's
+    backend detection would; distributions inside zip files are not looked at.
+    """
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:  # missing, or not a directory (a zip file)
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")) or name.startswith("keyring-"):
+                continue
+            try:
+                entry_points = Path(entry, name, "entry_points.txt").read_bytes()
+            except OSError:
+                continue
+            if b"[keyring.backends]" in entry_points:
+                return True
+    return False
 
 
 def _set(account: str, secret: str, item: _Item) -> None:

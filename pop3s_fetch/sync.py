@@ -100,6 +100,9 @@ class SyncOptions:
     state_dir: Path
     wait: float = 0.0
     context_factory: Callable[[Account], ssl.SSLContext] | None = None
+    #: Graceful stop (daemon mode's SIGTERM): once true, no account starts, and a running one
+    #: stops after the message it is reading, publishes what it has, and QUITs if it can.
+    stop_requested: Callable[[], bool] = lambda: False
 
 
 def sync_accounts(
@@ -108,14 +111,25 @@ def sync_accounts(
     reporter: Reporter,
     jobs: int = 1,
 ) -> list[AccountResult]:
-    """Sync each (account, password getter) pair, ``jobs`` at a time; one failing stops no other."""
-    if jobs <= 1 or len(accounts) <= 1:
-        return [sync_account(a, pw, options, reporter) for a, pw in accounts]
-    import concurrent.futures  # only here: it costs start-up time a single account need not pay
+    """Sync each (account, password getter) pair, ``jobs`` at a time; one failing stops no other.
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(sync_account, a, pw, options, reporter) for a, pw in accounts]
-        return [f.result() for f in futures]
+    Accounts not begun when a stop is requested are left out of the results.
+    """
+
+    def one(account: Account, password: Callable[[], str]) -> AccountResult | None:
+        if options.stop_requested():
+            return None
+        return sync_account(account, password, options, reporter)
+
+    if jobs <= 1 or len(accounts) <= 1:
+        results = [one(a, pw) for a, pw in accounts]
+    else:
+        import concurrent.futures  # only here: it costs start-up time one account need not pay
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(one, a, pw) for a, pw in accounts]
+            results = [f.result() for f in futures]
+    return [r for r in results if r is not None]
 
 
 def sync_account(
@@ -252,6 +266,12 @@ class _AccountSync:
             ]
             self._delete(session, already)
         retr_errors = self._fetch(session, new)
+        if session.awaiting_retr:
+            # A graceful stop with RETRs sent ahead: QUIT would first need their replies, so
+            # the session ends without it. What was fetched is durable and recorded; this
+            # session's DELEs are not committed and are sent again (without a download) next run.
+            self.result.deleted = 0
+            return
         delete_errors = session.drain()
         session.quit()
         # QUIT made the deletions final: forget them now (a later listing cannot be trusted to
@@ -277,6 +297,8 @@ class _AccountSync:
     def _fetch(self, session: Pop3Client, new: Sequence[RemoteMessage]) -> list[str]:
         """Stream every new message in, publishing in batches; return RETR refusals."""
         errors: list[str] = []
+        if self.options.stop_requested():
+            return errors
         self.reporter.started(self.account.name, "downloading")
         try:
             for item in session.retrieve(new, self._open_sink):
@@ -299,6 +321,8 @@ class _AccountSync:
                 self.reporter.fetched(self.account.name, item.octets)
                 if len(self.staged) >= BATCH_MESSAGES or self.staged_bytes >= BATCH_BYTES:
                     self._publish()
+                if self.options.stop_requested():
+                    break  # the batch so far is published below: a stop leaves no half batch
         except BaseException:
             # The message being read is incomplete: discard it. Those already complete are
             # whole (they had their terminating dot), so keep them rather than fetch again.

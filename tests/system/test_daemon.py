@@ -23,6 +23,8 @@ import pytest
 from pop3s_fetch.demo.server import Faults, MailStore, Pop3Server
 from pop3s_fetch.destinations import read_messages
 from tests.support.cli import Cli, account_toml, make_cli
+from tests.support.dovecot import DovecotServer
+from tests.support.mail import as_stored, corpus
 
 PASSWORD = "daemon-test-password"
 MESSAGES = [f"Subject: {n}\n\nbody {n}\n".encode() for n in range(1, 6)]
@@ -354,3 +356,46 @@ def test_a_bad_interval_is_a_usage_error(home: Cli, args: list[str], message: st
     result = home.run("sync", *args)
     assert result.code == 64
     assert message in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.dovecot
+def test_rounds_against_dovecot_deliver_new_mail_once_and_delete_it(
+    tmp_path: Path, dovecot: DovecotServer, running: list[Running]
+) -> None:
+    """Mail that arrives between rounds is picked up by the next one, each message once."""
+    first, later = corpus()[:3], corpus()[3:6]
+    user = dovecot.add_user(first)
+    cli = make_cli(
+        tmp_path,
+        {
+            "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
+            "TEST_KEYRING_PASSWORD": user.password,
+        },
+    )
+    maildir = tmp_path / "Maildir"
+    cli.write_config(
+        account_toml(
+            "work",
+            host=dovecot.host,
+            port=dovecot.port,
+            username=user.name,
+            destination=maildir,
+            keep=False,
+            ca_file=dovecot.ca_file,
+        )
+    )
+    daemon = Running(cli, "--every", "1s")
+    running.append(daemon)
+    daemon.expect(r"^work: 3 new messages \(.*\), 3 on server, 3 deleted$", "out")
+    user.add_messages(later)
+    delivered = 3
+    while delivered < 6:  # a round may list the new mail while it is still being added
+        delivered += int(daemon.expect(r"^work: \d+ new messages? ", "out").split()[1])
+    assert delivered == 6
+    daemon.expect(r"^work: no new mail, 0 on server$", "out")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.finish() == 0, daemon.seen
+    assert sorted(read_messages(maildir, "maildir")) == sorted(
+        as_stored(m, "maildir") for m in first + later
+    )
+    assert user.messages_on_server() == []

@@ -32,8 +32,8 @@ def _mark(label: str, *, once: bool = True) -> None:
 
 _mark("interpreter ready")
 
-import poplib  # noqa: E402
 import socket  # noqa: E402
+import ssl  # noqa: E402
 from collections.abc import Callable, Iterable  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -63,7 +63,9 @@ def _wrap(
 
 _wrap(sync._AccountSync, "run", before="account sync starts")
 _wrap(socket, "create_connection", before="TCP connect", after="TCP connected")
-_wrap(poplib.POP3_SSL, "_create_socket", after="TLS handshake done")
+# The transport does TCP and the handshake as two steps of its own: the handshake is the
+# context's wrap_socket (do_handshake_on_connect), whoever calls it.
+_wrap(ssl.SSLContext, "wrap_socket", after="TLS handshake done")
 _wrap(Transport, "open_tls", after="greeting read")
 _wrap(Transport, "open_plaintext", after="greeting read")
 _wrap(sync, "log_in", after="logged in")

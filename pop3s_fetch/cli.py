@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from pop3s_fetch import __version__
 from pop3s_fetch.errors import ConfigError, CredentialError, ExitCode, Pop3sFetchError
 
 if TYPE_CHECKING:
-    from pop3s_fetch.config import Config
+    from pop3s_fetch.config import Account, Config
+    from pop3s_fetch.starter import Answers as Starter
     from pop3s_fetch.ui import Output
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -70,7 +72,8 @@ def _complete_accounts(ctx: click.Context, param: click.Parameter, incomplete: s
         loaded = config.load(config.find_config_path(explicit, os.environ))
     except Pop3sFetchError:
         return []
-    return [name for name in loaded.accounts if name.startswith(incomplete)]
+    chosen = set(ctx.params.get(param.name or "") or ())  # "sync work <Tab>" offers work no more
+    return [name for name in loaded.accounts if name.startswith(incomplete) and name not in chosen]
 
 
 def _output(
@@ -85,11 +88,13 @@ def _setup_logging(g: _Globals) -> None:
     if g.debug or g.verbose:
         import logging  # only when asked for: it costs start-up time
 
-        from pop3s_fetch.ui import PrintableLogFormatter, log_format
+        from pop3s_fetch.ui import CurrentStderrHandler, PrintableLogFormatter, log_format
 
-        handler = logging.StreamHandler(sys.stderr)
+        handler = CurrentStderrHandler()
         handler.setFormatter(PrintableLogFormatter(log_format(os.environ)))
         logging.basicConfig(level=logging.DEBUG if g.debug else logging.INFO, handlers=[handler])
+        # keyring's own chatter ("Loading KWallet" six times) is not ours to show.
+        logging.getLogger("keyring").setLevel(logging.WARNING)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -163,6 +168,12 @@ def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     is_flag=True,
     help="Print one JSON document with every account's results on stdout.",
 )
+@click.option(
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    help="Only show what would be fetched and deleted; write nothing, delete nothing.",
+)
 @click.pass_obj
 def sync(
     g: _Globals,
@@ -172,6 +183,7 @@ def sync(
     quiet: bool,
     no_progress: bool,
     as_json: bool,
+    dry_run: bool,
     every: float | None,
 ) -> None:
     """Download new mail for every account, or only the ACCOUNTS named.
@@ -182,8 +194,9 @@ def sync(
     did not. With --every it runs until stopped, then exits 0.
     """
     if every is not None:
-        if as_json:
-            raise click.UsageError("--json cannot be combined with --every (one document per run)")
+        if as_json or dry_run:
+            flag = "--json" if as_json else "--dry-run"
+            raise click.UsageError(f"{flag} cannot be combined with --every (it is for one run)")
         sys.exit(_sync_every(g, accounts, every, wait=wait, jobs=jobs, quiet=quiet))
     import gc
     import time
@@ -195,6 +208,8 @@ def sync(
 
     selected = _load_config(g).select(list(accounts))
     output = _output(g, quiet=quiet, progress=not no_progress, json=as_json)
+    if dry_run:
+        _survey(selected, output, jobs, dry_run=True)
     reporter = ProgressReporter(output)
     options = SyncOptions(state_dir=state_dir(os.environ), wait=wait)
     pairs = [(a, functools.partial(credentials.login_secret, a)) for a in selected]
@@ -203,8 +218,14 @@ def sync(
     # What start-up created lives until exit: keep it out of the cyclic collector's passes,
     # which otherwise walk it again and again while mail streams in (a few % of a download).
     gc.freeze()
-    with reporter.live():
-        results = sync_accounts(pairs, options, reporter, jobs=jobs)
+    try:
+        with reporter.live():
+            results = sync_accounts(pairs, options, reporter, jobs=jobs)
+    except KeyboardInterrupt:
+        for line in reporter.interrupted_lines():
+            _echo(f"interrupted: {line}", err=True)
+        _echo("run sync again to continue", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
     if as_json:
         import datetime
         import json
@@ -232,13 +253,15 @@ def _sync_every(
 
     first = load()  # a broken configuration at the start is fatal (78), as for one sync
     output = _output(g, quiet=quiet, progress=False)  # plain lines, as under systemd
-    reporter = ProgressReporter(output)
+    reporter = ProgressReporter(output)  # one per round: it keeps the round's results
     wakeup = daemon.Wakeup()
     options = SyncOptions(
         state_dir=state_dir(os.environ), wait=wait, stop_requested=wakeup.stop_requested
     )
 
     def run_round(due: Sequence[daemon.Job]) -> list[AccountResult]:
+        nonlocal reporter
+        reporter = ProgressReporter(output)
         results = sync_accounts(due, options, reporter, jobs=jobs)
         for result in results:
             if result.error is None:  # failures were reported as they happened
@@ -253,21 +276,97 @@ def _sync_every(
         report_error=lambda err: output.error(None, err),
         wakeup=wakeup,
     )
-    with daemon.signals_handled(wakeup, output.notice_from_signal_handler):
-        return loop.run(first)
+    try:
+        with daemon.signals_handled(wakeup, output.notice_from_signal_handler):
+            return loop.run(first)
+    except KeyboardInterrupt:  # a second SIGTERM or SIGINT: as Ctrl-C without --every
+        for line in reporter.interrupted_lines():
+            _echo(f"interrupted: {line}", err=True)
+        _echo("run sync again to continue", err=True)
+        return int(ExitCode.INTERRUPTED)
+
+
+@cli.command()
+@click.argument("accounts", nargs=-1, shell_complete=_complete_accounts)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=8,
+    show_default=True,
+    help="Accounts checked at the same time.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only; the exit status answers.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document (schema pop3s-fetch.check/1) on stdout.",
+)
+@click.pass_obj
+def check(g: _Globals, accounts: tuple[str, ...], jobs: int, quiet: bool, as_json: bool) -> None:
+    """Count new messages and bytes on the server, without downloading anything.
+
+    Logs in, lists, and logs out: nothing is fetched, deleted or written. Exit status (like
+    grep's): 0 when there is new mail, 1 when there is none; any other code when no new mail
+    was found and some account could not be checked.
+    """
+    selected = _load_config(g).select(list(accounts))
+    _survey(selected, _output(g, quiet=quiet, json=as_json), jobs, dry_run=False)
+
+
+def _survey(selected: list[Account], output: Output, jobs: int, *, dry_run: bool) -> NoReturn:
+    """check, or sync --dry-run: log in and list each account, print, exit."""
+    import datetime
+    import time
+
+    from pop3s_fetch import check as check_module
+    from pop3s_fetch import credentials
+    from pop3s_fetch.state import state_dir
+
+    begun = datetime.datetime.now(datetime.UTC)
+    started = time.monotonic()
+    pairs = [(a, functools.partial(credentials.login_secret, a)) for a in selected]
+    surveys = check_module.survey_accounts(pairs, state_dir(os.environ), jobs=jobs)
+    for survey in surveys:
+        if survey.error is not None:
+            output.error(survey.account, survey.error)
+    if output.json:
+        import json
+
+        document = check_module.json_document(
+            surveys, begun, time.monotonic() - started, dry_run=dry_run
+        )
+        _echo(json.dumps(document, indent=2))
+    elif dry_run:
+        for survey in surveys:
+            if survey.error is None:
+                for line in check_module.plan_lines(survey, terminal=output.table_enabled):
+                    output.info(line)
+    else:
+        for line in check_module.check_lines(surveys):
+            output.info(line)
+    if dry_run:
+        sys.exit(check_module.dry_run_exit_code(surveys))
+    sys.exit(check_module.check_exit_code(surveys))
 
 
 @cli.command()
 @click.pass_obj
 def accounts(g: _Globals) -> None:
     """List the configured accounts."""
+    from pop3s_fetch.config import format_duration
+
     config = _load_config(g)
     for account in config.accounts.values():
         port = "" if account.port == 995 else f":{account.port}"
         keep = "keep" if account.keep else "delete after download"
+        if account.delete_after is not None:
+            keep = f"delete {format_duration(account.delete_after)} after download"
+        where = account.destination or shlex.join(account.mda or ())
         _echo(
             f"{account.name}: {account.username}@{account.host}{port} -> "
-            f"{account.destination} ({account.format}, {keep})"
+            f"{where} ({account.format}, {keep})"
         )
 
 
@@ -286,9 +385,23 @@ def config_path(g: _Globals) -> None:
     _echo(str(path))
     if not path.exists():
         _echo(
-            f"(it does not exist yet: run pop3s-fetch init, or copy config.example.toml to {path})",
+            "(it does not exist yet: run pop3s-fetch init, or: "
+            f"pop3s-fetch config example > {path})",
             err=True,
         )
+
+
+@config_group.command("example")
+def config_example() -> None:
+    """Print the annotated example configuration, every key explained.
+
+    \b
+    Start a configuration from it:
+        pop3s-fetch config example > ~/.config/pop3s-fetch/config.toml
+    """
+    from pop3s_fetch import starter
+
+    click.echo(starter.example_text(), nl=False)
 
 
 @config_group.command("check")
@@ -300,12 +413,42 @@ def config_check(g: _Globals) -> None:
     _echo(f"{loaded.path}: valid; accounts: {names}")
 
 
+@cli.group("state")
+def state_group() -> None:
+    """Look after the state store (what was delivered, per account)."""
+
+
+@state_group.command("prune")
+@click.option("-n", "--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.pass_obj
+def state_prune(g: _Globals, dry_run: bool) -> None:
+    """Remove the state of accounts that are no longer in the configuration.
+
+    Their messages would be downloaded again if such an account came back.
+    """
+    from pop3s_fetch import state
+
+    configured = set(_load_config(g).accounts)
+    directory = state.state_dir(os.environ)
+    stale = sorted(state.accounts_with_state(directory) - configured)
+    if not stale:
+        _echo("no state of unconfigured accounts", err=True)
+    for account in stale:
+        if dry_run:
+            _echo(f"would remove the state of {account}")
+            continue
+        state.remove_account_state(directory, account)
+        _echo(f"removed the state of {account}")
+
+
 @cli.command()
 @click.pass_obj
 def init(g: _Globals) -> None:
-    """Write a first configuration file for one account, asking on the terminal.
+    """Set up an account by asking on the terminal (a new file, or one more account).
 
-    It never overwrites an existing file; the password goes into the OS keyring.
+    It tries the server's TLS as sync would and, when the certificate is refused, offers to
+    trust a CA file or to pin the certificate. Other accounts and comments are left alone;
+    the password goes into the OS keyring.
     """
     from pop3s_fetch import config, credentials, starter
 
@@ -313,31 +456,114 @@ def init(g: _Globals) -> None:
     if not sys.stdin.isatty():
         raise ConfigError(
             "init asks questions and needs a terminal",
-            hint=f"copy config.example.toml to {path} and edit it instead",
+            hint=f"start from the annotated example: pop3s-fetch config example > {path}",
         )
-    if path.exists():
-        starter.write_new(path, "")  # raises the "already exists" error
+    existing = path.read_text(encoding="utf-8") if path.exists() else None
+    taken = set(config.load(path).accounts) if existing is not None else set()
+    if existing is not None:
+        _echo(f"adding an account to {path} (accounts now: {', '.join(sorted(taken))})", err=True)
+    name = click.prompt("Account name (letters, digits, . _ -)", default="mail", err=True)
+    while name in taken:
+        name = click.prompt(f"{name} is taken; account name", err=True)
+    host = click.prompt("POP3S server (host name)", err=True)
+    port = click.prompt("Port", default=995, type=click.IntRange(1, 65535), err=True)
     answers = starter.Answers(
-        name=click.prompt("Account name (letters, digits, . _ -)", default="mail", err=True),
-        host=click.prompt("POP3S server (host name)", err=True),
-        port=click.prompt("Port", default=995, type=click.IntRange(1, 65535), err=True),
+        name=name,
+        host=host,
+        port=port,
         username=click.prompt("User name", err=True),
-        destination=click.prompt(
-            "Deliver to (Maildir directory or mbox file)", default="~/Maildir", err=True
+        destination=starter.resolve_answer_path(
+            click.prompt(
+                "Deliver to (Maildir directory or mbox file; ~/ for your home)",
+                default="~/Maildir",
+                err=True,
+            ),
+            Path.cwd(),
         ),
         format=click.prompt(
             "Format", default="maildir", type=click.Choice(["maildir", "mbox"]), err=True
         ),
         keep=click.confirm("Keep messages on the server after download?", default=True, err=True),
     )
-    text = starter.render(answers)
+    answers = _settle_trust(answers, path)
+    text = starter.render(answers) if existing is None else starter.with_account(existing, answers)
     config.parse(text, path)  # never write a file that would not load
-    starter.write_new(path, text)
-    _echo(f"wrote {path}", err=True)
+    if existing is None:
+        starter.write_new(path, text)
+        _echo(f"wrote {path}", err=True)
+    else:
+        starter.replace(path, text)
+        _echo(f"added account {answers.name} to {path}", err=True)
     if click.confirm("Store the password in the OS keyring now?", default=True, err=True):
+        credentials.require_keyring(answers.name)
         credentials.set_password(answers.name, _read_password(answers.name))
         _echo(f'password for account "{answers.name}" stored in the keyring', err=True)
-    _echo(f"next: pop3s-fetch sync {answers.name}", err=True)
+        _echo(f"next: pop3s-fetch sync {answers.name}", err=True)
+    else:
+        _echo(
+            f"next: pop3s-fetch password set {answers.name}, then pop3s-fetch sync {answers.name}",
+            err=True,
+        )
+
+
+def _settle_trust(answers: Starter, path: Path) -> Starter:
+    """Try the server's TLS as sync will; on a refused certificate, offer a CA file or a pin.
+
+    The check sends no credential. A server that cannot be reached is reported, and the
+    account is written anyway (it may be reachable only from elsewhere).
+    """
+    import dataclasses
+
+    from pop3s_fetch import config, starter, tls
+    from pop3s_fetch import serverinfo as info_module
+    from pop3s_fetch.errors import TLSError
+
+    while True:
+        account = config.parse(starter.render(answers), path).accounts[answers.name]
+        try:
+            info = info_module.gather(account)
+        except TLSError as err:
+            _echo(f"the TLS check failed: {err.message}", err=True)
+        except Pop3sFetchError as err:
+            _echo(f"could not check the server now ({err.message}); writing it anyway", err=True)
+            return answers
+        else:
+            _echo(
+                f"TLS: {info.tls_version}, certificate {info.certificate.subject} "
+                f"({'pinned' if info.pinned else 'verified'})",
+                err=True,
+            )
+            return answers
+        try:
+            summary = tls.describe(
+                tls.fetch_peer_certificate(
+                    account.host,
+                    account.port,
+                    account.timeout,
+                    starttls=account.tls.mode == "starttls",
+                )
+            )
+        except Pop3sFetchError:
+            return answers
+        _echo(
+            f"its certificate: {summary.subject}; issuer {summary.issuer}; {summary.sha256}",
+            err=True,
+        )
+        choice = click.prompt(
+            "Trust it by a CA file (c), pin this certificate (p), or write it as is (w)?",
+            type=click.Choice(["c", "p", "w"]),
+            err=True,
+        )
+        if choice == "w":
+            return answers
+        if choice == "p":
+            _echo("pin it only if the server's administrator confirms this fingerprint", err=True)
+            answers = dataclasses.replace(answers, fingerprint=summary.sha256, ca=None)
+        else:
+            ca = click.prompt("CA file (PEM)", err=True)
+            answers = dataclasses.replace(
+                answers, ca=starter.resolve_answer_path(ca, Path.cwd()), fingerprint=None
+            )
 
 
 @cli.command()
@@ -451,7 +677,8 @@ def oauth2_login(g: _Globals, account: str) -> None:
     if selected.oauth2 is None:
         raise ConfigError(
             f'account "{selected.name}" has no OAuth2 settings',
-            hint=f"add an [accounts.{selected.name}.oauth2] table; see config.example.toml",
+            hint=f"add an [accounts.{selected.name}.oauth2] table; "
+            "pop3s-fetch config example shows one",
         )
 
     def show(uri: str, code: str, expires_in: int) -> None:
@@ -493,6 +720,7 @@ def password_set(g: _Globals, account: str) -> None:
     from pop3s_fetch import credentials
 
     name = _load_config(g).select([account])[0].name
+    credentials.require_keyring(name)  # before asking: a typed password must have a home
     secret = _read_password(name)
     credentials.set_password(name, secret)
     _echo(f'password for account "{name}" stored in the keyring', err=True)
@@ -571,11 +799,57 @@ def demo(g: _Globals, directory: Path) -> None:
         sys.exit(int(ExitCode.SOFTWARE))
 
 
+#: Options of the whole program, accepted after the command too (as systemctl and kubectl do).
+_GLOBAL_FLAGS = frozenset({"-v", "--verbose", "--debug"})
+_GLOBAL_WITH_VALUE = frozenset({"-c", "--config"})
+#: Options of some commands, accepted before the command too ("pop3s-fetch --json sync").
+_COMMAND_FLAGS = frozenset({"-q", "--quiet", "--json"})
+
+
+def hoist_options(args: list[str]) -> list[str]:
+    """Put global options before the command and command flags after it, wherever typed.
+
+    click reads an option only at its own level; people type ``sync -v`` and ``--json sync``
+    alike. Stops at ``--``. A combined count such as ``-vv`` is a global flag too.
+    """
+    front: list[str] = []
+    command: list[str] = []
+    back: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            back.extend(args[index:])
+            break
+        name = arg.split("=", 1)[0]
+        if arg in _GLOBAL_FLAGS or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
+            front.append(arg)
+        elif name in _GLOBAL_WITH_VALUE:
+            front.append(arg)
+            if "=" not in arg and index + 1 < len(args):
+                index += 1
+                front.append(args[index])
+        elif arg in _COMMAND_FLAGS and not command:
+            back.append(arg)
+        elif not command and not arg.startswith("-"):
+            command.append(arg)
+            # A group's subcommand ("config check", "password set") continues the command.
+            while index + 1 < len(args) and args[index + 1] in _SUBCOMMANDS.get(arg, ()):
+                index += 1
+                arg = args[index]
+                command.append(arg)
+        else:
+            (back if command else front).append(arg)
+        index += 1
+    return [*front, *command, *back]
+
+
 def main() -> None:
     """Console-script entry point: map every outcome to one line and a sysexits code."""
-    debug = "--debug" in sys.argv[1:]
+    args = hoist_options(sys.argv[1:])
+    debug = "--debug" in args
     try:
-        cli.main(standalone_mode=False, prog_name="pop3s-fetch")
+        cli.main(args=args, standalone_mode=False, prog_name="pop3s-fetch")
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.exceptions.Abort:
@@ -600,3 +874,11 @@ def main() -> None:
 
             write_traceback(err, sys.stderr)
         sys.exit(int(ExitCode.SOFTWARE))
+
+
+#: The groups' subcommands, read once from click, for :func:`hoist_options`.
+_SUBCOMMANDS: dict[str, frozenset[str]] = {
+    name: frozenset(command.commands)
+    for name, command in cli.commands.items()
+    if isinstance(command, click.Group)
+}

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -61,11 +62,17 @@ DEFAULT_FORMAT: Literal["maildir", "mbox"] = "maildir"
 DEFAULT_PORT = 995
 DEFAULT_KEEP = True
 DEFAULT_TIMEOUT = 60.0
+#: An after-sync hook (on_new_mail) may index a whole mailbox on its first run (notmuch new).
+DEFAULT_HOOK_TIMEOUT = 600.0
 MAX_TIMEOUT = 3600.0
+DEFAULT_MDA_TIMEOUT = 300.0  # a spam filter run by procmail may take a while on a big message
+#: What an ``mda`` argument may name as ``{name}`` (destinations.mda substitutes the same).
+MDA_PLACEHOLDERS = ("sender", "recipient", "account", "uidl")
 
 STARTTLS_PORT = 110  # the plaintext POP3 port, where STLS upgrades the session
 
-MailFormat = Literal["maildir", "mbox"]
+MailFormat = Literal["maildir", "mbox", "mda"]
+OversizeAction = Literal["skip", "delete"]
 TlsMode = Literal["implicit", "starttls"]
 TlsVersion = Literal["1.2", "1.3"]
 AuthMethod = Literal[
@@ -168,7 +175,7 @@ class Account:
     name: str
     host: str
     username: str
-    destination: Path
+    destination: Path | None  # None only with format "mda": the program decides where
     format: MailFormat = DEFAULT_FORMAT
     port: int = DEFAULT_PORT
     keep: bool = DEFAULT_KEEP  # leave messages on the server after fetching them
@@ -179,6 +186,16 @@ class Account:
     password_command: tuple[str, ...] | None = None  # argv, run without a shell
     password_credential: str | None = None  # a file name in $CREDENTIALS_DIRECTORY
     oauth2: OAuth2Settings | None = None
+    on_new_mail: tuple[str, ...] | None = None  # argv run after a sync that delivered mail
+    on_new_mail_timeout: float = DEFAULT_HOOK_TIMEOUT  # seconds before the hook is stopped
+    # Retention and limits (issue 12); sizes in octets as LIST counts them, times in seconds.
+    delete_after: float | None = None  # keep = "30d": delete this long after delivery
+    max_message_size: int | None = None  # larger messages are not downloaded
+    oversize: OversizeAction = "skip"  # what happens to those: left, or deleted unread
+    max_messages: int | None = None  # per run; the rest comes next run
+    max_bytes: int | None = None  # per run, by LIST size; at least one message is fetched
+    mda: tuple[str, ...] | None = None  # argv of the delivery program, with format "mda"
+    mda_timeout: float = DEFAULT_MDA_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.ca_file is not None:
@@ -217,7 +234,7 @@ class Config:
         if not self.accounts:
             raise ConfigError(
                 f"no accounts are defined in {self.path}",
-                hint="add an [accounts.NAME] table; see config.example.toml",
+                hint="add an [accounts.NAME] table; pop3s-fetch config example shows one",
             )
         if not names:
             return list(self.accounts.values())
@@ -270,8 +287,8 @@ def load(path: Path) -> Config:
             hint=(
                 f"pop3s-fetch looked for --config, then ${CONFIG_ENV_VAR}, then "
                 f"$XDG_CONFIG_HOME/{CONFIG_RELATIVE_PATH.as_posix()} (default "
-                f"~/.config/{CONFIG_RELATIVE_PATH.as_posix()}); copy config.example.toml "
-                f"to {path} and edit it, or run: pop3s-fetch init"
+                f"~/.config/{CONFIG_RELATIVE_PATH.as_posix()}); run: pop3s-fetch init, or start "
+                f"from the annotated example: pop3s-fetch config example > {path}"
             ),
         ) from None
     except OSError as err:
@@ -283,7 +300,46 @@ def load(path: Path) -> Config:
         raise ConfigError(
             f"{path}: not UTF-8 text (bad byte at offset {err.start}); TOML files must be UTF-8"
         ) from None
-    return parse(text, path)
+    loaded = parse(text, path)
+    problems = _unreadable_files(loaded)
+    if problems:
+        count = len(problems)
+        raise ConfigError(
+            f"{path}: {count} problem{'s' if count > 1 else ''} in the configuration",
+            problems=problems,
+        )
+    return loaded
+
+
+def _unreadable_files(loaded: Config) -> list[str]:
+    """Files the configuration names that cannot be read now (a CA, a client certificate).
+
+    Checked when a file is loaded, not when text is parsed: a typo in a path should be a
+    configuration error (exit 78) at once, not a TLS refusal (exit 69) at the first connection.
+    """
+    problems: list[str] = []
+    for account in loaded.accounts.values():
+        tls = account.tls
+        named: list[tuple[str, Path | None, bool]] = [
+            ("ca", _ca_path(tls.ca), True),  # ca_file is the older spelling of the same key
+            ("client_cert", tls.client_cert, False),
+            ("client_key", tls.client_key, False),
+        ]
+        for key, file, directory_ok in named:
+            if file is None:
+                continue
+            where = f"{loaded.path}: accounts.{_toml_key(account.name)}.{key}"
+            if not file.exists():
+                problems.append(f"{where}: there is no file {file}")
+            elif file.is_dir() and not directory_ok:
+                problems.append(f"{where}: {file} is a directory, not a file")
+            elif not os.access(file, os.R_OK):
+                problems.append(f"{where}: {file} is not readable by this user")
+    return problems
+
+
+def _ca_path(ca: str) -> Path | None:
+    return None if ca in (CA_CERTIFI, CA_SYSTEM) else Path(ca)
 
 
 def parse(text: str, path: Path) -> Config:
@@ -394,11 +450,20 @@ def _expect_non_empty_string(value: object, _base: Path) -> str:
     return value
 
 
+_SHELL_VARIABLE = re.compile(r"\$\{?[A-Za-z_]")
+
+
 def _expect_path(value: object, base: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise _Invalid(f"expected a non-empty path, got {_toml_value(value)}")
     if "\0" in value:
         raise _Invalid(f"a path cannot contain a NUL character, got {_toml_value(value)}")
+    if _SHELL_VARIABLE.search(value):
+        # TOML is not a shell: "$HOME/Mail" would become <config dir>/$HOME/Mail.
+        raise _Invalid(
+            f"{_toml_value(value)} names a shell variable, which is not expanded here; "
+            "write the path itself, or ~ for your home directory"
+        )
     try:
         expanded = Path(value).expanduser()
     except RuntimeError:  # "~someone" with no such user, or no home directory at all
@@ -407,8 +472,8 @@ def _expect_path(value: object, base: Path) -> Path:
 
 
 def _expect_format(value: object, _base: Path) -> MailFormat:
-    if value not in ("maildir", "mbox"):
-        raise _Invalid(f'expected "maildir" or "mbox", got {_toml_value(value)}')
+    if value not in ("maildir", "mbox", "mda"):
+        raise _Invalid(f'expected "maildir", "mbox" or "mda", got {_toml_value(value)}')
     return value
 
 
@@ -501,6 +566,16 @@ def _expect_argv(value: object, _base: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _expect_hook(value: object, base: Path) -> tuple[str, ...]:
+    try:
+        return _expect_argv(value, base)
+    except _Invalid:
+        raise _Invalid(
+            'expected an array of non-empty strings such as ["notmuch", "new"] '
+            f"(it is run without a shell), got {_toml_value(value)}"
+        ) from None
+
+
 def _expect_credential_name(value: object, _base: Path) -> str:
     # The name is joined to $CREDENTIALS_DIRECTORY; it must not lead out of it.
     if not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\0" in value:
@@ -555,6 +630,140 @@ def _expect_scopes(value: object, _base: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+# --- retention and limits: sizes and durations -------------------------------------------
+
+#: Size units: SI (powers of 1000, as the summary line prints sizes) and IEC (powers of 1024).
+SIZE_UNITS: Mapping[str, int] = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+#: Duration units for keep = "30d".
+DURATION_UNITS: Mapping[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_ALIASES = {  # what people write instead, and the unit they mean
+    **dict.fromkeys(("sec", "secs", "second", "seconds"), "s"),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), "m"),
+    **dict.fromkeys(("hr", "hrs", "hour", "hours"), "h"),
+    **dict.fromkeys(("day", "days"), "d"),
+    **dict.fromkeys(("wk", "wks", "week", "weeks"), "w"),
+}
+_DURATION_NAMES = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SIZE_NAMES = {"kb": "kB", "mb": "MB", "gb": "GB", "kib": "KiB", "mib": "MiB", "gib": "GiB"}
+_SIZE_ALIASES = {"k": "kb", "m": "mb", "g": "gb", "ki": "kib", "mi": "mib", "gi": "gib"}
+_AMOUNT = re.compile(r"\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]*)\s*")
+MAX_DURATION = 100 * 365 * 86400  # a typo'd "3000w" still fits; more is surely a mistake
+
+
+def _expect_size(value: object, _base: Path) -> int:
+    """Octets: an integer, or a string such as "25MB" (10^6) or "25MiB" (2^20), any case."""
+    expected = 'expected a size such as "25MB" (25,000,000 bytes), "20MiB" or a number of bytes'
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    match = _AMOUNT.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise _Invalid(f"{expected}, got {_toml_value(value)}")
+    number, unit = match["number"], match["unit"].lower() or "b"
+    if unit not in SIZE_UNITS:
+        close = _SIZE_ALIASES.get(unit) or _SIZE_ALIASES.get(unit.rstrip("s"))
+        close = close or next(iter(difflib.get_close_matches(unit, _SIZE_NAMES, n=1)), None)
+        guess = f' (did you mean "{number}{_SIZE_NAMES[close]}"?)' if close else ""
+        raise _Invalid(f"{expected}, got {_toml_value(value)}{guess}")
+    octets = int(float(number) * SIZE_UNITS[unit])
+    if octets < 1:
+        raise _Invalid(f"expected a size of at least 1 byte, got {_toml_value(value)}")
+    return octets
+
+
+def _expect_count(value: object, _base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Invalid(f"expected a whole number of at least 1, got {_toml_value(value)}")
+    return value
+
+
+def _expect_oversize(value: object, _base: Path) -> OversizeAction:
+    if value not in ("skip", "delete"):
+        raise _Invalid(f'expected "skip" or "delete", got {_toml_value(value)}')
+    return value
+
+
+def _expect_keep(value: object, _base: Path) -> bool | float:
+    """true, false, or how long after delivery to delete: "30d", "12h", "2w" (seconds out).
+
+    Units are strict (lower case, no space), as "30M" could mean minutes or months; what is
+    close gets a "did you mean".
+    """
+    if isinstance(value, bool):
+        return value
+    expected = 'expected true, false or a duration such as "30d", "12h" or "2w"'
+    match = _AMOUNT.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        guess = ""
+        if isinstance(value, int | float) and value in (0, 1):
+            guess = " (did you mean false?)" if value == 0 else ' (did you mean true, or "1d"?)'
+        elif isinstance(value, int | float) and value > 0:
+            guess = f' (did you mean "{value:g}d"?)'
+        elif isinstance(value, str) and value.lower() in ("yes", "no", "true", "false"):
+            guess = f" (did you mean {'false' if value.lower() in ('no', 'false') else 'true'}?)"
+        raise _Invalid(f"{expected}, got {_toml_value(value)}{guess}")
+    number, written = match["number"], match["unit"]
+    unit = _DURATION_ALIASES.get(written.lower(), written.lower())
+    if unit in ("mo", "month", "months", "y", "yr", "year", "years"):
+        days = float(number) * (30 if unit.startswith("m") else 365)
+        raise _Invalid(f'months and years are not units here (did you mean "{days:g}d"?)')
+    if unit not in DURATION_UNITS or "." in number:
+        raise _Invalid(f"{expected} (a whole number and s, m, h, d or w), got {_toml_value(value)}")
+    if value != number + unit:
+        meaning = f"{number} {_DURATION_NAMES[unit]}"
+        raise _Invalid(
+            f'expected a duration such as "30d", got {_toml_value(value)} '
+            f'(did you mean "{number}{unit}", {meaning}?)'
+        )
+    seconds = int(number) * DURATION_UNITS[unit]
+    if seconds == 0:
+        raise _Invalid("a duration of 0 would delete at once (did you mean keep = false?)")
+    if seconds > MAX_DURATION:
+        raise _Invalid(f"a duration over 100 years is surely a mistake, got {_toml_value(value)}")
+    return float(seconds)
+
+
+def format_duration(seconds: float) -> str:
+    """The largest unit that divides ``seconds`` exactly: 2592000 -> "30d"."""
+    for unit, size in sorted(DURATION_UNITS.items(), key=lambda item: -item[1]):
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def _expect_mda(value: object, _base: Path) -> tuple[str, ...]:
+    """An argv run without a shell, whose ``{name}`` placeholders are all known ones."""
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(arg, str) and arg for arg in value)
+    ):
+        raise _Invalid(
+            'expected an array of non-empty strings such as ["/usr/bin/procmail", "-f", '
+            f'"{{sender}}"] (it is run without a shell), got {_toml_value(value)}'
+        )
+    for index, arg in enumerate(value):
+        for name in _PLACEHOLDER.findall(arg):
+            if name not in MDA_PLACEHOLDERS:
+                close = difflib.get_close_matches(name, MDA_PLACEHOLDERS, n=1)
+                known = ", ".join(f"{{{p}}}" for p in MDA_PLACEHOLDERS)
+                advice = f"did you mean {{{close[0]}}}?" if close else f"known: {known}"
+                raise _Invalid(f"unknown placeholder {{{name}}} in argument {index + 1} ({advice})")
+    if "{" in value[0]:
+        raise _Invalid("the program (the first argument) cannot hold a placeholder")
+    return tuple(value)
+
+
 _Converter = Callable[[object, Path], object]
 
 # Every account key, in the order of the Account fields, with its converter.
@@ -564,7 +773,7 @@ _ACCOUNT_KEYS: dict[str, _Converter] = {
     "destination": _expect_path,
     "format": _expect_format,
     "port": _expect_port,
-    "keep": _expect_bool,
+    "keep": _expect_keep,
     "ca_file": _expect_path,
     "timeout": _expect_timeout,
     "tls": _expect_tls_mode,
@@ -577,6 +786,14 @@ _ACCOUNT_KEYS: dict[str, _Converter] = {
     "auth": _expect_auth,
     "password_command": _expect_argv,
     "password_credential": _expect_credential_name,
+    "on_new_mail": _expect_hook,
+    "on_new_mail_timeout": _expect_timeout,
+    "max_message_size": _expect_size,
+    "oversize": _expect_oversize,
+    "max_messages": _expect_count,
+    "max_bytes": _expect_size,
+    "mda": _expect_mda,
+    "mda_timeout": _expect_timeout,
 }
 _OAUTH2_KEY = "oauth2"  # a sub-table, validated key by key with _OAUTH2_KEYS
 _KNOWN_ACCOUNT_KEYS = (*_ACCOUNT_KEYS, _OAUTH2_KEY)
@@ -645,7 +862,19 @@ def _listed(keys: Sequence[str]) -> str:
     return ", ".join(keys[:-1]) + f" and {keys[-1]}" if len(keys) > 1 else keys[0]
 
 
+# What getmail6 and fetchmail call our retention and limit keys, for users who switch.
+_PEER_KEYS = {
+    "delete_after": 'keep = "30d"',
+    "limit": "max_message_size",
+    "max_bytes_per_session": "max_bytes",
+    "max_messages_per_session": "max_messages",
+    "fetchlimit": "max_messages",
+}
+
+
 def _unknown_key_message(key: str, known: Sequence[str]) -> str:
+    if key in _PEER_KEYS:
+        return f"unknown key (did you mean {_PEER_KEYS[key]}?)"
     close = difflib.get_close_matches(key, known, n=1)
     if close:
         return f"unknown key (did you mean {_toml_string(close[0])}?)"
@@ -720,13 +949,40 @@ class _Validator:
             return None
         hint = f"store it in the OS keyring with: pop3s-fetch password set {name}"
         values = _inherit(defaults, self.keys(keypath, body, password_hint=hint), set(body))
-        for key in _REQUIRED_KEYS:
+        required = self.delivery_keys(keypath, body, values)
+        for key in required:
             if key not in body and key not in defaults_seen:
                 self.problem([*keypath, key], "missing required key (set it here or in [defaults])")
         # A required key may be absent here because its default was invalid (already reported).
-        if len(self.problems) > before or any(key not in values for key in _REQUIRED_KEYS):
+        if len(self.problems) > before or any(key not in values for key in required):
             return None
         return self.build(name, values)
+
+    def delivery_keys(
+        self, keypath: list[str], body: dict[str, object], values: dict[str, object]
+    ) -> tuple[str, ...]:
+        """The required keys for this account's format; refuse what that format does not use.
+
+        With format "mda" the program decides where mail goes, so ``destination`` is not
+        needed, and ``mda`` is. A key the account's own table sets for the other kind of
+        delivery is a mistake; one it inherits from [defaults] is simply not used.
+        """
+        if values.get("format") == "mda":
+            if "destination" in body:
+                self.problem(
+                    [*keypath, "destination"],
+                    'not used with format = "mda" (the MDA decides where mail goes); remove it',
+                )
+            values.pop("destination", None)
+            return (*(key for key in _REQUIRED_KEYS if key != "destination"), "mda")
+        for key in ("mda", "mda_timeout"):
+            if key in body:
+                self.problem(
+                    [*keypath, key],
+                    'used only with format = "mda"; remove it, or set format = "mda"',
+                )
+            values.pop(key, None)
+        return _REQUIRED_KEYS
 
     def build(self, name: str, values: dict[str, object]) -> Account | None:
         """Apply the rules that involve several keys, then make the Account."""
@@ -752,14 +1008,22 @@ class _Validator:
                 f'"{auth}" logs in with a password, but this account has an oauth2 table; '
                 'use "auto", "xoauth2" or "oauthbearer"',
             )
+        if "oversize" in values and "max_message_size" not in values:
+            self.problem(
+                [*keypath, "oversize"],
+                'has no effect without max_message_size (such as max_message_size = "25MB")',
+            )
         if len(self.problems) > before:
             return None
         fields = {key: values[key] for key in _ACCOUNT_KEYS if key in values}
         for key in ("ca_file", "ca", *_TLS_KEYS):
             fields.pop(key, None)
+        if not isinstance(fields.get("keep", True), bool):  # keep = "30d": kept, then deleted
+            fields["delete_after"], fields["keep"] = fields["keep"], True
         fields["port"] = values.get(
             "port", STARTTLS_PORT if tls.mode == "starttls" else DEFAULT_PORT
         )
+        fields.setdefault("destination", None)  # format "mda" has none
         return Account(name=name, tls=tls, oauth2=oauth2, **fields)  # type: ignore[arg-type]
 
     def tls_settings(self, keypath: list[str], values: dict[str, object]) -> TlsSettings:

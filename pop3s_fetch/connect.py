@@ -13,6 +13,7 @@ hints), or the ui (no Reporter, no output).
 
 from __future__ import annotations
 
+import contextvars
 import ssl
 import threading
 from collections.abc import Callable
@@ -246,7 +247,9 @@ class _InBackground:
         self._error: BaseException | None = None
         self._abandoned = False
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, args=(connect,), daemon=True)
+        # In this context, so that its log lines name the account too (logcontext).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._run, connect), daemon=True)
         self._thread.start()
 
     def _run(self, connect: Callable[[], Pop3Client]) -> None:

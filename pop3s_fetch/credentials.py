@@ -448,6 +448,15 @@ def _delete(account: str, item: _Item) -> None:
     _call(account, "delete", delete, item=item)
 
 
+def require_keyring(account: str) -> None:
+    """Fail now if no keyring can hold a password: before the user types it, twice.
+
+    Raises:
+        CredentialError: no usable backend (the same text get_password would give).
+    """
+    _usable_backend(account, _PASSWORD)
+
+
 def _active_backend() -> KeyringBackend:
     import keyring
 

@@ -88,9 +88,13 @@ def run_checks(
 
     ``timeout`` (seconds) replaces each account's own timeout for the network checks.
     """
-    config_check, selected = _check_config(config_path, accounts)
+    config_check, selected, configured = _check_config(config_path, accounts)
     yield config_check
-    yield _check_state_dir(state.state_dir(environ))
+    directory = state.state_dir(environ)
+    yield _check_state_dir(directory)
+    stale = _check_stale_state(directory, configured) if configured is not None else None
+    if stale is not None:
+        yield stale
     if selected is not None and all(a.secret_source in _KEYRINGLESS for a in selected):
         keyring_check = _skip(KEYRING, "not needed: every account reads its password elsewhere")
     else:
@@ -147,7 +151,9 @@ def summary(checks: Sequence[Check]) -> str:
 # --- configuration, state directory, keyring -------------------------------------------------
 
 
-def _check_config(path: Path, names: Sequence[str]) -> tuple[Check, list[Account] | None]:
+def _check_config(
+    path: Path, names: Sequence[str]
+) -> tuple[Check, list[Account] | None, set[str] | None]:
     name = "config"
     try:
         loaded = config.load(path)
@@ -155,12 +161,28 @@ def _check_config(path: Path, names: Sequence[str]) -> tuple[Check, list[Account
     except ConfigError as err:
         detail = "\n".join([err.message, *err.problems])
         fix = err.hint or (
-            "correct each key listed; config.example.toml documents every key"
+            "correct each key listed; pop3s-fetch config example documents every key"
             if err.problems
             else None
         )
-        return _fail(name, err, detail=detail, fix=fix), None
-    return _ok(name, _describe_config(loaded, selected)), selected
+        return _fail(name, err, detail=detail, fix=fix), None, None
+    return _ok(name, _describe_config(loaded, selected)), selected, set(loaded.accounts)
+
+
+def _check_stale_state(directory: Path, configured: set[str]) -> Check | None:
+    """State of accounts no longer configured only grows stale (34 in one afternoon, seen).
+
+    Shown only when there is some: a line on every run saying all is well is noise.
+    """
+    stale = sorted(state.accounts_with_state(directory) - configured)
+    if not stale:
+        return None
+    return Check(
+        STALE_STATE,
+        "warn",
+        f"state of {len(stale)} account(s) no longer in the configuration: {', '.join(stale)}",
+        "pop3s-fetch state prune (their messages would be downloaded again if you add them back)",
+    )
 
 
 def _describe_config(loaded: Config, selected: Sequence[Account]) -> str:
@@ -171,6 +193,9 @@ def _describe_config(loaded: Config, selected: Sequence[Account]) -> str:
     if len(selected) != count:
         text += f"; checking {', '.join(a.name for a in selected)}"
     return text
+
+
+STALE_STATE = "old state"
 
 
 def _check_state_dir(directory: Path) -> Check:
@@ -212,7 +237,16 @@ def _check_state_dir_creatable(directory: Path) -> Check:
 
 
 def _check_state_permissions(name: str, directory: Path, mode: int) -> Check:
-    """Warn (sync still works) when the directory or its files are open to other users."""
+    """Fail where sync refuses (others may write), warn where it works (others may read)."""
+    if mode & 0o022:
+        return Check(
+            name,
+            "fail",
+            f"{directory} is writable by other users (mode {stat.S_IMODE(mode):04o}), so sync "
+            "refuses to trust its records",
+            f"check that nobody else changed its files, then: chmod 700 {_sh(directory)}",
+            ExitCode.NOPERM,
+        )
     problems: list[str] = []
     fixes: list[str] = []
     if mode & 0o077:

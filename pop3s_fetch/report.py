@@ -65,6 +65,11 @@ def json_document(
                 "duration": round(r.duration, 3),
                 "errors": [error_record(r.error)] if r.error else [],
                 "warnings": list(r.warnings),
+                "remaining": r.remaining,
+                "oversize": [
+                    {"uidl": o.uidl, "size": o.size, "action": o.action, "new": o.new}
+                    for o in r.oversize
+                ],
             }
             for r in results
         ],

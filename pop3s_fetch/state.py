@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pop3s_fetch.durable import create_file_durably, make_dirs_durably
+from pop3s_fetch.durable import create_file_durably, fsync_directory, make_dirs_durably
 from pop3s_fetch.errors import ExitCode, LockedError, StateError
 
 SCHEMA_VERSION = 1
@@ -86,6 +86,18 @@ CREATE TABLE IF NOT EXISTS absent (
     uidl TEXT PRIMARY KEY,
     since REAL NOT NULL,
     listings INTEGER NOT NULL
+)
+"""
+# Messages left on the server for their size (max_message_size, oversize = "skip"), so each
+# is reported once, not on every run. ``overran``: LIST gave a size within the limit but RETR
+# ran past it; such a message is skipped whatever LIST says next time, and never deleted
+# unread. A table of its own, created when missing: older versions ignore it.
+_OVERSIZE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS oversize (
+    uidl TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    overran INTEGER NOT NULL,
+    recorded_at REAL NOT NULL
 )
 """
 #: A delivered UIDL missing from this many complete listings in a row...
@@ -163,9 +175,9 @@ class StateStore:
             )
             return [Intent(*row) for row in rows]
 
-    def record_intents(self, intents: Sequence[Intent]) -> None:
-        """Journal deliveries about to become visible, in one durable commit."""
-        now = time.time()
+    def record_intents(self, intents: Sequence[Intent], *, now: float | None = None) -> None:
+        """Journal deliveries about to become visible, in one durable commit (at ``now``)."""
+        now = time.time() if now is None else now
         with self._transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO messages"
@@ -181,6 +193,44 @@ class StateStore:
                 "UPDATE messages SET status = 'delivered' WHERE uidl = ?",
                 [(uidl,) for uidl in uidls],
             )
+
+    def delivered_before(self, cutoff: float) -> set[str]:
+        """UIDLs delivered (first journalled) at or before ``cutoff``, for keep = "30d".
+
+        ``recorded_at`` is written once, when the delivery is journalled, and never updated:
+        a message fetched again after a failed delivery gets the time of the one that held.
+        """
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT uidl FROM messages WHERE status = 'delivered' AND recorded_at <= ?",
+                (cutoff,),
+            )
+            return {uidl for (uidl,) in rows}
+
+    def oversize(self) -> dict[str, bool]:
+        """Messages left on the server for their size, each with whether RETR overran."""
+        with self._transaction() as db:
+            return {uidl: bool(o) for uidl, o in db.execute("SELECT uidl, overran FROM oversize")}
+
+    def remember_oversize(self, sizes: Mapping[str, int], *, overran: bool = False) -> None:
+        """Note messages left on the server for their size (reported once, then quietly)."""
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO oversize (uidl, size, overran, recorded_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(uidl, size, int(overran), now) for uidl, size in sizes.items()],
+            )
+
+    def keep_oversize(self, uidls: set[str]) -> None:
+        """Drop the oversize notes of all but ``uidls`` (gone from the server, or now fetched).
+
+        Forgetting one too early costs only a second report, never a download or deletion.
+        """
+        gone = [(uidl,) for uidl in set(self.oversize()) - uidls]
+        if gone:
+            with self._transaction() as db:
+                db.executemany("DELETE FROM oversize WHERE uidl = ?", gone)
 
     def server_pipelines(self) -> bool:
         """Whether the server offered PIPELINING in the last session that got so far."""
@@ -302,18 +352,67 @@ def open_store(path: Path) -> StateStore:
                 hint="upgrade pop3s-fetch; nothing was downloaded or deleted",
             )
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
-        if version != SCHEMA_VERSION or not {"messages", "server", "held", "absent"} <= tables:
+        if (
+            version != SCHEMA_VERSION
+            or not {
+                "messages",
+                "server",
+                "held",
+                "absent",
+                "oversize",
+            }
+            <= tables
+        ):
             # Only then: a write here would cost every run a durable commit, an fsync.
             with db:
                 db.execute(_SCHEMA)
                 db.execute(_SERVER_SCHEMA)
                 db.execute(_HELD_SCHEMA)
                 db.execute(_ABSENT_SCHEMA)
+                db.execute(_OVERSIZE_SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("SELECT count(*) FROM messages").fetchone()
     except sqlite3.Error as err:
         raise _state_error(path, err) from err
     return StateStore(path, db)
+
+
+def accounts_with_state(directory: Path) -> set[str]:
+    """The account names that have a state file in ``directory`` (none if it does not exist)."""
+    try:
+        return {p.name.removesuffix(".sqlite3") for p in directory.glob("*.sqlite3")}
+    except OSError:
+        return set()
+
+
+def remove_account_state(directory: Path, account: str) -> list[Path]:
+    """Delete an account's state (store, its WAL files, its lock), under the account's lock.
+
+    For accounts no longer in the configuration: their state only ever grows stale. Taking the
+    lock first means a sync of that account still running elsewhere is not pulled from under.
+
+    Raises:
+        LockedError: a sync of the account is running.
+        StateError: the files cannot be removed.
+    """
+    lock = directory / f"{account}.lock"
+    removed: list[Path] = []
+    with AccountLock(lock, account) as held:
+        held.acquire()
+        for suffix in (".sqlite3", ".sqlite3-wal", ".sqlite3-shm", ".lock"):
+            path = directory / f"{account}{suffix}"
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise StateError(
+                    f"cannot remove {path}: {err.strerror}",
+                    hint=f"make {directory} writable by this user",
+                ) from err
+            removed.append(path)
+    fsync_directory(directory)  # the removal is what the user asked for: make it stick
+    return removed
 
 
 def prepare_state_dir(directory: Path) -> None:
@@ -420,7 +519,11 @@ class AccountLock:
                     raise LockedError(
                         f'account "{self.account}" is being synced by another pop3s-fetch '
                         f"(pid {holder or 'unknown'})",
-                        hint="wait for it to finish, or pass --wait SECONDS",
+                        hint=(
+                            f"it did not finish within --wait {wait:g}; wait longer, or let it end"
+                            if wait
+                            else "wait for it to finish, or pass --wait SECONDS"
+                        ),
                     ) from None
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         os.ftruncate(fd, 0)

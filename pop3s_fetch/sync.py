@@ -9,6 +9,12 @@ durable in the destination and recorded as delivered.** The order for each batch
 4. the journal entries are marked delivered (state commit #2);
 5. only then may DELE be sent for them, and only a clean QUIT commits those DELEs.
 
+A destination that delivers through a program (an MDA) takes one message per batch, so steps
+2-4 are journal, run the program, commit: a program cannot be asked afterwards whether it
+delivered, and a crash between its exit and commit #2 hands that one message over again.
+A program's refusal of one message (:class:`MessageRefused`) forgets its journal entry, leaves
+it on the server and goes on with the others; the account then fails with that refusal.
+
 A crash between 2 and 4 leaves ``pending`` rows; the next run reconciles them against the
 destination *before any command that depends on the state is sent* (the connection is opened
 meanwhile, in a thread: it carries the TLS handshake, CAPA and at most the first line of a
@@ -29,19 +35,23 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
+from pop3s_fetch import hooks, policy
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
+    Command,
     Destination,
+    MessageRefused,
     MessageWriter,
     Placement,
     StagedMessage,
     open_destination,
 )
 from pop3s_fetch.errors import ConnectError, ExitCode, Pop3sFetchError, ProtocolError
-from pop3s_fetch.pop3 import Pop3Client, RemoteMessage, Retrieved
+from pop3s_fetch.logcontext import speaking_for
+from pop3s_fetch.pop3 import MessageTooLarge, Pop3Client, RemoteMessage, Retrieved
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
 
 logger = logging.getLogger(__name__)
@@ -66,8 +76,9 @@ class Reporter(Protocol):
     def fetched(self, account: str, message_octets: int) -> None:
         """One more message has arrived whole (it becomes durable with its batch)."""
 
-    def warned(self, account: str, text: str) -> None:
-        """Something the user should know that did not stop the sync."""
+    def warned(self, account: str, text: str, *, loud: bool = False) -> None:
+        """Something the user should know that did not stop the sync; ``loud``: shown even
+        with --quiet, since no exit code will tell (a failing on_new_mail hook)."""
 
     def finished(self, result: AccountResult) -> None:
         """The account is done, successfully or not."""
@@ -79,18 +90,33 @@ class AccountResult:
 
     account: str
     fetched: int = 0
+    #: The fetched messages' size as the server counts it (CRLF line ends, what LIST says):
+    #: the one meaning of "bytes" on the screen, in --json and in the hook's environment.
     octets: int = 0
     deleted: int = 0
-    on_server: int = 0
+    on_server: int | None = None  # None: the mailbox was never listed (no connection, say)
     skipped: int = 0  # on the server, delivered by an earlier run
     recovered: int = 0
     warnings: list[str] = field(default_factory=list)
     error: Pop3sFetchError | None = None
     duration: float = 0.0
+    remaining: int = 0  # new, but left for the next run by max_messages or max_bytes
+    interrupted: bool = False  # Ctrl-C (or SIGINT) ended it
+    oversize: list[Oversize] = field(default_factory=list)
 
     @property
     def exit_code(self) -> ExitCode:
         return self.error.exit_code if self.error else ExitCode.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """A message over max_message_size: left on the server ("skip") or deleted unread."""
+
+    uidl: str
+    size: int  # as LIST gave it
+    action: Literal["skip", "delete"]
+    new: bool  # first reported in this run (a skipped one is warned about only then)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +126,7 @@ class SyncOptions:
     state_dir: Path
     wait: float = 0.0
     context_factory: Callable[[Account], ssl.SSLContext] | None = None
+    clock: Callable[[], float] = time.time  # "now" for keep = "30d"; tests move it on
     #: Graceful stop (daemon mode's SIGTERM): once true, no account starts, and a running one
     #: stops after the message it is reading, publishes what it has, and QUITs if it can.
     stop_requested: Callable[[], bool] = lambda: False
@@ -142,23 +169,55 @@ def sync_account(
     result = AccountResult(account.name)
     started = time.monotonic()
     try:
-        with AccountLock(options.state_dir / f"{account.name}.lock", account.name) as lock:
+        with (
+            speaking_for(account.name),
+            AccountLock(options.state_dir / f"{account.name}.lock", account.name) as lock,
+        ):
             lock.acquire(options.wait)
             with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
-                destination = open_destination(
-                    account.destination, account.format, owner=account.name
-                )
+                destination = _open_destination(account, options)
+                completed = False
+                run = _AccountSync(account, store, destination, options, reporter, result)
                 try:
-                    _AccountSync(account, store, destination, options, reporter, result).run(
-                        password
-                    )
+                    run.run(password)
+                    completed = True
+                except KeyboardInterrupt:
+                    # Ctrl-C: what is complete was published on the way out; until QUIT no
+                    # DELE counts. Say so, then let the interrupt end the program.
+                    result.interrupted = True
+                    if not run.quit_sent:
+                        result.deleted = 0
+                    result.duration = time.monotonic() - started
+                    reporter.finished(result)
+                    raise
                 finally:
                     destination.close()
+                    if not completed and result.fetched == 0:
+                        destination.remove_if_unused()  # no empty ~/Mail/wrongpw left behind
     except Pop3sFetchError as err:
         result.error = err
     result.duration = time.monotonic() - started
+    # Outside the lock, once the mail is durable: the hook cannot change what was delivered.
+    hook_failed = hooks.run_on_new_mail(account, result.fetched, result.octets)
+    if hook_failed is not None:
+        result.warnings.append(hook_failed)
+        reporter.warned(account.name, hook_failed, loud=True)
     reporter.finished(result)
     return result
+
+
+def _open_destination(account: Account, options: SyncOptions) -> Destination:
+    if account.format != "mda":
+        assert account.destination is not None  # config requires one for files
+        return open_destination(account.destination, account.format, owner=account.name)
+    assert account.mda is not None  # config requires it with format "mda"
+    # Messages wait for the program in the state directory: private, and checked as ours.
+    return open_destination(
+        options.state_dir,
+        "mda",
+        owner=account.name,
+        command=Command(account.mda, account.mda_timeout),
+    )
 
 
 class _AccountSync:
@@ -186,6 +245,9 @@ class _AccountSync:
         self.held: set[str] = set()  # UIDLs never to DELE: their size disagreed with LIST
         self.deleting: set[str] = set()  # UIDLs sent DELE in this session
         self.size_mismatches: list[Retrieved] = []
+        self.server_octets: dict[str, int] = {}  # UIDL -> octets received, as LIST counts
+        self.quit_sent = False  # QUIT makes this session's DELEs final
+        self.refused: list[tuple[RemoteMessage, MessageRefused]] = []  # by an MDA: stay there
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
@@ -228,6 +290,12 @@ class _AccountSync:
         lost = [i.uidl for i, ok in zip(intents, outcomes, strict=True) if not ok]
         self.store.mark_delivered(made_it)
         self.store.forget(lost)
+        if lost and not self.destination.verifiable:
+            self._warn(
+                f"a run was stopped while the MDA had {len(lost)} message(s) in hand; it cannot "
+                "tell whether it delivered them, so they are handed over again (a duplicate "
+                "is possible, a loss is not)"
+            )
         # After reconcile, so a journalled target's leftover is judged before it goes.
         self.destination.remove_stale_staging()
         logger.info(
@@ -256,16 +324,21 @@ class _AccountSync:
         logger.info(
             "%s: %d messages on the server, %d new", self.account.name, len(uidls), len(new)
         )
-        self.reporter.listed(self.account.name, len(new), sum(m.size for m in new))
-        if not self.account.keep:
+        plan = self._plan(new)
+        self.reporter.listed(self.account.name, len(plan.fetch), sum(m.size for m in plan.fetch))
+        if not self.account.keep or self.account.delete_after is not None:
             self.held = self.store.held()  # a size that disagreed: never deleted by us
-            already = [
-                RemoteMessage(n, uidl, 0)
-                for n, uidl in sorted(uidls.items())
-                if uidl in delivered and uidl not in self.held
-            ]
-            self._delete(session, already)
-        retr_errors = self._fetch(session, new)
+            expired = set[str]()
+            if self.account.keep and self.account.delete_after is not None:
+                cutoff = self.options.clock() - self.account.delete_after
+                expired = self.store.delivered_before(cutoff)
+            already = policy.deletable(
+                uidls, delivered, self.held, keep=self.account.keep, expired=expired
+            )
+            self._delete(session, [RemoteMessage(n, uidl, 0) for n, uidl in already])
+        unread = plan.oversize if self.account.oversize == "delete" else []
+        self._delete(session, unread)  # the user's wish: deleted without being downloaded
+        retr_errors = self._fetch(session, plan.fetch)
         if session.awaiting_retr:
             # A graceful stop with RETRs sent ahead: QUIT would first need their replies, so
             # the session ends without it. What was fetched is durable and recorded; this
@@ -274,6 +347,9 @@ class _AccountSync:
             return
         delete_errors = session.drain()
         session.quit()
+        self.quit_sent = True
+        if unread:
+            self._warn_deleted_unread(unread, session.refused_deletes)
         # QUIT made the deletions final: forget them now (a later listing cannot be trusted to
         # show they are gone, see forget_absent). Only now is the listing known complete.
         refused = {message.uidl for message in session.refused_deletes}
@@ -288,10 +364,58 @@ class _AccountSync:
                 f"the server refused to delete {len(delete_errors)} message(s): {delete_errors[0]}",
                 hint="they were downloaded and will be deleted on a later run",
             )
+        if self.refused:
+            raise self._refusal()
         if retr_errors:
             raise ProtocolError(
                 f"the server refused to send {len(retr_errors)} message(s): {retr_errors[0]}",
                 hint="the others were downloaded; the next run tries these again",
+            )
+
+    def _plan(self, new: Sequence[RemoteMessage]) -> policy.FetchPlan[RemoteMessage]:
+        """Apply the account's limits to the new messages; note and report what is skipped."""
+        account = self.account
+        limits = policy.Limits(account.max_message_size, account.max_messages, account.max_bytes)
+        known = self.store.oversize()
+        plan = policy.plan_fetch(new, limits, {uidl for uidl, o in known.items() if o})
+        left = plan.overran + (plan.oversize if account.oversize == "skip" else [])
+        fresh = {m.uidl: m.size for m in left if m.uidl not in known}
+        if fresh:
+            self.store.remember_oversize(fresh)
+        if known.keys() - {m.uidl for m in left}:  # gone, fetched, or under a raised limit
+            self.store.keep_oversize({m.uidl for m in left})
+        self.result.oversize = [Oversize(m.uidl, m.size, "skip", m.uidl in fresh) for m in left]
+        self.result.remaining = len(plan.deferred)
+        if fresh:
+            first = next(m for m in left if m.uidl in fresh)
+            count = len(fresh)
+            self._warn(
+                f"left {count} {'message' if count == 1 else 'messages'} over max_message_size "
+                f"({account.max_message_size:,} bytes) on the server without downloading "
+                f"(first: message {first.number}, {first.size:,} bytes); this is said once, "
+                "--json lists them on every run"
+            )
+        if plan.deferred:
+            logger.info(
+                "%s: %d new messages left for the next run by max_messages/max_bytes",
+                account.name,
+                len(plan.deferred),
+            )
+        return plan
+
+    def _warn_deleted_unread(
+        self, unread: Sequence[RemoteMessage], refused: Sequence[RemoteMessage]
+    ) -> None:
+        """After QUIT: oversize messages deleted without a copy must never go unmentioned."""
+        gone = [m for m in unread if m not in refused]
+        self.result.oversize += [Oversize(m.uidl, m.size, "delete", True) for m in gone]
+        if gone:
+            count = len(gone)
+            self._warn(
+                f"deleted {count} {'message' if count == 1 else 'messages'} over "
+                f"max_message_size ({self.account.max_message_size:,} bytes) from the server "
+                f'WITHOUT downloading (oversize = "delete"; first: message {gone[0].number}, '
+                f"{gone[0].size:,} bytes)"
             )
 
     def _fetch(self, session: Pop3Client, new: Sequence[RemoteMessage]) -> list[str]:
@@ -300,8 +424,9 @@ class _AccountSync:
         if self.options.stop_requested():
             return errors
         self.reporter.started(self.account.name, "downloading")
+        cap = self.account.max_message_size
         try:
-            for item in session.retrieve(new, self._open_sink):
+            for item in session.retrieve(new, self._open_sink, cap):
                 writer, self.writer = self.writer, None
                 if item.error is not None:
                     if writer is not None:
@@ -317,25 +442,39 @@ class _AccountSync:
                     self.held.add(item.message.uidl)
                     self.size_mismatches.append(item)
                 self.staged.append((item.message, staged))
+                self.server_octets[item.message.uidl] = item.received
                 self.staged_bytes += item.octets
-                self.reporter.fetched(self.account.name, item.octets)
-                if len(self.staged) >= BATCH_MESSAGES or self.staged_bytes >= BATCH_BYTES:
+                self.reporter.fetched(self.account.name, item.received)
+                if (
+                    len(self.staged) >= (self.destination.max_batch or BATCH_MESSAGES)
+                    or self.staged_bytes >= BATCH_BYTES
+                ):
                     self._publish()
                 if self.options.stop_requested():
                     break  # the batch so far is published below: a stop leaves no half batch
-        except BaseException:
+        except BaseException as err:
             # The message being read is incomplete: discard it. Those already complete are
             # whole (they had their terminating dot), so keep them rather than fetch again.
             if self.writer is not None:
                 self.writer.abort()
                 self.writer = None
             self._publish_quietly()
+            if isinstance(err, MessageTooLarge):
+                # Left on the server and skipped from now on, as LIST sizes cannot be trusted
+                # for it; never deleted unread, since what arrived may not be that message.
+                self.store.remember_oversize({err.remote.uidl: err.remote.size}, overran=True)
+                raise ProtocolError(
+                    f"{err.message}; it is over max_message_size ({err.cap:,} bytes)",
+                    hint="it stays on the server and later runs skip it (--json lists it); "
+                    "the messages before it were saved",
+                ) from None
             raise
         self._publish()
         return errors
 
     def _open_sink(self, message: RemoteMessage) -> Callable[[bytes], None]:
-        self.writer = self.destination.open_message()
+        labels = {"uidl": message.uidl, "recipient": self.account.username}
+        self.writer = self.destination.open_message(labels)
         return self.writer.write
 
     def _publish(self) -> None:
@@ -348,14 +487,23 @@ class _AccountSync:
                 [
                     _intent(message.uidl, message.size, placement)
                     for (message, _), placement in zip(batch, placements, strict=True)
-                ]
+                ],
+                now=self.options.clock(),
             )
 
-        self.destination.publish([staged for _, staged in batch], record)
+        try:
+            self.destination.publish([staged for _, staged in batch], record)
+        except MessageRefused as refusal:
+            # Not delivered, and the destination says so: no doubt to settle later.
+            self.store.forget(message.uidl for message, _ in batch)
+            self.refused.extend((message, refusal) for message, _ in batch)
+            if len(self.refused) > 1:
+                self._warn(self._refusal_line(*self.refused[-1]))
+            return
         self.store.mark_delivered(message.uidl for message, _ in batch)
-        for _, staged in batch:
+        for message, _ in batch:
             self.result.fetched += 1
-            self.result.octets += staged.size
+            self.result.octets += self.server_octets.pop(message.uidl, message.size)
         if not self.account.keep and self.session is not None:
             self._delete(
                 self.session, [message for message, _ in batch if message.uidl not in self.held]
@@ -366,6 +514,29 @@ class _AccountSync:
         session.queue_delete(messages)
         self.deleting.update(message.uidl for message in messages)
         self.result.deleted += len(messages)
+
+    @staticmethod
+    def _refusal_line(message: RemoteMessage, refusal: MessageRefused) -> str:
+        return f"message {message.number} (UIDL {message.uidl}) not delivered: {refusal}"
+
+    def _refusal(self) -> MessageRefused:
+        """One error for every message the MDA refused: the first named, the rest counted.
+
+        Temporary (exit 75) only if every refusal was; the later ones were warnings already.
+        """
+        count = len(self.refused)
+        temporary = all(refusal.temporary for _, refusal in self.refused)
+        first_message, first = next(
+            ((m, r) for m, r in self.refused if r.temporary == temporary), self.refused[0]
+        )
+        more = f" (and {count - 1} more, see the warnings)" if count > 1 else ""
+        fix = "" if temporary else "fix the MDA or its rules, and "
+        return MessageRefused(
+            self._refusal_line(first_message, first) + more,
+            temporary=temporary,
+            hint=f"left on the server; {fix}the next run hands {'them' if more else 'it'} "
+            "over again",
+        )
 
     def _warn(self, text: str) -> None:
         """Tell the user something that did not stop the sync (screen, log, --json)."""

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, TextIO
 
 from pop3s_fetch.errors import Pop3sFetchError
+from pop3s_fetch.logcontext import current_account
 from pop3s_fetch.printable import printable
 
 if TYPE_CHECKING:
@@ -59,10 +60,35 @@ def detect_mode(stream: TextIO, environ: Mapping[str, str]) -> Mode:
     return "terminal" if os.isatty(fd) else "plain"
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the moment of each record.
+
+    While rich's live progress runs, it replaces ``sys.stderr`` with a proxy that prints above
+    the live rows; a handler that kept the stream it saw at start-up would write straight
+    across them and leave a half-drawn row behind (``-v`` on a terminal).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass  # always the current sys.stderr
+
+
 class PrintableLogFormatter(logging.Formatter):
     """The -v/--debug formatter: a log line quotes the server (the dialogue), so escape it."""
 
     def format(self, record: logging.LogRecord) -> str:
+        account = current_account.get()
+        message = record.getMessage()
+        if account and not message.startswith(f"{account}: "):
+            # Parallel accounts' dialogues interleave: say whose line this is.
+            record.msg, record.args = f"{account}: {message}", None
         return printable(super().format(record), newlines=True)
 
 
@@ -70,6 +96,11 @@ def log_format(environ: Mapping[str, str]) -> str:
     """The logging format for -v/--debug: with the journal's debug priority when it listens."""
     prefix = _PRIORITY["debug"] if detect_mode(sys.stderr, environ) == "journal" else ""
     return prefix + "%(levelname)s %(name)s: %(message)s"
+
+
+def _on_server(count: int | None) -> str:
+    """A mailbox never listed (the connection failed) shows a dash, not a false 0."""
+    return "-" if count is None else str(count)
 
 
 def human_bytes(octets: int) -> str:
@@ -90,11 +121,13 @@ def summary_line(result: AccountResult) -> str:
         parts.append(f"{result.fetched} new {noun} ({human_bytes(result.octets)})")
     else:
         parts.append("no new mail")
-    extra = [f"{result.on_server} on server"]
+    extra = [f"{_on_server(result.on_server)} on server"]
     if result.deleted:
         extra.append(f"{result.deleted} deleted")
     if result.recovered:
         extra.append(f"{result.recovered} recovered from an interrupted run")
+    if result.remaining:
+        extra.append(f"{result.remaining} more next run (max_messages/max_bytes)")
     return " ".join(parts) + ", " + ", ".join(extra)
 
 
@@ -169,9 +202,10 @@ class Output:
         if self.debug:
             write_traceback(err, sys.stderr)
 
-    def warning(self, account: str, text: str) -> None:
-        """Something worth knowing that did not stop the run (not with --quiet or --json)."""
-        if not self.json and not self.quiet:
+    def warning(self, account: str, text: str, *, loud: bool = False) -> None:
+        """Something worth knowing that did not stop the run (not with --json, nor with
+        --quiet unless ``loud``)."""
+        if not self.json and (loud or not self.quiet):
             self._line(sys.stderr, "warning", f"warning: {account}: {text}", "yellow")
 
     def notice(self, level: Literal["info", "warning", "error"], text: str) -> None:
@@ -214,13 +248,15 @@ def summary_table(results: Sequence[AccountResult]) -> Table:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for r in results:
         status = "[red]failed[/]" if r.error else "[green]ok[/]"
+        if r.remaining:  # max_messages / max_bytes left some for the next run
+            status += f", {r.remaining} more next run"
         table.add_row(
             r.account,
             status,
             str(r.fetched),
             human_bytes(r.octets),
             str(r.deleted),
-            str(r.on_server),
+            _on_server(r.on_server),
             f"{r.duration:.1f} s",
         )
     return table
@@ -234,6 +270,8 @@ class ProgressReporter:
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskID] = {}
         self._counts: dict[str, tuple[int, int]] = {}
+        #: Every account finished so far, interrupted ones too (for the Ctrl-C summary).
+        self.results: list[AccountResult] = []
         self._progress: Progress | None = None
         if output.progress_enabled:
             from rich.progress import (
@@ -283,7 +321,10 @@ class ProgressReporter:
     def listed(self, account: str, messages: int, octets: int) -> None:
         with self._lock:
             self._counts[account] = (0, messages)
-        self._update(account, total=max(octets, 1), state=f"downloading 0/{messages}")
+        if messages == 0:
+            self._update(account, total=0, state="no new mail")
+            return
+        self._update(account, total=octets, state=f"downloading 0/{messages}")
 
     def fetched(self, account: str, message_octets: int) -> None:
         with self._lock:
@@ -291,12 +332,28 @@ class ProgressReporter:
             self._counts[account] = (done + 1, total)
         self._update(account, advance=message_octets, state=f"downloading {done + 1}/{total}")
 
-    def warned(self, account: str, text: str) -> None:
-        self.output.warning(account, text)
+    def warned(self, account: str, text: str, *, loud: bool = False) -> None:
+        self.output.warning(account, text, loud=loud)
+
+    def interrupted_lines(self) -> list[str]:
+        """After Ctrl-C: per account, what is safe, so nobody wonders what was lost."""
+        lines = []
+        for result in self.results:
+            _, total = self._counts.get(result.account, (0, 0))
+            of = f" of {total}" if total else ""
+            noun = "message" if (total or result.fetched) == 1 else "messages"
+            deleted = f"{result.deleted} deleted" if result.deleted else "nothing deleted"
+            done = "" if result.interrupted else "finished, "
+            lines.append(f"{result.account}: {done}{result.fetched}{of} {noun} saved, {deleted}")
+        return lines
 
     def finished(self, result: AccountResult) -> None:
+        self.results.append(result)
+        if result.interrupted:
+            self._update(result.account, state="interrupted")
+            return
         if result.error is None:
-            self._update(result.account, state="done")
+            self._update(result.account, state="done" if result.fetched else "no new mail")
         else:
             self._update(result.account, state="failed")
             self.output.error(result.account, result.error)

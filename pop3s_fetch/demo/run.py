@@ -79,8 +79,9 @@ def run(
     if report.ok:
         report.lines.append(
             "demo: every message landed byte for byte, and the second sync fetched nothing. "
-            "Next: copy config.example.toml to ~/.config/pop3s-fetch/config.toml, then run "
-            "pop3s-fetch password set ACCOUNT and pop3s-fetch sync"
+            "Next: pop3s-fetch init sets up your first account (or start from the annotated "
+            "example: pop3s-fetch config example > ~/.config/pop3s-fetch/config.toml, then "
+            "pop3s-fetch password set ACCOUNT), then run pop3s-fetch sync"
         )
     return report
 
@@ -130,6 +131,7 @@ def _check(
         report.ok = False
         report.lines.append(f"demo: {account.name} failed: {first.error or second.error}")
         return
+    assert account.destination is not None  # the demo's accounts deliver to files
     landed = read_messages(account.destination, account.format)
     same = sorted(landed) == sorted(_as_stored(m) for m in originals)
     report.ok = report.ok and same and second.fetched == 0

@@ -19,7 +19,9 @@ from pop3s_fetch.destinations.base import (
     DEFAULT_OWNER,
     LOCK_TIMEOUT,
     Backend,
+    Command,
     Destination,
+    MessageRefused,
     MessageWriter,
     Placement,
     RecordIntents,
@@ -31,8 +33,10 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_OWNER",
     "LOCK_TIMEOUT",
+    "Command",
     "Destination",
     "Kind",
+    "MessageRefused",
     "MessageWriter",
     "Placement",
     "RecordIntents",
@@ -42,12 +46,13 @@ __all__ = [
     "staging_prefix",
 ]
 
-Kind = Literal["maildir", "mbox"]
+Kind = Literal["maildir", "mbox", "mda"]
 
 #: The module that implements each kind of destination.
 BACKENDS: dict[str, str] = {
     "maildir": "pop3s_fetch.destinations.maildir",
     "mbox": "pop3s_fetch.destinations.mbox",
+    "mda": "pop3s_fetch.destinations.mda",
 }
 
 
@@ -57,6 +62,7 @@ def open_destination(
     *,
     owner: str = DEFAULT_OWNER,
     lock_timeout: float = LOCK_TIMEOUT,
+    command: Command | None = None,
 ) -> Destination:
     """Open (creating if missing) the destination of ``kind`` at ``path``.
 
@@ -66,10 +72,15 @@ def open_destination(
     ``lock_timeout`` is how long an mbox may stay locked by another program before
     LockedError; it exists so tests need not wait 30 s.
 
+    ``command`` is the program an "mda" destination runs for each message; ``path`` is then
+    the private directory its messages wait in (nothing is left there).
+
     Raises:
         DeliveryError: the destination cannot be created or is not writable.
     """
-    return _backend(kind).open_destination(path, owner=owner, lock_timeout=lock_timeout)
+    return _backend(kind).open_destination(
+        path, owner=owner, lock_timeout=lock_timeout, command=command
+    )
 
 
 def read_messages(path: Path, kind: Kind) -> list[bytes]:
@@ -77,6 +88,7 @@ def read_messages(path: Path, kind: Kind) -> list[bytes]:
 
     In the order the destination keeps them (Maildir: new/ then cur/, each by file name;
     mbox: file order); nothing if ``path`` does not exist. It only reads: no lock is taken.
+    An "mda" destination keeps nothing: what the program did with the mail is its own.
     """
     return _backend(kind).read_messages(path)
 

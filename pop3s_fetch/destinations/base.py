@@ -14,11 +14,13 @@ configuration file: a destination is a path and a kind, and a message is bytes.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
+
+from pop3s_fetch.errors import DeliveryError, ExitCode
 
 #: How long publish() and reconcile() wait for another program to release a locked destination.
 LOCK_TIMEOUT = 30.0
@@ -48,6 +50,33 @@ class Placement:
     digest: str
 
 
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A program that takes each message on stdin and delivers it itself (an MDA).
+
+    ``argv`` is run without a shell; ``{name}`` in an argument is replaced by the message's
+    value of that name (see the backend), never splitting the argument. ``timeout`` is in
+    seconds, per message.
+    """
+
+    argv: tuple[str, ...]
+    timeout: float
+
+
+class MessageRefused(DeliveryError):
+    """The destination refused this one batch; nothing of it was delivered, the rest may go on.
+
+    Only a destination that delivers through a program raises it (the program said no). The
+    caller forgets the batch's journal entries, leaves the messages on the server and carries
+    on with the next ones. ``temporary``: the program asked to be tried again later (exit 75).
+    """
+
+    def __init__(self, message: str, *, temporary: bool, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.temporary = temporary
+        self.exit_code = ExitCode.TEMPFAIL if temporary else ExitCode.IOERR
+
+
 @dataclass(eq=False, slots=True)
 class StagedMessage:
     """A message written in full but not yet visible; only its size is meant for callers."""
@@ -74,9 +103,19 @@ RecordIntents = Callable[[list[Placement]], None]
 class Destination(abc.ABC):
     """A mailbox that messages are delivered into, exactly once."""
 
+    #: The most messages one publish() may take; None: any number (group commit).
+    max_batch: int | None = None
+    #: False when reconcile() cannot look: it then answers False for every placement, so the
+    #: caller fetches those messages again (at least once, never lost).
+    verifiable: bool = True
+
     @abc.abstractmethod
-    def open_message(self) -> MessageWriter:
+    def open_message(self, labels: Mapping[str, str] | None = None) -> MessageWriter:
         """Start a new message.
+
+        ``labels`` are what the caller knows about the message that its bytes do not say
+        (names and values of its own choosing); a backend that describes a message to a
+        program passes them on, the others ignore them.
 
         Raises:
             DeliveryError: the temporary file cannot be created.
@@ -119,6 +158,13 @@ class Destination(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop worker threads and remove temporary files of messages never published."""
+
+    def remove_if_unused(self) -> None:  # noqa: B027 - keeping everything is a fine default
+        """After close(), when the run failed: remove what opening created, if still empty.
+
+        A failed first run should not leave an empty ~/Mail/wrongpw behind. Never removes
+        anything that existed before, or that holds anything. The default keeps everything.
+        """
 
     def __enter__(self) -> Self:
         return self
@@ -194,8 +240,10 @@ class StagingDestination(Destination, Generic[Staged]):
 class Backend(Protocol):
     """What a backend module provides, so the factory can import it only when it is used."""
 
-    def open_destination(self, path: Path, *, owner: str, lock_timeout: float) -> Destination:
-        """Open (creating if missing) the destination at ``path``."""
+    def open_destination(
+        self, path: Path, *, owner: str, lock_timeout: float, command: Command | None
+    ) -> Destination:
+        """Open (creating if missing) the destination at ``path``; ``command`` is an MDA's."""
 
     def read_messages(self, path: Path) -> list[bytes]:
         """The messages the destination holds, as delivered, in the order it keeps them."""

@@ -14,8 +14,10 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
+from pop3s_fetch.durable import fsync_directory
 from pop3s_fetch.errors import DeliveryError
 
 #: Small chunks are gathered up to this size so that a message costs few system calls.
@@ -68,7 +70,9 @@ def _describe_os_error(err: OSError, path: Path) -> tuple[str, str]:
             f"free some space or raise your quota on the file system that holds {path}",
         )
     if code in (errno.EACCES, errno.EPERM):
-        return "permission denied", f"not writable: check the permissions of {path}"
+        # Creating ~/ro/Mail/new in a read-only ~/ro is refused by ~/ro: name that one.
+        blocker = nearest_existing(path)
+        return "permission denied", f"not writable: check the permissions of {blocker}"
     if code == errno.EROFS:
         return (
             "read-only file system",
@@ -79,6 +83,32 @@ def _describe_os_error(err: OSError, path: Path) -> tuple[str, str]:
     name = errno.errorcode.get(code, "unknown error") if code is not None else "unknown error"
     reason = err.strerror or str(err)
     return f"{reason.lower()} ({name})", f"check {path} and the file system that holds it"
+
+
+def remove_empty(created: Sequence[Path]) -> None:
+    """Remove directories this run created (outermost first in ``created``) while empty.
+
+    Deepest first; one that is not empty (someone put something there) ends it quietly.
+    The parent of the last removed one is fsynced, so the removal outlives a power cut.
+    """
+    removed: Path | None = None
+    for directory in reversed(created):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            break
+        removed = directory
+    if removed is not None:
+        with contextlib.suppress(OSError):
+            fsync_directory(removed.parent)
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` if it exists, else its nearest ancestor that does: where a creation failed."""
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return path
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

@@ -22,12 +22,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pop3s_fetch.destinations.base import (
     DEFAULT_OWNER,
+    Command,
     Destination,
     MessageWriter,
     Placement,
@@ -42,6 +43,7 @@ from pop3s_fetch.destinations.files import (
     FILE_MODE,
     delivery_error,
     refuse_foreign_links,
+    remove_empty,
     unlink_quietly,
 )
 from pop3s_fetch.durable import fsync_directory, make_dirs_durably
@@ -93,6 +95,7 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
         self._new = path / "new"
         self._cur = path / "cur"
         self._host = sanitise_hostname(socket.gethostname())
+        self._created: list[Path] = []  # directories this run made, outermost first
         self._create()
         self._files = FileWriterPool(FILE_WORKERS, thread_name="maildir-writer")
 
@@ -101,11 +104,11 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
         if self.path.exists() and not self.path.is_dir():
             raise DeliveryError(
                 f"cannot use {self.path} as a Maildir: it is not a directory",
-                hint="for a single mbox file set the destination kind to mbox",
+                hint='for a single mbox file set format = "mbox"',
             )
         try:
             for subdirectory in SUBDIRECTORIES:
-                make_dirs_durably(self.path / subdirectory, DIRECTORY_MODE)
+                self._created += make_dirs_durably(self.path / subdirectory, DIRECTORY_MODE)
         except OSError as err:
             raise delivery_error(err, "create the Maildir", self.path) from err
         for directory in (self._tmp, self._new):
@@ -117,8 +120,9 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
 
     # --- writing ------------------------------------------------------------------------
 
-    def open_message(self) -> MessageWriter:
+    def open_message(self, labels: Mapping[str, str] | None = None) -> MessageWriter:
         """Create tmp/<name> now; a worker fills, fsyncs and closes it (see file_writers)."""
+        del labels  # a Maildir file is the message's bytes and nothing else
         while True:
             path = self._staging_path_prefix + unique_name(self._host)
             try:
@@ -272,6 +276,10 @@ class Maildir(StagingDestination[_StagedMaildirMessage]):
         self._files.shutdown()  # every file is closed (or was removed) once this returns
         self._discard_unpublished()
 
+    def remove_if_unused(self) -> None:
+        # cur/, new/ and tmp/ were each created after the Maildir itself: new/ and tmp/ first.
+        remove_empty(sorted(self._created, key=lambda path: len(path.parts)))
+
     def _discard(self, message: _StagedMaildirMessage) -> None:
         unlink_quietly(Path(message.job.path))
 
@@ -309,9 +317,11 @@ class _MaildirWriter:
         return self._job
 
 
-def open_destination(path: Path, *, owner: str, lock_timeout: float) -> Destination:
-    """The Maildir at ``path``; ``lock_timeout`` does not apply: a Maildir takes no locks."""
-    del lock_timeout
+def open_destination(
+    path: Path, *, owner: str, lock_timeout: float, command: Command | None
+) -> Destination:
+    """The Maildir at ``path``; a Maildir takes no locks and runs no ``command``."""
+    del lock_timeout, command
     return Maildir(path, owner=owner)
 
 

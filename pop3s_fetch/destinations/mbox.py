@@ -31,7 +31,7 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +39,7 @@ from types import TracebackType
 from pop3s_fetch.destinations.base import (
     DEFAULT_OWNER,
     LOCK_TIMEOUT,
+    Command,
     Destination,
     MessageWriter,
     Placement,
@@ -53,15 +54,14 @@ from pop3s_fetch.destinations.files import (
     BufferedFdWriter,
     delivery_error,
     refuse_foreign_links,
+    remove_empty,
     unlink_quietly,
     write_all,
 )
+from pop3s_fetch.destinations.headers import HEADER_SNIFF_LIMIT, envelope_sender
 from pop3s_fetch.durable import fsync_directory, fsync_file, make_dirs_durably
 from pop3s_fetch.errors import DeliveryError, LockedError
 
-DEFAULT_SENDER = "MAILER-DAEMON"
-#: Only this much of a message is searched for its Return-Path header.
-HEADER_SNIFF_LIMIT = 64 * 1024
 #: A dotlock older than this whose owner is gone is left over from a crash.
 STALE_LOCK_AGE = 300.0
 LOCK_POLL_INTERVAL = 0.05
@@ -71,9 +71,6 @@ COPY_BLOCK_SIZE = 1024 * 1024
 _NEEDS_QUOTE = re.compile(rb"^(?=>*From )", re.MULTILINE)
 # An unfinished line that may still turn into ">*From ", so its fate is not yet known.
 _UNDECIDED = re.compile(rb">*(?:F(?:r(?:o(?:m)?)?)?)?")
-_RETURN_PATH = re.compile(rb"^return-path:[ \t]*(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-_ANGLE_ADDRESS = re.compile(rb"<([^<>]*)>")
-_ENVELOPE_ADDRESS = re.compile(rb"[!-~]+")  # printable ASCII without spaces: one word
 # A quoted From line, as read back: mboxrd removes exactly one ">" of each.
 _QUOTED_FROM = re.compile(rb"(?m)^>(>*From )")
 
@@ -119,27 +116,6 @@ class MboxrdQuoter:
         return _NEEDS_QUOTE.sub(b">", tail, count=1)
 
 
-def envelope_sender(head: bytes) -> str:
-    """The address for the From line: the Return-Path in the header block, else MAILER-DAEMON."""
-    match = _RETURN_PATH.search(_header_block(head))
-    if match is None:
-        return DEFAULT_SENDER
-    value = match.group(1).replace(b"\r", b"").replace(b"\n", b"")
-    bracketed = _ANGLE_ADDRESS.search(value)
-    address = (bracketed.group(1) if bracketed else value).strip()
-    if not _ENVELOPE_ADDRESS.fullmatch(address):
-        return DEFAULT_SENDER  # "<>" (a bounce), or nothing one word of ASCII could carry
-    return address.decode("ascii")
-
-
-def _header_block(head: bytes) -> bytes:
-    """The header lines: up to the first empty line, or all of ``head`` if none was seen."""
-    if head.startswith(b"\n"):
-        return b""
-    end = head.find(b"\n\n")
-    return head if end < 0 else head[: end + 1]
-
-
 def from_line(sender: str, when: float) -> bytes:
     """``From <sender> <asctime in UTC>``, the separator line mbox readers look for."""
     return f"From {sender} {time.asctime(time.gmtime(when))}\n".encode("ascii")
@@ -180,6 +156,8 @@ class Mbox(StagingDestination[_StagedMboxMessage]):
         self._lock_timeout = lock_timeout
         self._stale_lock_age = stale_lock_age
         self._pause = pause
+        self._created: list[Path] = []  # directories this run made, outermost first
+        self._created_file = False
         self._create()
 
     def _create(self) -> None:
@@ -187,16 +165,25 @@ class Mbox(StagingDestination[_StagedMboxMessage]):
         if self.path.is_dir():
             raise DeliveryError(
                 f"cannot use {self.path} as an mbox: it is a directory",
-                hint="for a Maildir set the destination kind to maildir",
+                hint='for a Maildir set format = "maildir"',
             )
         try:
-            make_dirs_durably(self.path.parent, DIRECTORY_MODE)
+            self._created = make_dirs_durably(self.path.parent, DIRECTORY_MODE)
             existed = self.path.exists()
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+            self._created_file = not existed
             if not existed:
                 fsync_directory(self.path.parent)
         except OSError as err:
             raise delivery_error(err, "create the mbox", self.path) from err
+
+    def remove_if_unused(self) -> None:
+        if self._created_file:
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_size == 0:  # nothing was ever appended
+                    os.unlink(self.path)
+                    fsync_directory(self.path.parent)
+        remove_empty(self._created)
 
     def _lock(self) -> MboxLock:
         return MboxLock(
@@ -209,7 +196,8 @@ class Mbox(StagingDestination[_StagedMboxMessage]):
 
     # --- writing ------------------------------------------------------------------------
 
-    def open_message(self) -> MessageWriter:
+    def open_message(self, labels: Mapping[str, str] | None = None) -> MessageWriter:
+        del labels  # the From line's sender comes from the message itself
         try:
             fd, name = tempfile.mkstemp(
                 prefix=self._spool_prefix, suffix=".spool", dir=self.path.parent
@@ -634,8 +622,11 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def open_destination(path: Path, *, owner: str, lock_timeout: float) -> Destination:
-    """The mbox file at ``path``."""
+def open_destination(
+    path: Path, *, owner: str, lock_timeout: float, command: Command | None
+) -> Destination:
+    """The mbox file at ``path``; it runs no ``command``."""
+    del command
     return Mbox(path, owner=owner, lock_timeout=lock_timeout)
 
 

@@ -6,8 +6,15 @@ each other and by tests that exercise one layer. Must not know: storage, state, 
 credentials or the UI.
 """
 
-from pop3s_fetch.pop3.client import Pop3Client, RemoteMessage, Retrieved
+from pop3s_fetch.pop3.client import MessageTooLarge, Pop3Client, RemoteMessage, Retrieved
 from pop3s_fetch.pop3.codec import Sink
 from pop3s_fetch.pop3.transport import ConnectionClosed
 
-__all__ = ["ConnectionClosed", "Pop3Client", "RemoteMessage", "Retrieved", "Sink"]
+__all__ = [
+    "ConnectionClosed",
+    "MessageTooLarge",
+    "Pop3Client",
+    "RemoteMessage",
+    "Retrieved",
+    "Sink",
+]

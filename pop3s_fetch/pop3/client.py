@@ -71,6 +71,18 @@ class Retrieved:
         return self.error is None and self.received not in (listed, listed + 2)
 
 
+class MessageTooLarge(ProtocolError):
+    """RETR ran past the caller's cap (not LIST's margin); the rest was left unread."""
+
+    def __init__(self, message: RemoteMessage, cap: int) -> None:
+        super().__init__(
+            f"message {message.number} ran past {cap} bytes though the server listed it as "
+            f"{message.size} bytes, so it was not saved"
+        )
+        self.remote = message
+        self.cap = cap
+
+
 def retr_limit(listed: int) -> int:
     """The most octets RETR may send for a message LIST gave as ``listed``.
 
@@ -523,9 +535,15 @@ class Pop3Client:
         return [RemoteMessage(n, uidls[n], sizes[n]) for n in wanted]
 
     def retrieve(
-        self, messages: Sequence[RemoteMessage], open_sink: Callable[[RemoteMessage], Sink]
+        self,
+        messages: Sequence[RemoteMessage],
+        open_sink: Callable[[RemoteMessage], Sink],
+        cap: int | None = None,
     ) -> Iterator[Retrieved]:
         """RETR each message, streaming its body into ``open_sink(message)``, in order.
+
+        No message is read past :func:`retr_limit` of its LIST size, nor past ``cap`` octets
+        (raising :class:`MessageTooLarge`): nothing beyond either reaches the sink.
 
         With PIPELINING, RETRs are sent ahead within a window bounded by bytes and by count.
         Between items the caller may call :meth:`queue_delete`; replies stay matched to
@@ -561,9 +579,13 @@ class Pop3Client:
                 yield Retrieved(message, 0, error=text or "RETR refused")
                 continue
             limit = retr_limit(message.size)
+            if cap is not None and cap < limit:
+                limit = cap
             try:
                 body = self._transport.read_body(open_sink(message), limit=limit)
             except codec.BodyTooLong:
+                if limit == cap:
+                    raise MessageTooLarge(message, cap) from None
                 raise ProtocolError(
                     f"the server sent more than {limit} bytes for message {message.number}, "
                     f"which LIST gave as {message.size} bytes, so it was not saved",

@@ -176,14 +176,34 @@ class _ImplicitTLS(_ReaderLines, poplib.POP3_SSL):
     ) -> None:
         self.reader = None
         self._early = early
+        self._tls_context = context
+        self._handshaking = False
         try:
             super().__init__(host, port, timeout=timeout, context=context)
-        except BaseException:
+        except BaseException as err:
             self._close_after_failed_greeting()
+            if isinstance(err, TimeoutError) and self._handshaking:
+                # TCP was accepted: "timed out connecting" would send the user after the wrong
+                # thing. A port that takes connections but never speaks TLS looks like this.
+                raise ConnectError(
+                    f"timed out in the TLS handshake with {host}:{port} (the TCP connection "
+                    "was accepted)",
+                    hint="check port and tls: implicit TLS is usually port 995; port 110 needs "
+                    'tls = "starttls"',
+                ) from err
             raise
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = super()._create_socket(timeout)
+        # poplib.POP3_SSL's two steps, apart, so that a timeout can say which one it hit.
+        tcp = socket.create_connection((self.host, self.port), timeout)
+        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see _ReaderLines
+        self._handshaking = True
+        try:
+            sock = self._tls_context.wrap_socket(tcp, server_hostname=self.host)
+        except BaseException:
+            tcp.close()
+            raise
+        self._handshaking = False
         if self._early is not None:
             data = self._early()
             if data:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from pop3s_fetch import __version__
@@ -47,7 +51,7 @@ def test_no_config_file_says_where_it_looked(cli: Cli) -> None:
     result = cli.run("sync")
     assert result.code == 78
     assert result.stderr.startswith(f"error: no configuration file at {cli.config_path}")
-    assert "config.example.toml" in result.stderr
+    assert f"pop3s-fetch config example > {cli.config_path}" in result.stderr
     assert len(result.stderr.splitlines()) == 1
 
 
@@ -89,7 +93,8 @@ def test_no_keyring_under_cron_is_77_and_one_line(cli: Cli) -> None:
 
 def test_password_set_without_input_does_not_prompt(cli: Cli) -> None:
     write_account(cli)
-    result = cli.run("password", "set", "work")  # stdin is /dev/null: no terminal
+    keyring = {"PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring"}
+    result = cli.run("password", "set", "work", extra_env=keyring)  # stdin is /dev/null
     assert result.code == 77
     assert result.stderr == (
         'error: no password given for account "work" on standard input '
@@ -156,7 +161,7 @@ def test_second_run_while_one_holds_the_account_exits_75(cli: Cli) -> None:
     assert result.code == 75
     assert result.stderr == (
         f'error: work: account "work" is being synced by another pop3s-fetch (pid {os.getpid()}) '
-        "(wait for it to finish, or pass --wait SECONDS)\n"
+        "(it did not finish within --wait 0.2; wait longer, or let it end)\n"
     )
 
 
@@ -204,3 +209,44 @@ def test_systemd_install_writes_the_units_once(cli: Cli) -> None:
     forced = cli.run("systemd", "--install", "--force")
     assert forced.code == 0
     assert "OnUnitActiveSec=" in (units / "pop3s-fetch.timer").read_text()
+
+
+def test_config_example_prints_the_shipped_example(cli: Cli) -> None:
+    """pip and pipx users have no checkout: the command prints the file the repository holds."""
+    result = cli.run("config", "example")
+    assert result.code == 0
+    assert (
+        result.stdout == (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
+    )
+
+
+def test_password_set_without_a_keyring_says_so_before_asking(cli: Cli) -> None:
+    """On a terminal it asked twice for the password, and only then found no keyring."""
+    write_account(cli)
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "pop3s_fetch", "password", "set", "work"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=cli.env,
+    ) as process:
+        os.close(secondary)
+        seen = b""
+        while chunk := _read_pty(primary):  # until the command exits and the pty closes
+            seen += chunk
+            if b"Password for" in seen:  # it asks: the bug; it would wait for input forever
+                process.kill()
+                break
+        assert process.wait() == 77, seen.decode(errors="replace")
+    os.close(primary)
+    text = seen.decode()
+    assert "Password for" not in text
+    assert text.startswith('error: no usable OS keyring for account "work"')
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the other side is closed
+        return b""

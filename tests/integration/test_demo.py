@@ -23,8 +23,8 @@ def test_demo_syncs_twice_and_verifies(cli: Cli, tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[1] == f"demo: first sync, into {target}:"
     assert lines[2:4] == [
-        "demo-maildir: 8 new messages (500.2 kB), 8 on server",
-        "demo-mbox: 8 new messages (500.2 kB), 8 on server",
+        "demo-maildir: 8 new messages (504.4 kB), 8 on server",
+        "demo-mbox: 8 new messages (504.4 kB), 8 on server",
     ]
     assert lines[5:7] == [
         "demo-maildir: no new mail, 8 on server",

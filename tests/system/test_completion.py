@@ -75,3 +75,8 @@ def test_real_bash_completes_commands_and_accounts(cli: Cli) -> None:
         ["bash", "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.splitlines() == ["sync", "systemd", "work"]
+
+
+def test_an_account_already_named_is_not_offered_again(cli: Cli) -> None:
+    configure(cli)
+    assert complete(cli, "bash", "pop3s-fetch sync work w", "3") == ["plain,wiki", ""]

@@ -23,7 +23,7 @@ BACKEND_MODULES = {name.rsplit(".", 1)[1] for name in BACKENDS.values()}
 def test_each_backend_provides_what_the_factory_calls(kind: str) -> None:
     module = importlib.import_module(BACKENDS[kind])
     opener = inspect.signature(module.open_destination)
-    assert list(opener.parameters) == ["path", "owner", "lock_timeout"]
+    assert list(opener.parameters) == ["path", "owner", "lock_timeout", "command"]
     assert list(inspect.signature(module.read_messages).parameters) == ["path"]
 
 

@@ -27,7 +27,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from pop3s_fetch import __version__, config, report
+from pop3s_fetch import __version__, check, config, report
 from pop3s_fetch.cli import cli
 from pop3s_fetch.errors import ExitCode, TLSError
 from pop3s_fetch.sync import AccountResult
@@ -227,12 +227,36 @@ def field_names(value: object) -> set[str]:
     return set()
 
 
+def sample_check_document() -> dict[str, object]:
+    """A ``sync --dry-run --json`` document (check's schema with every optional field)."""
+    import datetime
+
+    from pop3s_fetch.check import Deletion, Survey
+    from pop3s_fetch.pop3 import RemoteMessage
+
+    surveys = [
+        Survey(
+            "ok",
+            on_server=2,
+            fetch=[RemoteMessage(2, "b", 10)],
+            delete=[Deletion(1, "a", "delivered earlier")],
+        ),
+        Survey("bad", error=TLSError("refused", hint="pin it")),
+    ]
+    started = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    document = check.json_document(surveys, started, 1.5, dry_run=True)
+    return json.loads(json.dumps(document))  # type: ignore[no-any-return]
+
+
 def test_json_output_section_documents_every_field_of_the_schema() -> None:
     text = section(mdoc(MAN1), "JSON OUTPUT")
     assert f"Ql {report.SCHEMA}" in text
+    assert f"Ql {check.SCHEMA}" in text
     fields = field_names(sample_document())
-    assert sorted(f for f in fields if not re.search(rf"\bCm {f}\b", text)) == []
-    assert set(item_names(text)) - fields == set()
+    check_fields = field_names(sample_check_document())
+    for names in (fields, check_fields):
+        assert sorted(f for f in names if not re.search(rf"\bCm {f}\b", text)) == []
+    assert set(item_names(text)) - fields - check_fields == set()
 
 
 # --- pop3s-fetch.toml(5) and config.example.toml --------------------------------------------

@@ -306,7 +306,8 @@ def test_missing_config_fails_with_where_it_looked_and_skips_accounts(home: Home
     assert config.detail == f"no configuration file at {home.config_path}"
     assert config.fix is not None
     assert config.fix.endswith(
-        f"copy config.example.toml to {home.config_path} and edit it, or run: pop3s-fetch init"
+        "run: pop3s-fetch init, or start from the annotated example: "
+        f"pop3s-fetch config example > {home.config_path}"
     )
     assert checks[-1].detail == "the configuration could not be loaded"
     assert doctor.doctor_exit_code(checks) == 78
@@ -328,14 +329,14 @@ def test_invalid_config_lists_every_problem(home: Home) -> None:
         f'{path}: accounts.work.usernme: unknown key (did you mean "username"?)',
         f"{path}: accounts.work.username: missing required key (set it here or in [defaults])",
     ]
-    assert config.fix == "correct each key listed; config.example.toml documents every key"
+    assert config.fix == "correct each key listed; pop3s-fetch config example documents every key"
     assert doctor.render(config) == [
         f"FAIL  config: {path}: 3 problems in the configuration",
         f'      {path}: accounts.work.port: expected an integer 1-65535, got "x"',
         f'      {path}: accounts.work.usernme: unknown key (did you mean "username"?)',
         f"      {path}: accounts.work.username: missing required key (set it here or in "
         "[defaults])",
-        "      fix: correct each key listed; config.example.toml documents every key",
+        "      fix: correct each key listed; pop3s-fetch config example documents every key",
     ]
     assert doctor.doctor_exit_code(checks) == 78
 
@@ -383,6 +384,22 @@ def test_state_dir_open_to_others_warns_with_the_chmod_to_run(home: Home) -> Non
     # Sync still works, so a warning alone does not fail doctor.
     assert by_name(checks, "work: TCP connect").status == "fail"
     assert doctor.doctor_exit_code([c for c in checks if c.name in GLOBAL_CHECKS]) == 0
+
+
+@pytest.mark.usefixtures("env_keyring")
+def test_a_state_dir_others_can_write_fails_as_sync_refuses_it(home: Home) -> None:
+    home.write_account()
+    home.state_dir.mkdir(parents=True)
+    home.state_dir.chmod(0o777)
+    state = by_name(home.doctor(), "state directory")
+    assert (state.status, state.exit_code) == ("fail", 77)
+    assert state.detail == (
+        f"{home.state_dir} is writable by other users (mode 0777), so sync refuses to trust "
+        "its records"
+    )
+    assert (
+        state.fix == f"check that nobody else changed its files, then: chmod 700 {home.state_dir}"
+    )
 
 
 @pytest.mark.usefixtures("env_keyring")
@@ -472,7 +489,7 @@ def test_a_server_that_never_answers_times_out_in_the_tls_check(home: Home) -> N
     tls_check = by_name(checks, "work: TLS")
     assert (tls_check.status, tls_check.detail) == (
         "fail",
-        f"timed out connecting to 127.0.0.1:{port}",
+        f"timed out in the TLS handshake with 127.0.0.1:{port} (the TCP connection was accepted)",
     )
     assert tls_check.exit_code == 75
 

@@ -92,8 +92,8 @@ def test_maildir_byte_exact_and_second_run_fetches_nothing(
     assert len(sorted(read_messages(destination, "maildir"))) == len(messages)
     # The first run learnt that Dovecot pipelines: CAPA now goes with the TLS handshake, and
     # UIDL with SCRAM's last words, before the server's verdict.
-    dialogue = [
-        line.split(": ", 1)[1]
+    dialogue = [  # "DEBUG pop3s_fetch.pop3.client: work: S: ...": the dialogue after the account
+        line.split(": ", 2)[2]
         for line in second.stderr.splitlines()
         if " C: " in line or " S: " in line
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -56,6 +57,19 @@ class Tmux:
             time.sleep(0.05)  # polling an external process's screen, not synchronising threads
 
 
+def start(tmux: Tmux, env: dict[str, str], args: str, cwd: Path, *, width: int = 150) -> None:
+    """Run ``pop3s-fetch ARGS`` in the pane, then print its exit status and keep the pane."""
+    script = cwd / "run.sh"
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+    script.write_text(
+        # A Ctrl-C meant for the command must not end the script (and with it the pane).
+        f"{exports}trap true INT\ncd {shlex.quote(str(cwd))}\n"
+        f"{shlex.quote(sys.executable)} -m pop3s_fetch {args}\n"
+        'echo "[exit $?]"\nexec sleep 600\n'
+    )
+    tmux("new-session", "-d", "-s", "test", "-x", str(width), "-y", "50", f"sh {script}")
+
+
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[Tmux]:
     terminal = Tmux(tmp_path / "tmux.sock")
@@ -84,13 +98,7 @@ def test_progress_rows_then_summary_table(
             account_toml("work", username="alice", destination=tmp_path / "w", **common)  # type: ignore[arg-type]
             + account_toml("home", username="bob", destination=tmp_path / "h", **common)  # type: ignore[arg-type]
         )
-        script = tmp_path / "run.sh"
-        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli.env.items())
-        script.write_text(
-            f"{exports}{shlex.quote(sys.executable)} -m pop3s_fetch sync\n"
-            'echo "[exit $?]"\nexec sleep 600\n'
-        )
-        tmux("new-session", "-d", "-s", "test", "-x", "150", "-y", "40", f"sh {script}")
+        start(tmux, cli.env, "sync", tmp_path)
 
         live = tmux.wait_for(
             lambda s: "downloading 1/3" in s and s.count("downloading") >= 2, "two live rows"
@@ -114,13 +122,7 @@ def test_progress_rows_then_summary_table(
 
 def test_init_writes_a_config_that_loads(tmp_path: Path, tmux: Tmux) -> None:
     cli = make_cli(tmp_path, {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
-    script = tmp_path / "run.sh"
-    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cli.env.items())
-    script.write_text(
-        f"{exports}{shlex.quote(sys.executable)} -m pop3s_fetch init\n"
-        'echo "[exit $?]"\nexec sleep 600\n'
-    )
-    tmux("new-session", "-d", "-s", "test", "-x", "150", "-y", "40", f"sh {script}")
+    start(tmux, cli.env, "init", tmp_path)
     answers = [
         ("Account name", "work"),
         ("POP3S server", "pop.example.com"),
@@ -146,3 +148,222 @@ def test_init_writes_a_config_that_loads(tmp_path: Path, tmux: Tmux) -> None:
     again = cli.run("init")  # no terminal: refuses rather than prompting
     assert again.code == 78
     assert again.stderr.startswith("error: init asks questions and needs a terminal")
+
+
+def test_verbose_log_lines_go_above_the_live_rows(
+    tmp_path: Path, tmux: Tmux, server_ssl_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    """-v wrote its lines into the live row, which then stayed half-drawn (issue 14, item 1)."""
+    release = threading.Event()
+    messages = [f"Subject: {n}\n\n{'x' * 3000 * n}\n".encode() for n in range(1, 4)]
+    faults = Faults(hold_retr={2: release})
+    users = {"alice": (PASSWORD, MailStore(messages))}
+    with Pop3Server(server_ssl_context, users, faults=faults) as server:
+        cli = make_cli(
+            tmp_path,
+            {
+                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
+                "TEST_KEYRING_PASSWORD": PASSWORD,
+                "TERM": "xterm-256color",
+            },
+        )
+        cli.write_config(
+            account_toml(
+                "work",
+                host="127.0.0.1",
+                port=server.port,
+                ca_file=ca_file,
+                username="alice",
+                destination=tmp_path / "w",
+            )
+        )
+        start(tmux, cli.env, "sync -v", tmp_path)
+        live = tmux.wait_for(
+            lambda s: "downloading 1/3" in s and "logged in with" in s, "a log line and a live row"
+        )
+        release.set()
+        final = tmux.wait_for(lambda s: "[exit " in s, "the end of the run")
+    for screen in (live, final):
+        mixed = [line for line in screen.splitlines() if "INFO" in line and "━" in line]
+        assert mixed == [], screen
+    lines = live.splitlines()
+    logged = next(i for i, line in enumerate(lines) if "logged in with" in line)
+    row = next(i for i, line in enumerate(lines) if "downloading 1/3" in line)
+    assert logged < row  # the log line is above the live row
+    assert lines[logged].startswith("INFO pop3s_fetch.sync: work: logged in with")
+    assert "[exit 0]" in final
+
+
+def run_init(tmux: Tmux, cli_env: dict[str, str], cwd: Path, answers: list[tuple[str, str]]) -> str:
+    start(tmux, cli_env, "init", cwd, width=200)
+    for prompt, answer in answers:
+        tmux.wait_for(lambda s, p=prompt: s.rstrip().rsplit("\n", 1)[-1].startswith(p), prompt)
+        tmux("send-keys", "-t", "test", answer, "Enter")
+    return tmux.wait_for(lambda s: "[exit " in s, "the end of init")
+
+
+def test_init_tries_the_server_and_offers_to_pin_a_refused_certificate(
+    tmp_path: Path, tmux: Tmux, server_ssl_context: ssl.SSLContext
+) -> None:
+    """init wrote a config whose first sync failed with exit 69 (issue 14, item 13)."""
+    cli = make_cli(tmp_path, {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    here = tmp_path / "here"
+    here.mkdir()
+    with Pop3Server(server_ssl_context, {"alice": (PASSWORD, MailStore([]))}) as server:
+        final = run_init(
+            tmux,
+            cli.env,
+            here,
+            [
+                ("Account name", "x2"),
+                ("POP3S server", "127.0.0.1"),
+                ("Port", str(server.port)),
+                ("User name", "alice"),
+                ("Deliver to", "Mail/x2"),
+                ("Format", ""),
+                ("Keep messages", "y"),
+                ("Trust it by a CA file", "p"),
+                ("Store the password", "n"),
+            ],
+        )
+        assert "[exit 0]" in final, final
+        assert "the TLS check failed: refused the TLS connection" in final
+        assert "TLS: TLSv1.3, certificate" in final
+        assert "(pinned)" in final
+        assert "next: pop3s-fetch password set x2, then pop3s-fetch sync x2" in final
+        info = cli.run("serverinfo", "x2")  # the written pin works as sync would use it
+        assert info.code == 0, info.output
+    text = cli.config_path.read_text()
+    assert f'destination = "{here / "Mail" / "x2"}"' in text  # from where the user stood
+    assert 'fingerprint = "sha256:' in text
+    assert "ca_file" not in text
+
+
+def test_init_adds_an_account_to_an_existing_file_and_keeps_the_rest(
+    tmp_path: Path, tmux: Tmux
+) -> None:
+    cli = make_cli(tmp_path, {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    before = (
+        "# my mail, by hand\n[accounts.old]  # the first one\n"
+        'host = "pop.example.com"\nusername = "me"\ndestination = "~/Mail/old"\n'
+    )
+    cli.write_config(before)
+    final = run_init(
+        tmux,
+        cli.env,
+        tmp_path,
+        [
+            ("Account name", "old"),
+            ("old is taken", "new"),
+            ("POP3S server", "pop.example.net"),
+            ("Port", ""),
+            ("User name", "me"),
+            ("Deliver to", "~/Mail/new"),
+            ("Format", "mbox"),
+            ("Keep messages", "y"),
+            ("Store the password", "n"),
+        ],
+    )
+    assert "[exit 0]" in final, final
+    assert f"added account new to {cli.config_path}" in final
+    after = cli.config_path.read_text()
+    assert after.startswith(before)
+    assert cli.run("accounts").stdout.splitlines() == [
+        f"old: me@pop.example.com -> {cli.home}/Mail/old (maildir, keep)",
+        f"new: me@pop.example.net -> {cli.home}/Mail/new (mbox, keep)",
+    ]
+
+
+def test_sizes_agree_and_accounts_without_news_or_a_listing_say_so(
+    tmp_path: Path, tmux: Tmux, server_ssl_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    """The progress total and the summary agree (issue 14, item 5); an account with nothing
+    new says "no new mail" and one never listed shows a dash, not 0 (item 6)."""
+    release = threading.Event()
+    messages = [f"Subject: {n}\n\n{'x' * 3000 * n}\n".encode() for n in range(1, 4)]
+    users = {"alice": (PASSWORD, MailStore(messages)), "bob": (PASSWORD, MailStore(messages[:1]))}
+    with Pop3Server(server_ssl_context, users, faults=Faults(hold_retr={2: release})) as server:
+        cli = make_cli(
+            tmp_path,
+            {
+                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
+                "TEST_KEYRING_PASSWORD": PASSWORD,
+                "TERM": "xterm-256color",
+            },
+        )
+        common = {"host": "127.0.0.1", "port": server.port, "ca_file": ca_file}
+        cli.write_config(
+            account_toml("busy", username="alice", destination=tmp_path / "b", **common)  # type: ignore[arg-type]
+            + account_toml("idle", username="bob", destination=tmp_path / "i", **common)  # type: ignore[arg-type]
+            + account_toml(
+                "down",
+                host="127.0.0.1",
+                port=closed_port(),
+                username="x",
+                destination=tmp_path / "d",
+                ca_file=ca_file,
+            )
+        )
+        assert cli.run("sync", "idle").code == 0  # idle's one message is delivered already
+        start(tmux, cli.env, "sync", tmp_path)
+        live = tmux.wait_for(
+            lambda s: "downloading 1/3" in s and "no new mail" in s, "a busy and an idle row"
+        )
+        release.set()
+        final = tmux.wait_for(lambda s: "[exit " in s, "the end of the run")
+    idle_row = next(line for line in live.splitlines() if line.startswith("idle"))
+    assert "no new mail" in idle_row
+    busy_row = next(line for line in live.splitlines() if line.startswith("busy"))
+    total = sum(len(m) + m.count(b"\n") for m in messages)  # as LIST counts: CRLF line ends
+    assert f"/{total / 1000:.1f} kB" in busy_row, busy_row
+    rows = {line.split()[0]: line.split() for line in final.splitlines() if line.strip()}
+    assert rows["busy"][1:5] == ["ok", "3", f"{total / 1000:.1f}", "kB"]
+    assert rows["down"][1] == "failed"
+    assert rows["down"][-3] == "-"  # on server: never listed
+    assert rows["idle"][1:3] == ["ok", "0"]
+    assert rows["idle"][-3] == "1"
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_ctrl_c_says_what_is_safe(
+    tmp_path: Path, tmux: Tmux, server_ssl_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    """Ctrl-C printed only "aborted" (issue 14, item 4)."""
+    held = threading.Event()  # never set: RETR 2 waits until the server stops
+    messages = [f"Subject: {n}\n\nbody {n}\n".encode() for n in range(1, 4)]
+    users = {"alice": (PASSWORD, MailStore(messages))}
+    with Pop3Server(server_ssl_context, users, faults=Faults(hold_retr={2: held})) as server:
+        cli = make_cli(
+            tmp_path,
+            {
+                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
+                "TEST_KEYRING_PASSWORD": PASSWORD,
+                "TERM": "xterm-256color",
+            },
+        )
+        cli.write_config(
+            account_toml(
+                "work",
+                host="127.0.0.1",
+                port=server.port,
+                ca_file=ca_file,
+                username="alice",
+                destination=tmp_path / "w",
+                keep=False,
+            )
+        )
+        start(tmux, cli.env, "sync", tmp_path)
+        tmux.wait_for(lambda s: "downloading 1/3" in s, "the first message in")
+        tmux("send-keys", "-t", "test", "C-c")
+        final = tmux.wait_for(lambda s: "[exit " in s, "the end of the run")
+        on_server = sorted(m for _, m in users["alice"][1].messages())
+    assert "interrupted: work: 1 of 3 messages saved, nothing deleted" in final, final
+    assert "run sync again to continue" in final
+    assert "[exit 130]" in final
+    assert on_server == sorted(messages)  # no QUIT: nothing deleted, as it says
+    assert len(list((tmp_path / "w" / "new").iterdir())) == 1  # and the one saved is there

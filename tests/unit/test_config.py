@@ -126,7 +126,8 @@ def test_missing_file_says_where_it_looked(tmp_path: Path) -> None:
     assert err.hint == (
         "pop3s-fetch looked for --config, then $POP3S_FETCH_CONFIG, then "
         "$XDG_CONFIG_HOME/pop3s-fetch/config.toml (default ~/.config/pop3s-fetch/config.toml); "
-        f"copy config.example.toml to {path} and edit it, or run: pop3s-fetch init"
+        "run: pop3s-fetch init, or start from the annotated example: "
+        f"pop3s-fetch config example > {path}"
     )
     assert err.exit_code == ExitCode.CONFIG
     assert err.problems == []
@@ -281,12 +282,59 @@ def test_tilde_is_expanded_in_paths(cfg_path: Path, monkeypatch: pytest.MonkeyPa
     assert account.ca_file == Path("/home/tester/ca.pem")
 
 
-def test_environment_variables_are_not_expanded(
-    cfg_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("written", ["$HOME/Mail/x", "${HOME}/Mail", "/m/$MAILDIR_ROOT"])
+def test_a_shell_variable_in_a_path_is_refused(cfg_path: Path, written: str) -> None:
+    """TOML is not a shell: "$HOME/Mail/x" became <config dir>/$HOME/Mail/x (issue 14)."""
+    text = MINIMAL_ACCOUNT.replace("/var/mail/work", written)
+    assert problems_of(text, cfg_path) == [
+        f'{cfg_path}: accounts.work.destination: "{written}" names a shell variable, which is '
+        "not expanded here; write the path itself, or ~ for your home directory"
+    ]
+
+
+def test_a_dollar_that_is_not_a_variable_is_kept(cfg_path: Path) -> None:
+    text = MINIMAL_ACCOUNT.replace("/var/mail/work", "/m/cost$5")
+    assert config.parse(text, cfg_path).accounts["work"].destination == Path("/m/cost$5")
+
+
+def test_files_the_configuration_names_must_exist_when_it_is_loaded(tmp_path: Path) -> None:
+    """A typo such as ca = "~/bench-ca.pen" was valid, then failed as TLS (69), not 78."""
+    (tmp_path / "real.pem").write_text("x")
+    (tmp_path / "certs").mkdir()
+    path = tmp_path / "config.toml"
+    path.write_text(
+        MINIMAL_ACCOUNT + 'ca = "bench-ca.pen"\nclient_cert = "certs"\nclient_key = "real.pem"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert caught.value.problems == [
+        f"{path}: accounts.work.ca: there is no file {tmp_path / 'bench-ca.pen'}",
+        f"{path}: accounts.work.client_cert: {tmp_path / 'certs'} is a directory, not a file",
+    ]
+    assert caught.value.exit_code == 78
+    (tmp_path / "bench-ca.pen").write_text("x")
+    path.write_text(MINIMAL_ACCOUNT + 'ca = "bench-ca.pen"\nclient_cert = "real.pem"\n')
+    assert config.load(path).accounts["work"].tls.ca == str(tmp_path / "bench-ca.pen")
+
+
+def test_the_example_names_its_ca_files_as_missing_until_they_exist(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("MAILDIR_ROOT", "/should/not/appear")
-    text = MINIMAL_ACCOUNT.replace("/var/mail/work", "/m/$MAILDIR_ROOT")
-    assert config.parse(text, cfg_path).accounts["work"].destination == Path("/m/$MAILDIR_ROOT")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    example = REPO_ROOT / "config.example.toml"
+    with pytest.raises(ConfigError) as caught:
+        config.load(example)
+    ca_dir = tmp_path / ".config" / "pop3s-fetch"
+    assert caught.value.problems == [
+        f"{example}: accounts.work-archive.ca: there is no file {ca_dir / 'work-ca.pem'}",
+        f"{example}: accounts.self-hosted.ca: there is no file {ca_dir / 'example-org-ca.pem'}",
+    ]
+    ca_dir.mkdir(parents=True)
+    for name in ("work-ca.pem", "example-org-ca.pem"):
+        (ca_dir / name).write_text("x")
+    assert set(config.load(example).accounts) == set(
+        config.parse(example.read_text(), example).accounts
+    )
 
 
 def test_config_objects_are_frozen(cfg_path: Path) -> None:
@@ -297,6 +345,8 @@ def test_config_objects_are_frozen(cfg_path: Path) -> None:
 
 # --- parse: problems, with their exact text ---------------------------------------------------
 
+KEEP_EXPECTED = 'expected true, false or a duration such as "30d", "12h" or "2w"'
+
 
 def test_error_message_counts_problems(cfg_path: Path) -> None:
     text = MINIMAL_ACCOUNT + 'port = "x"\nkeep = 1\n'
@@ -306,7 +356,7 @@ def test_error_message_counts_problems(cfg_path: Path) -> None:
     assert excinfo.value.exit_code == ExitCode.CONFIG
     assert excinfo.value.problems == [
         f'{cfg_path}: accounts.work.port: expected an integer 1-65535, got "x"',
-        f"{cfg_path}: accounts.work.keep: expected true or false, got 1",
+        f'{cfg_path}: accounts.work.keep: {KEEP_EXPECTED}, got 1 (did you mean true, or "1d"?)',
     ]
 
 
@@ -324,10 +374,13 @@ def test_error_message_for_one_problem_is_singular(cfg_path: Path) -> None:
         ("port = 65536", "accounts.work.port: expected an integer 1-65535, got 65536"),
         ("port = true", "accounts.work.port: expected an integer 1-65535, got true"),
         ("port = 995.0", "accounts.work.port: expected an integer 1-65535, got 995.0"),
-        ('format = "mh"', 'accounts.work.format: expected "maildir" or "mbox", got "mh"'),
-        ('format = "Maildir"', 'accounts.work.format: expected "maildir" or "mbox", got "Maildir"'),
-        ('keep = "yes"', 'accounts.work.keep: expected true or false, got "yes"'),
-        ("keep = 0", "accounts.work.keep: expected true or false, got 0"),
+        ('format = "mh"', 'accounts.work.format: expected "maildir", "mbox" or "mda", got "mh"'),
+        (
+            'format = "Maildir"',
+            'accounts.work.format: expected "maildir", "mbox" or "mda", got "Maildir"',
+        ),
+        ('keep = "yes"', f'accounts.work.keep: {KEEP_EXPECTED}, got "yes" (did you mean true?)'),
+        ("keep = 0", f"accounts.work.keep: {KEEP_EXPECTED}, got 0 (did you mean false?)"),
         (
             "timeout = 0",
             "accounts.work.timeout: expected a number of seconds above 0 and at most 3600, got 0",
@@ -421,7 +474,8 @@ def test_password_value_never_appears_in_problems(cfg_path: Path) -> None:
     [
         pytest.param(
             'format = "a\\"b\\\\c\\td\\u0001é"\n',
-            'accounts.work.format: expected "maildir" or "mbox", got "a\\"b\\\\c\\td\\u0001é"',
+            'accounts.work.format: expected "maildir", "mbox" or "mda", '
+            'got "a\\"b\\\\c\\td\\u0001é"',
             id="strings-are-shown-with-toml-escapes",
         ),
         pytest.param(
@@ -433,7 +487,9 @@ def test_password_value_never_appears_in_problems(cfg_path: Path) -> None:
             "colour = 1\n",
             "accounts.work.colour: unknown key; known keys: host, username, destination, format, "
             "port, keep, ca_file, timeout, tls, ca, fingerprint, tls_min_version, x509_strict, "
-            "client_cert, client_key, auth, password_command, password_credential, oauth2",
+            "client_cert, client_key, auth, password_command, password_credential, "
+            + "".join(f"{key}, " for key in config.ACCOUNT_KEYS[18:-1])
+            + "oauth2",
             id="unknown-key-without-close-match-lists-known-keys",
         ),
         pytest.param(
@@ -569,7 +625,7 @@ CUSTOM_OAUTH2_MISSING = (
                 'accounts.one.username: expected a non-empty string, got ""',
                 'accounts."bad name": invalid account name; use at most 64 letters, '
                 'digits, ".", "_" and "-", starting with a letter or digit',
-                'accounts.two.format: expected "maildir" or "mbox", got "mh"',
+                'accounts.two.format: expected "maildir", "mbox" or "mda", got "mh"',
                 "accounts.two.host: missing required key (set it here or in [defaults])",
                 "accounts.two.username: missing required key (set it here or in [defaults])",
                 "accounts.two.destination: missing required key (set it here or in [defaults])",
@@ -667,15 +723,18 @@ def test_select_from_no_accounts(cfg_path: Path) -> None:
     with pytest.raises(ConfigError) as excinfo:
         Config(path=cfg_path, accounts={}).select([])
     assert str(excinfo.value) == f"no accounts are defined in {cfg_path}"
-    assert excinfo.value.hint == "add an [accounts.NAME] table; see config.example.toml"
+    assert (
+        excinfo.value.hint == "add an [accounts.NAME] table; pop3s-fetch config example shows one"
+    )
 
 
 # --- the shipped example ----------------------------------------------------------------------
 
 
-def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_config_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", "/home/example")
-    loaded = config.load(REPO_ROOT / "config.example.toml")
+    example = REPO_ROOT / "config.example.toml"
+    loaded = config.parse(example.read_text(), example)
     assert loaded.accounts == {
         "home": Account(
             name="home",
@@ -753,6 +812,30 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
             destination=Path("/srv/mail/backup"),
             password_command=("pass", "show", "mail/backup"),
             timeout=30.0,
+        ),
+        "slow-link": Account(
+            name="slow-link",
+            host="pop.example.net",
+            username="carol@example.net",
+            destination=Path("/home/example/Mail/slow-link"),
+            keep=True,
+            delete_after=30 * 86400.0,
+            max_message_size=25_000_000,
+            oversize="skip",
+            max_messages=500,
+            max_bytes=200_000_000,
+            timeout=30.0,
+        ),
+        "filtered": Account(
+            name="filtered",
+            host="pop.example.net",
+            username="alice@example.net",
+            destination=None,
+            format="mda",
+            keep=False,
+            timeout=30.0,
+            mda=("/usr/bin/procmail", "-f", "{sender}"),
+            mda_timeout=300.0,
         ),
     }
 

@@ -108,17 +108,23 @@ def test_a_state_directory_reached_through_the_users_own_link_is_used(tmp_path: 
     assert (real / "work.sqlite3").is_file()
 
 
-def test_new_directory_levels_are_fsynced_into_their_parents_deepest_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    synced: list[Path] = []
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The directories fsynced through durable.fsync_directory, in order (they still are)."""
+    seen: list[Path] = []
     real_fsync_directory = durable.fsync_directory
 
     def recording(path: Path) -> None:
-        synced.append(path)
+        seen.append(path)
         real_fsync_directory(path)
 
     monkeypatch.setattr(durable, "fsync_directory", recording)
+    return seen
+
+
+def test_new_directory_levels_are_fsynced_into_their_parents_deepest_first(
+    tmp_path: Path, synced: list[Path]
+) -> None:
     target = tmp_path / "a" / "b" / "c"
     created = durable.make_dirs_durably(target, 0o700)
     assert created == [tmp_path / "a", tmp_path / "a" / "b", target]
@@ -130,16 +136,8 @@ def test_new_directory_levels_are_fsynced_into_their_parents_deepest_first(
 
 
 def test_a_new_state_file_is_fsynced_into_its_directory_only_when_created(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, synced: list[Path]
 ) -> None:
-    synced: list[Path] = []
-    real_fsync_directory = durable.fsync_directory
-
-    def recording(path: Path) -> None:
-        synced.append(path)
-        real_fsync_directory(path)
-
-    monkeypatch.setattr(durable, "fsync_directory", recording)
     path = tmp_path / "state" / "work.sqlite3"
     open_store(path).close()
     assert synced == [tmp_path, tmp_path / "state"]  # the new directory, then the new file

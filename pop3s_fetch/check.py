@@ -1,0 +1,298 @@
+"""``pop3s-fetch check`` and ``sync --dry-run``: what a sync would do, found without doing it.
+
+Both log in, list (UIDL, then LIST sizes of the new messages only) and QUIT: no RETR, no DELE,
+so the maildrop is left as it was. The listing is compared with the account's state file, which
+is read and never written: not created when missing (then every message is new), no journal
+settled, no server fact (PIPELINING, login method) remembered, and the account's lock is not
+taken, so a status bar polling ``check`` never makes a running sync wait or fail, nor the
+reverse. The destination is not opened at all. A delivery a killed run left in flight counts
+as new: only the next sync, which looks in the destination, can tell whether it landed.
+
+Must not know: click or rich (the CLI prints what :func:`check_lines` and :func:`plan_lines`
+give), keyring (the caller passes a password getter), how mail is delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pop3s_fetch import __version__
+from pop3s_fetch.config import Account
+from pop3s_fetch.connect import log_in, open_session
+from pop3s_fetch.errors import ExitCode, Pop3sFetchError
+from pop3s_fetch.pop3 import RemoteMessage
+from pop3s_fetch.report import PARTIAL_FAILURE, error_record
+from pop3s_fetch.state import open_store
+from pop3s_fetch.sync import check_uidls
+from pop3s_fetch.ui import human_bytes
+
+if TYPE_CHECKING:
+    import datetime
+
+SCHEMA = "pop3s-fetch.check/1"
+
+#: check's exit status when every account answered and none has new mail (as grep's "no match").
+NO_NEW_MAIL = 1
+
+#: Why a message would be deleted by a sync with keep = false.
+DELIVERED_EARLIER = "delivered earlier"
+ONCE_SAVED = "once it is saved"
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the state file says of an account's messages (all empty when it has none)."""
+
+    delivered: frozenset[str] = frozenset()
+    held: frozenset[str] = frozenset()  # delivered, but never to be deleted by us
+    pending: frozenset[str] = frozenset()  # in flight when a run was killed
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """A message a sync would delete from the server, and why."""
+
+    number: int
+    uidl: str
+    reason: str
+
+
+@dataclass
+class Survey:
+    """One account's answer: what is new on the server and what a sync would delete."""
+
+    account: str
+    on_server: int | None = None  # None: never listed (the account failed before)
+    fetch: list[RemoteMessage] = field(default_factory=list)
+    delete: list[Deletion] = field(default_factory=list)
+    interrupted: frozenset[str] = frozenset()  # UIDLs of ``fetch`` a killed run left in flight
+    error: Pop3sFetchError | None = None
+    duration: float = 0.0
+
+    @property
+    def new(self) -> int:
+        return len(self.fetch)
+
+    @property
+    def octets(self) -> int:
+        return sum(message.size for message in self.fetch)
+
+
+def read_known(path: Path) -> Known:
+    """The account's records, read without creating or changing anything.
+
+    Raises:
+        StateError: the file cannot be read, or cannot be trusted (as for a sync).
+    """
+    if not os.path.lexists(path):
+        return Known()  # never synced: everything is new, and nothing is created to say so
+    with open_store(path) as store:
+        return Known(
+            frozenset(store.delivered()),
+            frozenset(store.held()),
+            frozenset(intent.uidl for intent in store.pending()),
+        )
+
+
+def plan(uidls: Mapping[int, str], known: Known, *, keep: bool) -> tuple[list[int], list[Deletion]]:
+    """The numbers of the new messages, and what a sync would delete, in the order it would.
+
+    With ``keep = false`` a sync deletes the delivered messages still on the server (except
+    those held for a size that disagreed), then each new one once it is saved.
+    """
+    new = [n for n, uidl in sorted(uidls.items()) if uidl not in known.delivered]
+    if keep:
+        return new, []
+    deletions = [
+        Deletion(n, uidl, DELIVERED_EARLIER)
+        for n, uidl in sorted(uidls.items())
+        if uidl in known.delivered and uidl not in known.held
+    ]
+    deletions += [Deletion(n, uidls[n], ONCE_SAVED) for n in new]
+    return new, deletions
+
+
+def survey_account(
+    account: Account,
+    password: Callable[[], str],
+    state_dir: Path,
+    *,
+    context_factory: Callable[[Account], ssl.SSLContext] | None = None,
+) -> Survey:
+    """Log in, list, QUIT; errors are returned in the survey, not raised."""
+    survey = Survey(account.name)
+    started = time.monotonic()
+    try:
+        known = read_known(state_dir / f"{account.name}.sqlite3")
+        secret = password()
+        context = context_factory(account) if context_factory else None
+        with open_session(account, context=context) as session:
+            session.prefetch_sizes = not known.delivered  # every message is new: one LIST
+            log_in(session, account, secret, then_list=True)
+            uidls = session.unique_ids()
+            check_uidls(uidls)
+            new, survey.delete = plan(uidls, known, keep=account.keep)
+            survey.on_server = len(uidls)
+            survey.fetch = session.with_sizes(uidls, new)
+            survey.interrupted = known.pending & {uidls[n] for n in new}
+            session.quit()  # no DELE was sent: nothing to commit
+    except Pop3sFetchError as err:
+        survey.error = err
+    survey.duration = time.monotonic() - started
+    return survey
+
+
+def survey_accounts(
+    accounts: Sequence[tuple[Account, Callable[[], str]]],
+    state_dir: Path,
+    *,
+    jobs: int = 1,
+    context_factory: Callable[[Account], ssl.SSLContext] | None = None,
+) -> list[Survey]:
+    """Survey each (account, password getter) pair, ``jobs`` at a time, in the order given."""
+
+    def one(pair: tuple[Account, Callable[[], str]]) -> Survey:
+        return survey_account(*pair, state_dir, context_factory=context_factory)
+
+    if jobs <= 1 or len(accounts) <= 1:
+        return [one(pair) for pair in accounts]
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, accounts))
+
+
+def check_exit_code(surveys: Sequence[Survey]) -> int:
+    """0 when some account has new mail; 1 when every account answered and none has; else
+    (none found, some could not tell) the first failure's code, like ``grep -q``."""
+    if any(s.error is None and s.new for s in surveys):
+        return int(ExitCode.OK)
+    failed = [s.error for s in surveys if s.error is not None]
+    return int(failed[0].exit_code) if failed else NO_NEW_MAIL
+
+
+def dry_run_exit_code(surveys: Sequence[Survey]) -> int:
+    """As a sync's: 0 when all answered, the first failure's code if all failed, else 1."""
+    failed = [s.error for s in surveys if s.error is not None]
+    if not failed:
+        return int(ExitCode.OK)
+    return PARTIAL_FAILURE if len(failed) < len(surveys) else int(failed[0].exit_code)
+
+
+def check_lines(surveys: Sequence[Survey]) -> list[str]:
+    """One line per account that answered (failures are reported as errors)."""
+    lines = []
+    for s in surveys:
+        if s.error is not None:
+            continue
+        if s.new:
+            noun = "message" if s.new == 1 else "messages"
+            found = f"{s.new} new {noun} ({human_bytes(s.octets)})"
+        else:
+            found = "no new mail"
+        lines.append(f"{s.account}: {found}, {s.on_server} on server")
+    return lines
+
+
+def plan_lines(survey: Survey, *, terminal: bool) -> list[str]:
+    """What a sync would do: an aligned list for people, or one fact per line for programs.
+
+    Plain lines start with the account's name, so ``grep`` and ``awk`` can split them.
+    """
+    name = survey.account
+    what = _plan_summary(survey)
+    if not terminal:
+        lines = [
+            f"{name}: fetch message {m.number} ({m.size} bytes, UIDL {m.uidl}"
+            + (", interrupted earlier)" if m.uidl in survey.interrupted else ")")
+            for m in survey.fetch
+        ]
+        lines += [
+            f"{name}: delete message {d.number} (UIDL {d.uidl}, {d.reason})" for d in survey.delete
+        ]
+        return [*lines, f"{name}: {what}"]
+    rows = [
+        ("fetch", str(m.number), human_bytes(m.size), m.uidl, _fetch_note(survey, m))
+        for m in survey.fetch
+    ]
+    rows += [("delete", str(d.number), "", d.uidl, d.reason) for d in survey.delete]
+    lines = [f"{name}: {what}"]
+    if rows:
+        header = ("", "message", "size", "UIDL", "")
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+        for row in [header, *rows]:
+            cells = [
+                row[0].ljust(widths[0]),
+                row[1].rjust(widths[1]),
+                row[2].rjust(widths[2]),
+                row[3].ljust(widths[3]),
+                row[4],
+            ]
+            lines.append(("  " + "  ".join(cells)).rstrip())
+    return lines
+
+
+def _fetch_note(survey: Survey, message: RemoteMessage) -> str:
+    if message.uidl in survey.interrupted:
+        return "interrupted earlier: fetched only if not found in the destination"
+    return ""
+
+
+def _plan_summary(survey: Survey) -> str:
+    noun = "message" if survey.new == 1 else "messages"
+    fetch = f"{survey.new} {noun} ({human_bytes(survey.octets)})" if survey.new else "nothing"
+    deleted = f"delete {len(survey.delete)} from the server" if survey.delete else "delete nothing"
+    return (
+        f"would fetch {fetch} and {deleted}, of {survey.on_server} on the server "
+        "(dry run: nothing was written or deleted)"
+    )
+
+
+def json_document(
+    surveys: Sequence[Survey],
+    started: datetime.datetime,
+    duration: float,
+    *,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """The whole run as one JSON-ready dict (schema ``pop3s-fetch.check/1``, in pop3s-fetch(1)).
+
+    ``sync --dry-run --json`` gives the same document with each account's ``fetch`` and
+    ``delete`` lists, and its exit code is a sync's.
+    """
+    accounts = []
+    for s in surveys:
+        record: dict[str, Any] = {
+            "name": s.account,
+            "status": "failed" if s.error else ("new" if s.new else "none"),
+            "new": s.new,
+            "bytes": s.octets,
+            "on_server": s.on_server,
+            "duration": round(s.duration, 3),
+            "errors": [error_record(s.error)] if s.error else [],
+        }
+        if dry_run:
+            record["fetch"] = [
+                {"number": m.number, "uidl": m.uidl, "size": m.size} for m in s.fetch
+            ]
+            record["delete"] = [
+                {"number": d.number, "uidl": d.uidl, "reason": d.reason} for d in s.delete
+            ]
+        accounts.append(record)
+    return {
+        "schema": SCHEMA,
+        "version": __version__,
+        "started": started.isoformat(timespec="seconds"),
+        "duration": round(duration, 3),
+        "dry_run": dry_run,
+        "exit_code": dry_run_exit_code(surveys) if dry_run else check_exit_code(surveys),
+        "new": sum(s.new for s in surveys if s.error is None),
+        "bytes": sum(s.octets for s in surveys if s.error is None),
+        "accounts": accounts,
+    }

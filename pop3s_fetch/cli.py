@@ -12,6 +12,7 @@ import functools
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -122,8 +123,27 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int, debug: bool)
     _setup_logging(ctx.obj)
 
 
+def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """--every's value: "90" (seconds), "30s", "5m", "1h", "1d"; at least one second."""
+    if value is None:
+        return None
+    from pop3s_fetch.daemon import parse_interval
+
+    try:
+        return parse_interval(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
+
+
 @cli.command()
 @click.argument("accounts", nargs=-1, shell_complete=_complete_accounts)
+@click.option(
+    "--every",
+    callback=_interval,
+    metavar="INTERVAL",
+    help="Stay in the foreground and sync again this long after each round (90, 30s, 5m, "
+    "1h). SIGTERM/SIGINT stop after the current message; SIGHUP re-reads the configuration.",
+)
 @click.option(
     "--wait",
     type=click.FloatRange(min=0),
@@ -164,14 +184,20 @@ def sync(
     no_progress: bool,
     as_json: bool,
     dry_run: bool,
+    every: float | None,
 ) -> None:
     """Download new mail for every account, or only the ACCOUNTS named.
 
     Each message is written to the account's Maildir or mbox and recorded, so it is never
     downloaded twice; with keep = false it is deleted from the server only after that.
     Exit status 0 also when there was no new mail; 1 when some accounts failed and others
-    did not.
+    did not. With --every it runs until stopped, then exits 0.
     """
+    if every is not None:
+        if as_json or dry_run:
+            flag = "--json" if as_json else "--dry-run"
+            raise click.UsageError(f"{flag} cannot be combined with --every (it is for one run)")
+        sys.exit(_sync_every(g, accounts, every, wait=wait, jobs=jobs, quiet=quiet))
     import gc
     import time
 
@@ -210,6 +236,54 @@ def sync(
     else:
         output.summary(results)
     sys.exit(report.exit_code(results))
+
+
+def _sync_every(
+    g: _Globals, names: tuple[str, ...], interval: float, *, wait: float, jobs: int, quiet: bool
+) -> int:
+    """Daemon mode: the loop is pop3s_fetch.daemon's; here it is only wired to the world."""
+    from pop3s_fetch import credentials, daemon
+    from pop3s_fetch.state import state_dir
+    from pop3s_fetch.sync import AccountResult, SyncOptions, sync_accounts
+    from pop3s_fetch.ui import ProgressReporter, summary_line
+
+    def load() -> list[daemon.Job]:
+        selected = _load_config(g).select(list(names))
+        return [(a, functools.partial(credentials.login_secret, a)) for a in selected]
+
+    first = load()  # a broken configuration at the start is fatal (78), as for one sync
+    output = _output(g, quiet=quiet, progress=False)  # plain lines, as under systemd
+    reporter = ProgressReporter(output)  # one per round: it keeps the round's results
+    wakeup = daemon.Wakeup()
+    options = SyncOptions(
+        state_dir=state_dir(os.environ), wait=wait, stop_requested=wakeup.stop_requested
+    )
+
+    def run_round(due: Sequence[daemon.Job]) -> list[AccountResult]:
+        nonlocal reporter
+        reporter = ProgressReporter(output)
+        results = sync_accounts(due, options, reporter, jobs=jobs)
+        for result in results:
+            if result.error is None:  # failures were reported as they happened
+                output.info(summary_line(result))
+        return results
+
+    loop = daemon.Daemon(
+        interval=interval,
+        load=load,
+        run_round=run_round,
+        say=output.notice,
+        report_error=lambda err: output.error(None, err),
+        wakeup=wakeup,
+    )
+    try:
+        with daemon.signals_handled(wakeup, output.notice_from_signal_handler):
+            return loop.run(first)
+    except KeyboardInterrupt:  # a second SIGTERM or SIGINT: as Ctrl-C without --every
+        for line in reporter.interrupted_lines():
+            _echo(f"interrupted: {line}", err=True)
+        _echo("run sync again to continue", err=True)
+        return int(ExitCode.INTERRUPTED)
 
 
 @cli.command()

@@ -127,6 +127,9 @@ class SyncOptions:
     wait: float = 0.0
     context_factory: Callable[[Account], ssl.SSLContext] | None = None
     clock: Callable[[], float] = time.time  # "now" for keep = "30d"; tests move it on
+    #: Graceful stop (daemon mode's SIGTERM): once true, no account starts, and a running one
+    #: stops after the message it is reading, publishes what it has, and QUITs if it can.
+    stop_requested: Callable[[], bool] = lambda: False
 
 
 def sync_accounts(
@@ -135,14 +138,25 @@ def sync_accounts(
     reporter: Reporter,
     jobs: int = 1,
 ) -> list[AccountResult]:
-    """Sync each (account, password getter) pair, ``jobs`` at a time; one failing stops no other."""
-    if jobs <= 1 or len(accounts) <= 1:
-        return [sync_account(a, pw, options, reporter) for a, pw in accounts]
-    import concurrent.futures  # only here: it costs start-up time a single account need not pay
+    """Sync each (account, password getter) pair, ``jobs`` at a time; one failing stops no other.
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(sync_account, a, pw, options, reporter) for a, pw in accounts]
-        return [f.result() for f in futures]
+    Accounts not begun when a stop is requested are left out of the results.
+    """
+
+    def one(account: Account, password: Callable[[], str]) -> AccountResult | None:
+        if options.stop_requested():
+            return None
+        return sync_account(account, password, options, reporter)
+
+    if jobs <= 1 or len(accounts) <= 1:
+        results = [one(a, pw) for a, pw in accounts]
+    else:
+        import concurrent.futures  # only here: it costs start-up time one account need not pay
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(one, a, pw) for a, pw in accounts]
+            results = [f.result() for f in futures]
+    return [r for r in results if r is not None]
 
 
 def sync_account(
@@ -325,6 +339,12 @@ class _AccountSync:
         unread = plan.oversize if self.account.oversize == "delete" else []
         self._delete(session, unread)  # the user's wish: deleted without being downloaded
         retr_errors = self._fetch(session, plan.fetch)
+        if session.awaiting_retr:
+            # A graceful stop with RETRs sent ahead: QUIT would first need their replies, so
+            # the session ends without it. What was fetched is durable and recorded; this
+            # session's DELEs are not committed and are sent again (without a download) next run.
+            self.result.deleted = 0
+            return
         delete_errors = session.drain()
         session.quit()
         self.quit_sent = True
@@ -401,6 +421,8 @@ class _AccountSync:
     def _fetch(self, session: Pop3Client, new: Sequence[RemoteMessage]) -> list[str]:
         """Stream every new message in, publishing in batches; return RETR refusals."""
         errors: list[str] = []
+        if self.options.stop_requested():
+            return errors
         self.reporter.started(self.account.name, "downloading")
         cap = self.account.max_message_size
         try:
@@ -428,6 +450,8 @@ class _AccountSync:
                     or self.staged_bytes >= BATCH_BYTES
                 ):
                     self._publish()
+                if self.options.stop_requested():
+                    break  # the batch so far is published below: a stop leaves no half batch
         except BaseException as err:
             # The message being read is incomplete: discard it. Those already complete are
             # whole (they had their terminating dot), so keep them rather than fetch again.

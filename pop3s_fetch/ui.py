@@ -15,6 +15,7 @@ rich is imported only when a terminal will show its work: cron and pipes do not 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -206,6 +207,20 @@ class Output:
         --quiet unless ``loud``)."""
         if not self.json and (loud or not self.quiet):
             self._line(sys.stderr, "warning", f"warning: {account}: {text}", "yellow")
+
+    def notice(self, level: Literal["info", "warning", "error"], text: str) -> None:
+        """A line about the run itself (daemon mode) on stderr; with --quiet, errors only."""
+        if level == "error" or not self.quiet:
+            style = {"info": None, "warning": "yellow", "error": "red"}[level]
+            self._line(sys.stderr, level, text, style)
+
+    def notice_from_signal_handler(self, text: str) -> None:
+        """:meth:`notice` for a signal handler: one os.write, no lock (the handler may have
+        interrupted the thread that holds ours). For our own text only, never a server's."""
+        if not self.quiet:
+            prefix = _PRIORITY["info"] if self.mode == "journal" else ""
+            with contextlib.suppress(OSError):
+                os.write(sys.stderr.fileno(), f"{prefix}{text}\n".encode())
 
     def summary(self, results: Sequence[AccountResult]) -> None:
         """A table on a terminal, else one line per successful account."""

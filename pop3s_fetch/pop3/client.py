@@ -594,6 +594,11 @@ class Pop3Client:
                 ) from None
             yield Retrieved(message, body.written, received=body.octets)
 
+    @property
+    def awaiting_retr(self) -> bool:
+        """Whether a RETR sent ahead awaits its reply: the caller stopped reading early."""
+        return any(isinstance(due, Retr) for due in self._in_flight)
+
     def _room(self, in_flight_bytes: int, *, refill: bool = False) -> bool:
         """Whether one more RETR may be sent; with ``refill``, whether to start a batch."""
         outstanding = len(self._in_flight)

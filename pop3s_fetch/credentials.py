@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from pop3s_fetch.errors import CredentialError
+from pop3s_fetch.programs import exit_status, stop_group
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +156,11 @@ def run_password_command(
             excerpt = _stderr_excerpt(stderr, stdout)
             if excerpt is None:
                 raise CredentialError(
-                    f"{what} failed ({_exit_status(returncode)}) and wrote nothing on stderr"
+                    f"{what} failed ({exit_status(returncode)}) and wrote nothing on stderr"
                 )
             logger.debug("%s wrote on stderr: %s", what, excerpt)
             raise CredentialError(
-                f"{what} failed ({_exit_status(returncode)})",
+                f"{what} failed ({exit_status(returncode)})",
                 hint="run it by hand, or run pop3s-fetch with --debug to see its stderr "
                 "(which may show the password if the command echoes it there)",
             )
@@ -198,49 +198,31 @@ def _run_capped(argv: tuple[str, ...], timeout: float) -> tuple[int, bytes, byte
     kept = {out: bytearray(), err: bytearray()}
     caps = {out: _STDOUT_CAP, err: _STDERR_CAP}
     deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        for fd in kept:
-            selector.register(fd, selectors.EVENT_READ)
-        while selector.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                _stop_group(process)
-                raise subprocess.TimeoutExpired(argv, timeout)
-            for key, _ in selector.select(remaining):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    selector.unregister(key.fd)
-                    continue
-                buffer = kept[key.fd]
-                buffer += chunk[: max(0, caps[key.fd] - len(buffer))]  # the rest is drained
     try:
-        returncode = process.wait(max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        _stop_group(process)
-        raise
+        with selectors.DefaultSelector() as selector:
+            for fd in kept:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    stop_group(process)
+                    raise subprocess.TimeoutExpired(argv, timeout)
+                for key, _ in selector.select(remaining):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        selector.unregister(key.fd)
+                        continue
+                    buffer = kept[key.fd]
+                    buffer += chunk[: max(0, caps[key.fd] - len(buffer))]  # the rest is drained
+        try:
+            returncode = process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            stop_group(process)
+            raise
     finally:
         process.stdout.close()
         process.stderr.close()
     return returncode, bytes(kept[out]), bytes(kept[err])
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """Kill the command and every process it started in its session, then reap it."""
-    with contextlib.suppress(ProcessLookupError):  # it may have ended on its own meanwhile
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    for pipe in (process.stdout, process.stderr):
-        if pipe is not None:
-            pipe.close()
-
-
-def _exit_status(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
 
 
 def _stderr_excerpt(stderr: bytes, stdout: bytes) -> str | None:

@@ -15,10 +15,8 @@ Must not know: POP3, how mail is delivered, the state store, or the UI (the call
 
 from __future__ import annotations
 
-import contextlib
 import os
 import selectors
-import signal
 import subprocess
 import threading
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 
 from pop3s_fetch.config import Account
 from pop3s_fetch.printable import printable
+from pop3s_fetch.programs import exit_status, stop_group
 
 #: Variables the hook finds in its environment.
 ENV_ACCOUNT = "POP3S_FETCH_ACCOUNT"
@@ -95,16 +94,6 @@ def run_on_new_mail(
     return text + "; the mail was delivered"
 
 
-def exit_status(returncode: int) -> str:
-    """``exit status 3`` or ``killed by SIGTERM``."""
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
-
-
 def first_line(stderr: bytes, limit: int = 200) -> str:
     """The first non-empty line, decoded, escaped (it may hold anything) and shortened."""
     for raw in stderr.splitlines():
@@ -137,7 +126,7 @@ def _run(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> tuple[in
             while process.poll() is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    _stop_group(process)
+                    stop_group(process)
                     raise subprocess.TimeoutExpired(argv, timeout)
                 if selector.select(min(remaining, _POLL)) and not _read_into(process, kept):
                     break
@@ -146,7 +135,7 @@ def _run(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> tuple[in
         try:
             returncode = process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            _stop_group(process)
+            stop_group(process)
             raise
     finally:
         process.stderr.close()
@@ -159,10 +148,3 @@ def _read_into(process: subprocess.Popen[bytes], kept: bytearray) -> bool:
     chunk = os.read(process.stderr.fileno(), 65536)
     kept += chunk[: max(0, _STDERR_CAP - len(kept))]
     return bool(chunk)
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """Kill the hook and everything it started in its session, then reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()

@@ -29,7 +29,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -54,6 +53,7 @@ from pop3s_fetch.destinations.headers import (
     envelope_sender,
 )
 from pop3s_fetch.errors import DeliveryError
+from pop3s_fetch.programs import exit_status, stop_group
 
 #: The names an argument may hold as ``{name}``; the configuration refuses any other.
 PLACEHOLDERS = ("sender", "recipient", "account", "uidl")
@@ -207,10 +207,10 @@ class Mda(StagingDestination[_StagedMdaMessage]):
             try:
                 status = process.wait(self._command.timeout)
             except subprocess.TimeoutExpired:
-                _kill_group(process)
+                stop_group(process)
                 status = None
             except BaseException:
-                _kill_group(process)
+                stop_group(process)
                 raise
             errors.seek(0)
             return status, errors.read(STDERR_LIMIT)
@@ -229,21 +229,10 @@ class Mda(StagingDestination[_StagedMdaMessage]):
             message.file.close()
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 def _describe(status: int | None, timeout: float) -> str:
     if status is None:
         return f"it ran past mda_timeout, {timeout:g} seconds, and was killed"
-    if status < 0:
-        try:
-            return f"killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return f"killed by signal {-status}"
-    return f"exit status {status}"
+    return exit_status(status)
 
 
 def _excerpt(stderr: bytes) -> str:

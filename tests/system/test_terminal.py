@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pop3s_fetch.demo.server import Faults, MailStore, Pop3Server
-from tests.support.cli import account_toml, make_cli
+from tests.support.cli import Cli, account_toml, make_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 
@@ -57,6 +57,18 @@ class Tmux:
             time.sleep(0.05)  # polling an external process's screen, not synchronising threads
 
 
+def terminal_cli(tmp_path: Path) -> Cli:
+    """A CLI home whose test keyring gives every account PASSWORD, on a colour terminal."""
+    return make_cli(
+        tmp_path,
+        {
+            "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
+            "TEST_KEYRING_PASSWORD": PASSWORD,
+            "TERM": "xterm-256color",
+        },
+    )
+
+
 def start(tmux: Tmux, env: dict[str, str], args: str, cwd: Path, *, width: int = 150) -> None:
     """Run ``pop3s-fetch ARGS`` in the pane, then print its exit status and keep the pane."""
     script = cwd / "run.sh"
@@ -85,14 +97,7 @@ def test_progress_rows_then_summary_table(
     users = {"alice": (PASSWORD, MailStore(messages)), "bob": (PASSWORD, MailStore(messages))}
     faults = Faults(hold_retr={2: release})
     with Pop3Server(server_ssl_context, users, faults=faults) as server:
-        cli = make_cli(
-            tmp_path,
-            {
-                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
-                "TEST_KEYRING_PASSWORD": PASSWORD,
-                "TERM": "xterm-256color",
-            },
-        )
+        cli = terminal_cli(tmp_path)
         common = {"host": "127.0.0.1", "port": server.port, "ca_file": ca_file}
         cli.write_config(
             account_toml("work", username="alice", destination=tmp_path / "w", **common)  # type: ignore[arg-type]
@@ -159,14 +164,7 @@ def test_verbose_log_lines_go_above_the_live_rows(
     faults = Faults(hold_retr={2: release})
     users = {"alice": (PASSWORD, MailStore(messages))}
     with Pop3Server(server_ssl_context, users, faults=faults) as server:
-        cli = make_cli(
-            tmp_path,
-            {
-                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
-                "TEST_KEYRING_PASSWORD": PASSWORD,
-                "TERM": "xterm-256color",
-            },
-        )
+        cli = terminal_cli(tmp_path)
         cli.write_config(
             account_toml(
                 "work",
@@ -283,14 +281,7 @@ def test_sizes_agree_and_accounts_without_news_or_a_listing_say_so(
     messages = [f"Subject: {n}\n\n{'x' * 3000 * n}\n".encode() for n in range(1, 4)]
     users = {"alice": (PASSWORD, MailStore(messages)), "bob": (PASSWORD, MailStore(messages[:1]))}
     with Pop3Server(server_ssl_context, users, faults=Faults(hold_retr={2: release})) as server:
-        cli = make_cli(
-            tmp_path,
-            {
-                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
-                "TEST_KEYRING_PASSWORD": PASSWORD,
-                "TERM": "xterm-256color",
-            },
-        )
+        cli = terminal_cli(tmp_path)
         common = {"host": "127.0.0.1", "port": server.port, "ca_file": ca_file}
         cli.write_config(
             account_toml("busy", username="alice", destination=tmp_path / "b", **common)  # type: ignore[arg-type]
@@ -338,14 +329,7 @@ def test_ctrl_c_says_what_is_safe(
     messages = [f"Subject: {n}\n\nbody {n}\n".encode() for n in range(1, 4)]
     users = {"alice": (PASSWORD, MailStore(messages))}
     with Pop3Server(server_ssl_context, users, faults=Faults(hold_retr={2: held})) as server:
-        cli = make_cli(
-            tmp_path,
-            {
-                "PYTHON_KEYRING_BACKEND": "tests.support.env_keyring.EnvironmentKeyring",
-                "TEST_KEYRING_PASSWORD": PASSWORD,
-                "TERM": "xterm-256color",
-            },
-        )
+        cli = terminal_cli(tmp_path)
         cli.write_config(
             account_toml(
                 "work",

@@ -109,6 +109,11 @@ FORGET_AFTER_SECONDS = 24 * 3600.0
 SHRUNK_LISTING_SHARE = 0.5
 
 
+#: ``target`` of a row recorded without a copy by us (``state seed``, ``import``): such a row
+#: names no file, so nothing reconciles it or compares it with the configured destination.
+SEEDED_PREFIX = "seeded:"
+
+
 def state_dir(environ: Mapping[str, str]) -> Path:
     """``$XDG_STATE_HOME/pop3s-fetch``, or ``~/.local/state/pop3s-fetch`` (XDG base dir spec)."""
     base = environ.get("XDG_STATE_HOME", "")
@@ -193,6 +198,29 @@ class StateStore:
                 "UPDATE messages SET status = 'delivered' WHERE uidl = ?",
                 [(uidl,) for uidl in uidls],
             )
+
+    def seed(self, sizes: Mapping[str, int], *, origin: str, when: Mapping[str, float]) -> int:
+        """Mark messages delivered with no copy made by us: "start from now", or a peer's state.
+
+        ``origin`` names where the copy is, if anywhere (``seeded``, ``fetchmail``, ...): it
+        goes in ``target`` with offset 0, so no reconciliation and no changed-destination check
+        ever looks for a file there (see :data:`SEEDED_PREFIX`). ``when`` gives a UIDL's first
+        delivery time where the peer recorded one (keep = "30d" counts from it); missing, now.
+        Rows already present are left alone. Returns how many were added.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO messages"
+                " (uidl, size, status, target, offset, length, digest, recorded_at)"
+                " VALUES (?, ?, 'delivered', ?, 0, 0, '', ?)",
+                [
+                    (uidl, size, SEEDED_PREFIX + origin, when.get(uidl, now))
+                    for uidl, size in sizes.items()
+                ],
+            )
+            return db.total_changes - before
 
     def delivered_before(self, cutoff: float) -> set[str]:
         """UIDLs delivered (first journalled) at or before ``cutoff``, for keep = "30d".

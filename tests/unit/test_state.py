@@ -119,3 +119,20 @@ def test_garbage_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StateError, match="cannot be used: file is not a database"):
         open_store(path)
+
+
+def test_seed_marks_delivered_without_a_copy_and_keeps_existing_rows(tmp_path: Path) -> None:
+    """Seeded rows count as delivered (nothing fetched again), keep their given time, and
+    never overwrite a row a real delivery wrote."""
+    from pop3s_fetch.state import SEEDED_PREFIX
+
+    tmp_path.chmod(0o700)
+    with open_store(tmp_path / "a.sqlite3") as store:
+        assert store.seed({"u1": 10, "u2": 20}, origin="fetchmail", when={"u1": 5.0}) == 2
+        assert store.seed({"u1": 99, "u3": 30}, origin="seeded", when={}) == 1
+        assert store.delivered() == {"u1", "u2", "u3"}
+        assert store.delivered_before(6.0) == {"u1"}
+        assert store.pending() == []
+    with sqlite3.connect(tmp_path / "a.sqlite3") as db:
+        row = db.execute("SELECT size, target FROM messages WHERE uidl = 'u1'").fetchone()
+    assert row == (10, SEEDED_PREFIX + "fetchmail")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import contextlib
+import itertools
 import poplib
 import ssl
 import statistics
@@ -53,6 +54,15 @@ class Scenario:
     baseline: bool = False  # also run pop3s-fetch on small messages for an RSS baseline
     keyring: bool = False  # passwords from a real gnome-keyring (pop3s-fetch and mpop only)
     repeat: int | None = None  # runs per client when --repeat is not given (default 3)
+    clients: tuple[str, ...] | None = None  # only these (the others would take many minutes)
+    #: For an idle scenario: also report the (one, untimed-for-idle) filling run per client
+    #: as a first download, under this name.
+    fill_report: str | None = None
+    #: Known state: before each timed run, this many new messages reach the (shared) mailbox.
+    new_mail: int = 0
+    #: Daemon: pop3s-fetch ``sync --every 1s`` stays up for this many idle polls; mpop's cold
+    #: idle runs are the yardstick.
+    polls: int = 0
 
 
 def _scenarios() -> dict[str, Scenario]:
@@ -94,6 +104,40 @@ def _scenarios() -> dict[str, Scenario]:
             keyring=True,
             repeat=9,
         ),
+        "big100k": Scenario(
+            "big100k",
+            "100,000 small messages: first download once, then idle runs (nothing new)",
+            lambda s: [corpus.small_corpus(s, 100_000)],
+            idle=True,
+            clients=KEYRING_CLIENTS,
+            fill_report="first100k",
+        ),
+        "daemon": Scenario(
+            "daemon",
+            "sync --every 1s, idle polls of one warm process vs mpop's cold idle runs "
+            "(50 small messages, password from gnome-keyring)",
+            lambda s: [corpus.small_corpus(s, 50)],
+            idle=True,
+            keyring=True,
+            repeat=9,
+            polls=200,
+        ),
+        "rtt300": Scenario(
+            "rtt300",
+            "100 mixed messages, 300 ms round trip, first contact",
+            lambda s: [corpus.mixed_corpus(s, 100)],
+            one_way_delay=0.150,
+            clients=KEYRING_CLIENTS,
+        ),
+        "known300": Scenario(
+            "known300",
+            "server seen before (100 messages fetched), 10 new ones each run, 300 ms round trip",
+            lambda s: [corpus.small_corpus(s, 100)],
+            one_way_delay=0.150,
+            idle=True,
+            clients=KEYRING_CLIENTS,
+            new_mail=10,
+        ),
     }
 
 
@@ -110,6 +154,13 @@ def _quick_scenarios() -> dict[str, Scenario]:
             lambda s: [corpus.mixed_corpus(s, 30)],
             one_way_delay=0.005,
         ),
+        "quick-daemon": Scenario(
+            "quick-daemon",
+            "sync --every 1s, 3 idle polls vs mpop's cold idle runs (30 small messages)",
+            lambda s: [corpus.small_corpus(s, 30)],
+            idle=True,
+            polls=3,
+        ),
     }
 
 
@@ -122,6 +173,7 @@ class ClientResult:
     runs: list[Measurement] = field(default_factory=list)
     verification: Verification | None = None
     failures: list[str] = field(default_factory=list)
+    rss_trace: list[int] = field(default_factory=list)  # KiB after each daemon poll
 
     def median(self, key: Callable[[Measurement], float]) -> float:
         return statistics.median(key(run) for run in self.runs) if self.runs else float("nan")
@@ -217,7 +269,8 @@ def run_client(
 
 def run_scenario(
     env: Environment, scenario: Scenario, clients: Sequence[Client], repeat: int, seed: int
-) -> list[ClientResult]:
+) -> list[tuple[str, list[ClientResult]]]:
+    """Run one scenario; its tables: (name, results), usually one."""
     if not scenario.keyring:
         return _run_scenario(env, scenario, clients, repeat, seed)
     # Each client finds its password the way its users would: pop3s-fetch through keyring's
@@ -233,44 +286,122 @@ def run_scenario(
 
 def _run_scenario(
     env: Environment, scenario: Scenario, clients: Sequence[Client], repeat: int, seed: int
-) -> list[ClientResult]:
+) -> list[tuple[str, list[ClientResult]]]:
     print(f"== {scenario.name}: {scenario.summary}", flush=True)
+    if scenario.clients is not None:
+        clients = [c for c in clients if c.name in scenario.clients]
     mailboxes = scenario.mailboxes(seed)
     results = [ClientResult(c.name, c.may_alter) for c in clients]
-    if scenario.idle:
-        # Keep mode and nothing new: the clients only read, so one mailbox serves them all.
-        shared = [env.add_user(m).name for m in mailboxes]
-        users = {c.name: shared for c in clients}
-    else:
+    if not scenario.idle:
         users = {c.name: [env.add_user(m).name for m in mailboxes] for c in clients}
-    for names in {tuple(v) for v in users.values()}:
-        for name in names:
-            warm_up(env.endpoint, name)
-    if scenario.idle:
-        # Every client fills its state first; then the timed idle runs are interleaved, like
-        # the others: Dovecot answers UIDL faster after a few sessions (its indexes settle),
-        # which would otherwise favour whichever client comes later.
-        with reachable(env.endpoint, scenario.one_way_delay) as endpoint:
-            filled = [
-                _fill_for_idle(env, endpoint, client, users[client.name], scenario, result)
-                for client, result in zip(clients, results, strict=True)
-            ]
-            for _ in range(repeat):
-                for (client, command, run_dir, _), result in zip(filled, results, strict=True):
-                    result.runs.append(_run_once(client, command, run_dir, result, "idle run"))
-        for (_, _, _, accounts), result in zip(filled, results, strict=True):
-            result.verification = _verify(mailboxes, accounts, "maildir")
-            _progress(result)
-    else:
+        for names in {tuple(v) for v in users.values()}:
+            for name in names:
+                warm_up(env.endpoint, name)
         # Interleave the repetitions, so slow drift of the machine hits every client alike.
         for _ in range(repeat):
             for client, result in zip(clients, results, strict=True):
                 run_client(env, client, users[client.name], mailboxes, scenario, 1, result)
         for result in results:
             _progress(result)
-    if scenario.baseline:
-        results.append(_small_baseline(env, repeat, seed))
-    return results
+        reports = [(scenario.name, results)]
+        if scenario.baseline:
+            results.append(_small_baseline(env, repeat, seed))
+        return reports
+    # Keep mode: the clients only read, so one mailbox serves them all.
+    shared = [env.add_user(m) for m in mailboxes]
+    for user in shared:
+        warm_up(env.endpoint, user.name)
+    fills = [ClientResult(c.name, c.may_alter) for c in clients]
+    with reachable(env.endpoint, scenario.one_way_delay) as endpoint:
+        # Every client fills its state first; then the timed idle runs are interleaved, like
+        # the others: Dovecot answers UIDL faster after a few sessions (its indexes settle),
+        # which would otherwise favour whichever client comes later.
+        filled = [
+            _fill_for_idle(env, endpoint, client, [u.name for u in shared], scenario, fill)
+            for client, fill in zip(clients, fills, strict=True)
+        ]
+        timed = [
+            (f, r) for f, r in zip(filled, results, strict=True) if not _daemon(scenario, f[0])
+        ]
+        for rep in range(repeat):
+            if scenario.new_mail:
+                # Known state, new mail: every client finds the same new messages.
+                news = corpus.small_corpus(seed + 1 + rep, scenario.new_mail)
+                shared[0].add_messages(news)
+                mailboxes[0] = [*mailboxes[0], *news]
+            for (client, command, run_dir, _), result in timed:
+                result.runs.append(_run_once(client, command, run_dir, result, "idle run"))
+        for (client, command, _, _), result in zip(filled, results, strict=True):
+            if _daemon(scenario, client):
+                _daemon_polls(command, scenario.polls, result)
+    for (_, _, _, accounts), result in zip(filled, results, strict=True):
+        result.verification = _verify(mailboxes, accounts, "maildir")
+        _progress(result)
+    reports = [(scenario.name, results)]
+    if scenario.fill_report:
+        for fill in fills:
+            fill.verification = next(r.verification for r in results if r.client == fill.client)
+        reports.insert(0, (scenario.fill_report, fills))
+    return reports
+
+
+def _daemon(scenario: Scenario, client: Client) -> bool:
+    return scenario.polls > 0 and isinstance(client, Pop3sFetch)
+
+
+#: The daemon scenario's interval: the shortest ``--every`` accepts.
+POLL_INTERVAL = 1.0
+
+
+def _daemon_polls(command: Command, polls: int, result: ClientResult) -> None:
+    """Run ``sync --every 1s`` for ``polls`` + 1 rounds; record each poll after the first.
+
+    The loop sleeps ``interval`` after a round ends, so a poll's wall time is the gap between
+    two summary lines less the interval. CPU is read from /proc (10 ms ticks: each poll is
+    given the average over all of them); RSS after each poll is kept in ``result.rss_trace``.
+    """
+    import os
+    import signal
+    import subprocess
+
+    argv = [a for a in command.argv if a != "--quiet"] + ["--every", f"{POLL_INTERVAL:.0f}s"]
+    tick = os.sysconf("SC_CLK_TCK")
+    process = subprocess.Popen(
+        argv,
+        env=dict(command.env),
+        cwd=command.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    marks: list[tuple[float, float, int]] = []  # (monotonic, cpu s, RSS KiB) at a round's end
+    output: list[bytes] = []
+    try:
+        for line in process.stdout:
+            output.append(line)
+            if b": no new mail" not in line:
+                continue
+            now = time.monotonic()
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu = sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            rss = int(status.split("VmRSS:")[1].split()[0])
+            marks.append((now, cpu, rss))
+            if len(marks) > polls:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    if len(marks) <= polls:
+        tail = b"".join(output[-5:]).decode(errors="replace")
+        result.failures.append(f"daemon: exit {process.returncode} after {len(marks)}: {tail}")
+        return
+    cpu_each = (marks[-1][1] - marks[0][1]) / polls
+    for (t0, _, _), (t1, _, rss) in itertools.pairwise(marks):
+        result.runs.append(Measurement(t1 - t0 - POLL_INTERVAL, cpu_each, rss, 0))
+    result.rss_trace = [rss for _, _, rss in marks]
 
 
 def _command(
@@ -289,13 +420,14 @@ def _fill_for_idle(
     client: Client,
     usernames: Sequence[str],
     scenario: Scenario,
-    result: ClientResult,
+    fill: ClientResult,
 ) -> tuple[Client, Command, Path, list[AccountSpec]]:
-    """One untimed run that fetches everything, so that the timed runs find nothing new."""
+    """One run that fetches everything (measured into ``fill``: a first download), so that
+    the timed runs find nothing new."""
     run_dir = env.fresh_directory(f"{scenario.name}-{client.name}")
     accounts = _accounts(run_dir, usernames, "maildir")
     command = _command(client, run_dir, endpoint, accounts, "maildir")
-    _run_once(client, command, run_dir, result, "filling run")
+    fill.runs.append(_run_once(client, command, run_dir, fill, "filling run"))
     return client, command, run_dir, accounts
 
 
@@ -401,6 +533,28 @@ def targets_for(scenario: str, results: Sequence[ClientResult]) -> list[Target]:
             _ratio_target(results, "mpop", 3, "wall <= 3x mpop"),
             _ratio_target(results, "mpop", 5, "cpu <= 5x mpop", _cpu),
         ]
+    if scenario in ("big100k", "first100k"):  # issue 15, target 2
+        limit = 1.5 if scenario == "big100k" else 0.8
+        targets = [_ratio_target(results, "mpop", limit, f"wall <= {limit}x mpop")]
+        rss = _rss_mib(results, "pop3s-fetch")
+        if rss is not None:
+            targets.append(Target("peak RSS <= 80 MB", rss * MIB * 1024 <= 80e6, f"{rss:.1f} MiB"))
+        return targets
+    if scenario in ("daemon", "quick-daemon"):  # issue 15, target 3
+        targets = [_ratio_target(results, "mpop", 0.5, "poll wall <= 0.5x mpop's cold idle run")]
+        trace = next((r.rss_trace for r in results if r.client == "pop3s-fetch"), [])
+        if len(trace) > 2:
+            growth = (trace[-1] - trace[1]) / MIB
+            targets.append(
+                Target(
+                    f"RSS flat over {len(trace) - 1} polls (after the 2nd to the last: +<= 1 MiB)",
+                    growth <= 1,
+                    f"{trace[1] / MIB:.1f} -> {trace[-1] / MIB:.1f} MiB (+{growth:.2f})",
+                )
+            )
+        return targets
+    if scenario == "rtt300":  # issue 15, target 4
+        return [_ratio_target(results, "mpop", 0.5, "wall <= 0.5x mpop")]
     if scenario == "big":
         rss = _rss_mib(results, "pop3s-fetch")
         base = _rss_mib(results, "pop3s-fetch (500 small)")
@@ -421,9 +575,9 @@ def targets_for(scenario: str, results: Sequence[ClientResult]) -> list[Target]:
 
 
 def format_table(scenario: str, results: Sequence[ClientResult], repeat: int) -> str:
-    ours = _wall(results, "pop3s-fetch")
+    ours, ours_cpu = _wall(results, "pop3s-fetch"), _cpu(results, "pop3s-fetch")
     header = (
-        f"{'client':<24} {'wall s':>8} {'cpu s':>8} {'RSS MiB':>8} {'pf/peer':>8}  "
+        f"{'client':<24} {'wall s':>8} {'cpu s':>8} {'RSS MiB':>8} {'pf/peer':>8} {'cpu pf/':>8}  "
         f"copies (worst of {repeat} run{'s' if repeat > 1 else ''})"
     )
     lines = [f"### {scenario} (median of {repeat})", header, "-" * len(header)]
@@ -432,13 +586,17 @@ def format_table(scenario: str, results: Sequence[ClientResult], repeat: int) ->
             lines.append(f"{r.client:<24} not run: {'; '.join(r.failures)[:200]}")
             continue
         wall = r.median(lambda m: m.wall)
-        ratio = "" if ours is None or r.client.startswith("pop3s-fetch") else f"{ours / wall:.3f}x"
+        cpu = r.median(lambda m: m.cpu)
+        ratio = cpu_ratio = ""
+        if ours is not None and ours_cpu is not None and not r.client.startswith("pop3s-fetch"):
+            ratio = f"{ours / wall:.3f}x"
+            cpu_ratio = f"{ours_cpu / cpu:.2f}x" if cpu > 0 else "-"
         copies = r.verification.summary() if r.verification else "not verified"
         if r.failures:
             copies += f"; FAILED: {r.failures[0][:120]}"
         lines.append(
-            f"{r.client:<24} {wall:>8.3f} {r.median(lambda m: m.cpu):>8.3f} "
-            f"{r.median(lambda m: m.max_rss_kib) / MIB:>8.1f} {ratio:>8}  {copies}"
+            f"{r.client:<24} {wall:>8.3f} {cpu:>8.3f} "
+            f"{r.median(lambda m: m.max_rss_kib) / MIB:>8.1f} {ratio:>8} {cpu_ratio:>8}  {copies}"
         )
     return "\n".join(lines)
 
@@ -515,9 +673,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs = (
                 scenario.repeat if scenario.repeat and not (args.repeat or args.quick) else repeat
             )
-            results = run_scenario(env, scenario, clients, runs, args.seed)
-            healthy &= all(r.ok for r in results if r.client.startswith("pop3s-fetch"))
-            reports.append((name, results, runs))
+            for table, results in run_scenario(env, scenario, clients, runs, args.seed):
+                healthy &= all(r.ok for r in results if r.client.startswith("pop3s-fetch"))
+                reports.append((table, results, 1 if table == scenario.fill_report else runs))
     print()
     for name, results, runs in reports:
         print(format_table(name, results, runs))

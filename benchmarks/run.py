@@ -630,6 +630,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         choices=list(ALL_CLIENTS),
         help="measure only this client (repeatable; pop3s-fetch is always included)",
     )
+    parser.add_argument(
+        "--polls",
+        type=int,
+        default=None,
+        help="idle polls of the daemon scenarios (default: daemon 200, quick-daemon 3)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--keep-scratch", action="store_true", help="keep the run directories")
     return parser.parse_args(argv)
@@ -670,6 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with running_environment(keep_scratch=args.keep_scratch) as env:
         for name in names:
             scenario = catalogue[name]
+            if scenario.polls and args.polls:
+                scenario = replace(scenario, polls=args.polls)
             runs = (
                 scenario.repeat if scenario.repeat and not (args.repeat or args.quick) else repeat
             )

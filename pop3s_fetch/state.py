@@ -327,7 +327,13 @@ class StateStore:
         previous = int(self._server_fact("listed_delivered") or 0)
         gone = known - present
         with self._transaction() as db:
-            db.executemany("DELETE FROM absent WHERE uidl = ?", [(u,) for u in known & present])
+            noted = {uidl for (uidl,) in db.execute("SELECT uidl FROM absent")}
+        back = noted & present
+        if not gone and not back and listed == previous:
+            # The everyday idle run: nothing to note, so no commit and no fsync.
+            return 0
+        with self._transaction() as db:
+            db.executemany("DELETE FROM absent WHERE uidl = ?", [(u,) for u in back])
             if listed < previous * SHRUNK_LISTING_SHARE:
                 return 0  # an empty or collapsed listing is an outage until shown otherwise
             db.executemany(

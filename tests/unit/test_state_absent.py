@@ -83,3 +83,21 @@ def test_held_messages_are_remembered_until_forgotten(tmp_path: Path) -> None:
         assert store.held() == {"a"}
         store.forget(["a"])
         assert store.held() == set()
+
+
+def test_an_idle_listing_writes_nothing(tmp_path: Path) -> None:
+    # Every idle run (and every daemon poll) would otherwise pay a durable commit: an fsync.
+    path = tmp_path / "s.sqlite3"
+    with delivered_store(path, ["a", "b", "c"]) as store:
+        store.forget_absent({"a", "b", "c", "new"}, now=T0)
+        wal = Path(f"{path}-wal")
+        before = wal.read_bytes()
+        assert store.forget_absent({"a", "b", "c", "new"}, now=T0 + DAY) == 0
+        assert wal.read_bytes() == before
+        # A change still counts: one missing, then back (its note dropped), then gone for good.
+        store.forget_absent({"a", "b"}, now=T0 + DAY)
+        assert wal.read_bytes() != before
+        store.forget_absent({"a", "b", "c"}, now=T0 + 2 * DAY)
+        for day in range(3, 3 + FORGET_AFTER_LISTINGS):
+            store.forget_absent({"a", "b"}, now=T0 + day * DAY + FORGET_AFTER_SECONDS)
+        assert store.delivered() == {"a", "b"}

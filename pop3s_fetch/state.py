@@ -560,8 +560,10 @@ class AccountLock:
                         ),
                     ) from None
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        mine = f"{os.getpid()}\n".encode()
+        if os.pread(fd, 32, 0) != mine:  # a daemon takes it each poll: write only on change
+            os.pwrite(fd, mine, 0)
+            os.ftruncate(fd, len(mine))
         self._fd = fd
 
     def release(self) -> None:

@@ -17,6 +17,7 @@ def environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setattr(sys, "path", [str(tmp_path / "site")])
     (tmp_path / "site").mkdir()
     monkeypatch.delitem(sys.modules, "keyring.core", raising=False)
+    credentials._keyring_plugins_installed.cache_clear()  # looked at once per process
     return {
         "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent",
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
@@ -88,6 +89,7 @@ def test_a_third_party_backend_installed(environ: dict[str, str], tmp_path: Path
         "[keyring.backends]\nchainer = keyring.backends.chainer\n"
     )
     assert chooses(environ)  # keyring's own backends do not count
+    credentials._keyring_plugins_installed.cache_clear()
     plugin = tmp_path / "site" / "keyrings.alt-5.0.2.dist-info"
     plugin.mkdir()
     (plugin / "entry_points.txt").write_text("[keyring.backends]\nfile = keyrings.alt.file\n")

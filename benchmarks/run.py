@@ -658,6 +658,7 @@ def select_clients(args: argparse.Namespace) -> tuple[list[Client], list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # tables as they come
     repeat = args.repeat or (1 if args.quick else 3)
     catalogue = {**_scenarios(), **_quick_scenarios()}
     names = args.scenario or list(_quick_scenarios() if args.quick else _scenarios())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import keyring  # noqa: F401  # before the fixture empties sys.path: keyring.core is re-imported
 import pytest
 
 from pop3s_fetch import credentials

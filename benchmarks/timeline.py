@@ -1,7 +1,8 @@
 """Where one sync spends its time: ``python -m benchmarks.timeline [--rtt MS] [--idle]``.
 
 Starts the benchmark's private Dovecot with the 500-message corpus (``--idle``: 20,000 small
-messages, fetched once untimed first), optionally behind the latency proxy, runs pop3s-fetch
+messages, fetched once untimed first; ``--known N``: 100 small ones fetched once untimed, then
+N new ones before each timed run), optionally behind the latency proxy, runs pop3s-fetch
 once through ``benchmarks._probe``, and prints when each step happened, in milliseconds since
 the process was started: interpreter ready, imports, TCP, TLS, greeting, CAPA, AUTH, the first
 RETR, the first message read, the last publish, exit. The wall time of a benchmark run is the
@@ -42,13 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtt", type=float, default=0.0, help="round trip in ms (default 0)")
     parser.add_argument("--idle", action="store_true", help="20,000 messages, nothing new")
     parser.add_argument("--runs", type=int, default=3, help="timed runs (default 3)")
-    args = parser.parse_args(argv)
-
-    messages = (
-        corpus.small_corpus(DEFAULT_SEED, 20_000)
-        if args.idle
-        else corpus.mixed_corpus(DEFAULT_SEED, 500)
+    parser.add_argument(
+        "--known",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a server seen before: one untimed run fills the state, then N new messages "
+        "arrive before each timed run (state knows it pipelines and how it logs in)",
     )
+    args = parser.parse_args(argv)
+    args.idle = args.idle or bool(args.known)
+
+    if args.known:
+        messages = corpus.small_corpus(DEFAULT_SEED, 100)
+    elif args.idle:
+        messages = corpus.small_corpus(DEFAULT_SEED, 20_000)
+    else:
+        messages = corpus.mixed_corpus(DEFAULT_SEED, 500)
     with running_environment() as env:
         user = env.add_user(messages)
         warm_up(env.endpoint, user.name)
@@ -59,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                     run_dir = env.fresh_directory("timeline")
                 account = AccountSpec("a1", user.name, run_dir / "mail" / "a1")
                 command = Pop3sFetch().command(run_dir, endpoint, [account], "maildir", True)
+                if args.known and run > 0:
+                    user.add_messages(corpus.small_corpus(DEFAULT_SEED + run, args.known))
                 os.sync()  # as the benchmark does: no earlier writeback in this run
                 marks = _probe_run(dict(command.env), run_dir, run_dir / f"marks-{run}.json")
                 if args.idle and run == 0:

@@ -60,6 +60,11 @@ logger = logging.getLogger(__name__)
 BATCH_MESSAGES = 128
 BATCH_BYTES = 16 * 1024 * 1024
 
+#: A mailbox that held at most this many messages last run gets its whole LIST with UIDL, in
+#: the login's flight: a LIST reply this short costs less than the round trip it saves before
+#: the first RETR (300 ms on a slow link). Bigger ones ask sizes only for what is new.
+PREFETCH_LIST_UP_TO = 1000
+
 #: UIDLs are 1-70 characters in 0x21-0x7E (RFC 1939 section 7).
 _UIDL_BYTES = bytes(range(0x21, 0x7F))
 
@@ -308,7 +313,7 @@ class _AccountSync:
 
     def _run_session(self, session: Pop3Client, secret: str, delivered: set[str]) -> None:
         self.store.remember_pipelining(session.pipelining)
-        session.prefetch_sizes = not delivered  # a first run: every message is new
+        session.prefetch_sizes = len(delivered) <= PREFETCH_LIST_UP_TO
         method = log_in(session, self.account, secret, then_list=True)
         logger.info("%s: logged in with %s", self.account.name, method)
         self.store.remember_login_method(method)

@@ -168,8 +168,8 @@ class Pop3Client:
         self._delete_errors: list[str] = []
         #: Messages whose DELE the server refused in this session (they stay on the server).
         self.refused_deletes: list[RemoteMessage] = []
-        #: Set when every message is expected to be new (a first run): LIST then rides with
-        #: UIDL instead of costing a round trip of its own.
+        #: Set when the whole LIST is wanted or cheap (a first run, a small mailbox): LIST then
+        #: rides with UIDL instead of costing a round trip of its own.
         self.prefetch_sizes = False
         self._deletes_sent = False  # QUIT then commits them, so its reply is waited for
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pop3s_fetch import sync
 from pop3s_fetch.demo.server import Faults
 from pop3s_fetch.state import open_store
 from tests.support.mail import as_stored, corpus, leftovers
@@ -223,7 +224,10 @@ def test_destination_that_cannot_be_created(rig: InProcessRig) -> None:
     assert again.fetched == len(rig.originals)
 
 
-def test_sizes_are_asked_only_for_what_is_new(rig: InProcessRig) -> None:
+def test_sizes_are_asked_only_for_what_is_new(
+    rig: InProcessRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync, "PREFETCH_LIST_UP_TO", 0)  # as for a big mailbox
     assert rig.sync().error is None
     first = rig.sessions()[-1]
     # A first run expects everything to be new: one whole LIST, sent right behind UIDL.
@@ -240,6 +244,18 @@ def test_sizes_are_asked_only_for_what_is_new(rig: InProcessRig) -> None:
     idle = rig.sync()
     assert (idle.error, idle.fetched) == (None, 0)
     assert [c for c in rig.sessions()[-1] if c.startswith("LIST")] == []
+
+
+def test_a_small_mailbox_gets_its_sizes_with_the_listing(rig: InProcessRig) -> None:
+    # LIST rides behind UIDL in the login's flight, every run: no round trip of its own
+    # before the first RETR (one RTT less on a slow link for a server seen before).
+    assert rig.sync().error is None
+    rig.store.add(b"Subject: late\n\nlate\n")
+    again = rig.sync()
+    assert (again.error, again.fetched) == (None, 1)
+    session = rig.sessions()[-1]
+    assert [c for c in session if c.startswith("LIST")] == ["LIST"]
+    assert session[session.index("UIDL") + 1] == "LIST"
 
 
 def test_a_server_silent_after_an_early_capa_is_asked_carefully_next_time(

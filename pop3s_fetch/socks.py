@@ -37,7 +37,8 @@ _ADDRESS_LENGTHS = {ATYP_IPV4: 4, ATYP_IPV6: 16}
 REPLIES: dict[int, tuple[str, str]] = {
     0x01: (
         "general SOCKS server failure",
-        "look at the proxy's log (for Tor: is it connected to the network?); retry later",
+        "check host in the configuration (some proxies answer this to a name they cannot "
+        "resolve), and the proxy's log (for Tor: is it connected?); retry later",
     ),
     0x02: (
         "connection not allowed by its rules",
@@ -52,10 +53,10 @@ REPLIES: dict[int, tuple[str, str]] = {
         "check host in the configuration, and the proxy's connection; retry later",
     ),
     0x05: (
-        "connection refused by {server}",
+        "connection refused by the server",
         "check host and port in the configuration (POP3S is usually port 995)",
     ),
-    0x06: ("TTL expired on the way to {server}", "retry later"),
+    0x06: ("TTL expired on the way to the server", "retry later"),
     0x07: (
         "command not supported (it does not do CONNECT)",
         "use a SOCKS5 proxy that allows CONNECT, such as Tor, danted or microsocks",

@@ -110,8 +110,8 @@ MESSAGES = {
     0x02: "connection not allowed by its rules (SOCKS reply 0x02)",
     0x03: "network unreachable from the proxy (SOCKS reply 0x03)",
     0x04: "host unreachable from the proxy (or a name it cannot resolve) (SOCKS reply 0x04)",
-    0x05: "connection refused by pop.example.com:995 (SOCKS reply 0x05)",
-    0x06: "TTL expired on the way to pop.example.com:995 (SOCKS reply 0x06)",
+    0x05: "connection refused by the server (SOCKS reply 0x05)",
+    0x06: "TTL expired on the way to the server (SOCKS reply 0x06)",
     0x07: "command not supported (it does not do CONNECT) (SOCKS reply 0x07)",
     0x08: "address type not supported (it will not resolve host names for us) (SOCKS reply 0x08)",
 }

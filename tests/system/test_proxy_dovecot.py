@@ -1,4 +1,5 @@
-"""``proxy = "socks5://..."`` end to end: the command, a real Dovecot, and Debian's microsocks.
+"""``proxy = "socks5://..."`` end to end: the command, a real Dovecot, and Debian's microsocks
+and Dante (danted).
 
 The account's host is ``localhost`` and TLS is verified against it (the test CA's certificate
 names it), through the proxy. The program runs with a guard on ``socket.getaddrinfo`` that
@@ -12,6 +13,7 @@ then fails with the proxy's line, where a connection made around it would have s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from tests.support.cli import Cli, make_cli
 from tests.support.dovecot import DovecotServer, DovecotUser
 from tests.support.dovecot_variants import VariantDovecot
 from tests.support.mail import as_stored, corpus
-from tests.support.socks_proxy import Microsocks, free_port
+from tests.support.socks_proxy import Proxy, free_port
 
 pytestmark = pytest.mark.dovecot
 
@@ -91,7 +93,7 @@ def configure(
 
 
 def test_sync_goes_through_the_proxy_which_resolves_the_name(
-    guarded_cli: Cli, dovecot: DovecotServer, microsocks: Microsocks
+    guarded_cli: Cli, dovecot: DovecotServer, microsocks: Proxy
 ) -> None:
     messages = corpus()[:3]
     user = dovecot.add_user(messages)
@@ -107,7 +109,7 @@ def test_sync_goes_through_the_proxy_which_resolves_the_name(
 
 
 def test_starttls_goes_through_the_proxy_too(
-    guarded_cli: Cli, dovecot_starttls: VariantDovecot, microsocks: Microsocks
+    guarded_cli: Cli, dovecot_starttls: VariantDovecot, microsocks: Proxy
 ) -> None:
     messages = corpus()[:2]
     user = dovecot_starttls.add_user(messages)
@@ -149,7 +151,7 @@ def test_the_guard_bites_without_a_proxy(guarded_cli: Cli, dovecot: DovecotServe
 def test_check_serverinfo_and_doctor_go_through_the_proxy(
     guarded_cli: Cli,
     dovecot: DovecotServer,
-    microsocks: Microsocks,
+    microsocks: Proxy,
     command: list[str],
     shows: str,
 ) -> None:
@@ -189,7 +191,7 @@ def test_a_proxy_that_is_down_is_one_line_and_exit_75(
 
 
 def test_a_proxy_that_wants_a_password_is_refused_clearly(
-    cli: Cli, dovecot: DovecotServer, start_microsocks: Callable[..., Microsocks]
+    cli: Cli, dovecot: DovecotServer, start_microsocks: Callable[..., Proxy]
 ) -> None:
     proxy = start_microsocks("-u", "tor", "-P", "proxy-password")
     user = dovecot.add_user(corpus()[:1])
@@ -206,7 +208,7 @@ def test_a_proxy_that_wants_a_password_is_refused_clearly(
 
 
 def test_the_proxy_names_a_server_that_refuses_it(
-    cli: Cli, dovecot: DovecotServer, microsocks: Microsocks
+    cli: Cli, dovecot: DovecotServer, microsocks: Proxy
 ) -> None:
     user = dovecot.add_user(corpus()[:1])
     configure(cli, dovecot, user, microsocks.url)
@@ -225,7 +227,7 @@ def test_the_proxy_names_a_server_that_refuses_it(
 
 
 def test_a_refused_certificate_is_described_through_the_proxy_too(
-    guarded_cli: Cli, dovecot: DovecotServer, microsocks: Microsocks
+    guarded_cli: Cli, dovecot: DovecotServer, microsocks: Proxy
 ) -> None:
     """The second, unverified look that fetches the refused certificate's facts goes through
     the proxy as well: around it, the guard would refuse the lookup and the facts be missing."""
@@ -247,3 +249,42 @@ def test_a_refused_certificate_is_described_through_the_proxy_too(
     )
     assert "; sha256:" in result.stderr  # the facts the second look fetched
     assert lookups(guarded_cli) == []
+
+
+def test_sync_through_dante(
+    guarded_cli: Cli, dovecot: DovecotServer, start_dante: Callable[[str], Proxy]
+) -> None:
+    """A second real proxy; its log shows the connection it made for us."""
+    proxy = start_dante("pass")
+    messages = corpus()[:2]
+    user = dovecot.add_user(messages)
+    destination = configure(guarded_cli, dovecot, user, proxy.url)
+
+    result = guarded_cli.run("sync")
+
+    assert result.code == 0, result.output
+    assert lookups(guarded_cli) == []
+    assert re.search(
+        rf"pass\(1\): tcp/connect .* -> .* 127\.0\.0\.1\.{dovecot.port}$", proxy.log_text(), re.M
+    )
+    stored = sorted(read_messages(destination, "maildir"))
+    assert stored == sorted(as_stored(message, "maildir") for message in messages)
+
+
+def test_a_proxy_rule_against_the_server_is_named_with_the_fix(
+    cli: Cli, dovecot: DovecotServer, start_dante: Callable[[str], Proxy]
+) -> None:
+    proxy = start_dante("block")
+    user = dovecot.add_user(corpus()[:1])
+    configure(cli, dovecot, user, proxy.url)
+
+    result = cli.run("sync")
+
+    assert result.code == 75, result.output
+    assert result.stderr == (
+        f"error: work: the proxy {proxy.url} could not connect to localhost:{dovecot.port}: "
+        "connection not allowed by its rules (SOCKS reply 0x02) (allow connections to "
+        f"localhost:{dovecot.port} in the proxy's configuration)\n"
+    )
+    # Dante logs the destination as it was asked for: the name, which it was to resolve.
+    assert f"-> 0.0.0.0.0 localhost.{dovecot.port}" in proxy.log_text()

@@ -1,5 +1,6 @@
-"""A POP3 connection's byte stream: connect (implicit TLS, or plaintext for STLS), the TLS
-upgrade, sending command lines, and reading reply lines and bodies from a receive buffer.
+"""A POP3 connection's byte stream: connect (implicit TLS, or plaintext for STLS; directly or
+through a SOCKS5 proxy, see ``socks``, between TCP and TLS), the TLS upgrade, sending command
+lines, and reading reply lines and bodies from a receive buffer.
 
 The one module of pop3s_fetch that imports ``poplib`` or touches its internals
 (``_create_socket``, ``_getline``, ``.sock``, ``.file``), so a Python upgrade is one file to audit.

@@ -373,7 +373,9 @@ class _AccountSync:
             new = session.with_sizes(uidls, fresh)
         self.result.skipped = len(uidls) - len(new)
         if serverpolicy.announced(session.capabilities):
-            session.capa()  # RFC 2449: once logged in, the values for this user
+            before = session.capabilities
+            if not session.capa():  # RFC 2449: once logged in, the values for this user
+                session.capabilities = before  # refused now: what was said before still holds
             self.store.remember_login(logged_in_at, serverpolicy.login_delay(session.capabilities))
             self._warn_about_expire(session.capabilities)
         logger.info(

@@ -235,6 +235,7 @@ class Output:
 
 
 def summary_table(results: Sequence[AccountResult]) -> Table:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=None, box=None, pad_edge=False, header_style="bold")
@@ -251,7 +252,8 @@ def summary_table(results: Sequence[AccountResult]) -> Table:
     for r in results:
         status = "[red]failed[/]" if r.error else "[green]ok[/]"
         if r.login_delay is not None and r.error is None:  # the note says when it is due
-            status = "[yellow]skipped[/] " + r.login_delay.note(r.account).partition(", ")[2]
+            why = r.login_delay.note(r.account).partition(", ")[2]  # may quote the server
+            status = "[yellow]skipped[/]: " + escape(printable(why))
         if r.remaining:  # max_messages / max_bytes left some for the next run
             status += f", {r.remaining} more next run"
         table.add_row(

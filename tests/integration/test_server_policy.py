@@ -267,8 +267,11 @@ def test_without_uidl_keep_true_is_the_clear_error_naming_the_fix(rig: InProcess
     assert not any(c.startswith(("RETR", "DELE")) for c in rig.sessions()[-1])
 
 
-def test_without_uidl_keep_false_fetches_and_deletes_in_one_session(rig: InProcessRig) -> None:
-    rig.server.faults = Faults(no_uidl=True)
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_without_uidl_keep_false_fetches_and_deletes_in_one_session(
+    rig: InProcessRig, pipelining: bool
+) -> None:
+    rig.server.faults = Faults(no_uidl=True, no_pipelining=not pipelining)
     t0 = time.time()
     first = run(rig, t0, keep=False)
     assert first.error is None
@@ -281,6 +284,7 @@ def test_without_uidl_keep_false_fetches_and_deletes_in_one_session(rig: InProce
         assert store.delivered() == set()  # deleted at QUIT, so forgotten
         assert store.warned_about("no-uidl") == "yes"
 
+    assert any(c == "LIST" for c in rig.sessions()[-1])  # sent ahead, or after UIDL's -ERR
     rig.store.add(b"Subject: fourth\n\nfourth\n")
     second = run(rig, t0 + 1, keep=False)
     assert (second.error, second.fetched, second.warnings) == (None, 1, [])

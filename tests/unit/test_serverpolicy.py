@@ -88,3 +88,17 @@ def test_expire_1_day_is_singular_and_12h_fits_within_it() -> None:
         "the server deletes messages on its own 1 day after they were downloaded (EXPIRE 1); "
         'keep = "12h" deletes them before that'
     )
+
+
+def test_the_summary_table_shows_a_skip_and_a_servers_brackets_as_text() -> None:
+    from rich.console import Console
+
+    from pop3s_fetch.sync import AccountResult
+    from pop3s_fetch.ui import summary_table
+
+    console = Console(width=200, record=True, color_system=None)
+    held = LoginDelay(900, time.time() + 600, refused="[LOGIN-DELAY] [bold]wait")
+    console.print(summary_table([AccountResult("work", login_delay=held)]))
+    assert "skipped: the server refused the login for now ([LOGIN-DELAY] [bold]wait)" in (
+        console.export_text()
+    )

@@ -174,10 +174,17 @@ def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     is_flag=True,
     help="Only show what would be fetched and deleted; write nothing, delete nothing.",
 )
+@click.option(
+    "--ignore-login-delay",
+    is_flag=True,
+    help="Log in even if the server's LOGIN-DELAY has not passed since the last login "
+    "(the server may refuse: that is a note, not an error).",
+)
 @click.pass_obj
 def sync(
     g: _Globals,
     accounts: tuple[str, ...],
+    ignore_login_delay: bool,
     wait: float,
     jobs: int,
     quiet: bool,
@@ -197,7 +204,17 @@ def sync(
         if as_json or dry_run:
             flag = "--json" if as_json else "--dry-run"
             raise click.UsageError(f"{flag} cannot be combined with --every (it is for one run)")
-        sys.exit(_sync_every(g, accounts, every, wait=wait, jobs=jobs, quiet=quiet))
+        sys.exit(
+            _sync_every(
+                g,
+                accounts,
+                every,
+                wait=wait,
+                jobs=jobs,
+                quiet=quiet,
+                ignore_login_delay=ignore_login_delay,
+            )
+        )
     import gc
     import time
 
@@ -211,7 +228,9 @@ def sync(
     if dry_run:
         _survey(selected, output, jobs, dry_run=True)
     reporter = ProgressReporter(output)
-    options = SyncOptions(state_dir=state_dir(os.environ), wait=wait)
+    options = SyncOptions(
+        state_dir=state_dir(os.environ), wait=wait, ignore_login_delay=ignore_login_delay
+    )
     pairs = [(a, functools.partial(credentials.login_secret, a)) for a in selected]
     started_at = time.time()
     started = time.monotonic()
@@ -239,7 +258,14 @@ def sync(
 
 
 def _sync_every(
-    g: _Globals, names: tuple[str, ...], interval: float, *, wait: float, jobs: int, quiet: bool
+    g: _Globals,
+    names: tuple[str, ...],
+    interval: float,
+    *,
+    wait: float,
+    jobs: int,
+    quiet: bool,
+    ignore_login_delay: bool,
 ) -> int:
     """Daemon mode: the loop is pop3s_fetch.daemon's; here it is only wired to the world."""
     from pop3s_fetch import credentials, daemon
@@ -256,7 +282,10 @@ def _sync_every(
     reporter = ProgressReporter(output)  # one per round: it keeps the round's results
     wakeup = daemon.Wakeup()
     options = SyncOptions(
-        state_dir=state_dir(os.environ), wait=wait, stop_requested=wakeup.stop_requested
+        state_dir=state_dir(os.environ),
+        wait=wait,
+        stop_requested=wakeup.stop_requested,
+        ignore_login_delay=ignore_login_delay,
     )
 
     def run_round(due: Sequence[daemon.Job]) -> list[AccountResult]:

@@ -276,6 +276,65 @@ class StateStore:
         """Record the login method that worked; written only when it changed."""
         self._remember_server_fact("login", method)
 
+    # -- the server's own policy (RFC 2449 LOGIN-DELAY and EXPIRE, a server without UIDL):
+    # facts in the ``server`` table, written only when they change (or, for a server with a
+    # LOGIN-DELAY, once per login: its time is the fact), so a server without them costs none.
+
+    def login_delay(self) -> tuple[int | None, float | None, float | None]:
+        """The server's LOGIN-DELAY (seconds), the time of the last successful login and of
+        the last ``[LOGIN-DELAY]`` refusal; None for what is not known."""
+        keys = ("login_delay", "last_login", "login_refused")
+        facts = self._server_facts(*keys)
+        delay, last, refused = (facts.get(key) for key in keys)
+        return (
+            int(delay) if delay else None,
+            float(last) if last else None,
+            float(refused) if refused else None,
+        )
+
+    def remember_login(self, at: float, delay: int | None) -> None:
+        """A login succeeded at ``at``, with this LOGIN-DELAY (None: the server has none)."""
+        if delay is None:
+            self._remember_server_facts(login_delay=None, last_login=None, login_refused=None)
+        else:
+            self._remember_server_facts(
+                login_delay=str(delay), last_login=repr(at), login_refused=None
+            )
+
+    def remember_login_refused(self, at: float, delay: int | None) -> None:
+        """The server refused a login at ``at`` with ``[LOGIN-DELAY]``."""
+        facts: dict[str, str | None] = {"login_refused": repr(at)}
+        if delay is not None:
+            facts["login_delay"] = str(delay)
+        self._remember_server_facts(**facts)
+
+    def warned_about(self, topic: str) -> str | None:
+        """The value a once-only warning (``"expire"``, ``"no-uidl"``) was last given for."""
+        return self._server_fact(f"warned:{topic}")
+
+    def remember_warned(self, topic: str, value: str | None) -> None:
+        """Record that ``topic`` was warned about for ``value`` (None: forget, warn again)."""
+        self._remember_server_facts(**{f"warned:{topic}": value})
+
+    def _server_facts(self, *keys: str) -> dict[str, str]:
+        with self._transaction() as db:
+            rows = db.execute("SELECT key, value FROM server").fetchall()  # a handful
+        return {str(k): str(v) for k, v in rows if k in keys}
+
+    def _remember_server_facts(self, **facts: str | None) -> None:
+        """Set (or, for None, delete) several facts in one commit, if any of them changed."""
+        known = self._server_facts(*facts)
+        if all(known.get(k) == v for k, v in facts.items()):
+            return
+        with self._transaction() as db:
+            for key, value in facts.items():
+                if value is None:
+                    db.execute("DELETE FROM server WHERE key = ?", (key,))
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO server (key, value) VALUES (?, ?)", (key, value)
+                    )
+
     def _server_fact(self, key: str) -> str | None:
         with self._transaction() as db:
             row = db.execute("SELECT value FROM server WHERE key = ?", (key,)).fetchone()

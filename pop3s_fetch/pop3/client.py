@@ -83,6 +83,14 @@ class MessageTooLarge(ProtocolError):
         self.cap = cap
 
 
+class NoUidl(ProtocolError):
+    """The server refused UIDL: its messages cannot be told apart from one session to the next.
+
+    The listing commands sent behind it (a LIST) are still due; :meth:`Pop3Client.sizes`
+    reads them, for a caller that can do without UIDLs.
+    """
+
+
 def retr_limit(listed: int) -> int:
     """The most octets RETR may send for a message LIST gave as ``listed``.
 
@@ -493,12 +501,25 @@ class Pop3Client:
         ok, text = self._status()
         lines = self._lines("UIDL", LISTING_LIMIT) if ok else []
         if not ok:
-            raise ProtocolError(
+            raise NoUidl(
                 f"the server does not support UIDL ({text})",
                 hint="without UIDL, messages cannot be told apart between runs; "
                 "pop3s-fetch refuses to guess, and deleted nothing",
             )
         return codec.parse_pairs(lines, "UIDL")
+
+    def sizes(self) -> dict[int, int]:
+        """LIST of every message: number -> size (the one sent ahead with UIDL, if it was).
+
+        Raises:
+            ProtocolError: LIST refused or malformed.
+        """
+        if self._due(ListAll) is None:
+            self._send(ListAll.command)
+        ok, text = self._status()
+        if not ok:
+            raise ProtocolError(f"the server refused LIST: {text}")
+        return codec.parse_sizes(self._lines("LIST", LISTING_LIMIT))
 
     def _listing(self) -> tuple[Uidl] | tuple[Uidl, ListAll]:
         """The listing commands: UIDL, and LIST behind it when sizes are wanted ahead."""

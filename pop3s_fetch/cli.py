@@ -352,7 +352,7 @@ def _survey(selected: list[Account], output: Output, jobs: int, *, dry_run: bool
 
 
 @cli.command()
-@click.argument("source", metavar="HOST|ACCOUNT", shell_complete=_complete_accounts)
+@click.argument("host", metavar="HOST|ACCOUNT", shell_complete=_complete_accounts)
 @click.option(
     "--to",
     "target",
@@ -397,7 +397,7 @@ def _survey(selected: list[Account], output: Output, jobs: int, *, dry_run: bool
 @click.pass_obj
 def backup(
     g: _Globals,
-    source: str,
+    host: str,
     target: str,
     user: str | None,
     fmt: str,
@@ -411,7 +411,7 @@ def backup(
     quiet: bool,
     no_progress: bool,
 ) -> None:
-    """Copy a mailbox into --to, never deleting anything from the server, and verify the copy.
+    """Copy a mailbox into --to and verify it; never deletes from the server.
 
     \b
     pop3s-fetch backup pop.example.com --user alice --to ./alice-2026-12/
@@ -433,13 +433,13 @@ def backup(
         if extra:
             raise click.UsageError(
                 f"{extra[0]} is for a server named on the command line (with --user); "
-                f'account "{source}" takes it from the configuration'
+                f'account "{host}" takes it from the configuration'
             )
-        account = _load_config(g).select([source])[0]
+        account = _load_config(g).select([host])[0]
         plan = backup_module.for_account(account, target, chosen, cwd=Path.cwd())
     else:
         plan = backup_module.for_server(
-            source,
+            host,
             user,
             target,
             chosen,

@@ -171,6 +171,15 @@ class StateStore:
             ).fetchone()
         return set(joined.split(" ")) if joined else set()
 
+    def delivered_intents(self) -> list[Intent]:
+        """Delivered messages with where each went: to check a copy against (``backup``)."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT uidl, size, target, offset, length, digest FROM messages"
+                " WHERE status = 'delivered' ORDER BY offset, target"
+            )
+            return [Intent(*row) for row in rows]
+
     def pending(self) -> list[Intent]:
         """Deliveries recorded but not known to have completed (a previous run died)."""
         with self._transaction() as db:

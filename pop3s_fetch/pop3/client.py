@@ -487,6 +487,18 @@ class Pop3Client:
         uidls = self.unique_ids()
         return self.with_sizes(uidls, list(uidls))
 
+    def stat(self) -> tuple[int, int]:
+        """STAT: the maildrop's message count and total size (octets as LIST counts them).
+
+        Raises:
+            ProtocolError: refused, or not two whole numbers.
+        """
+        text = self._command("STAT")
+        fields = text.split()
+        if len(fields) < 2 or not all(f.isdigit() for f in fields[:2]):
+            raise ProtocolError(f"the server's STAT reply is malformed: {text[:80]!r}")
+        return int(fields[0]), int(fields[1])
+
     def unique_ids(self) -> dict[int, str]:
         """UIDL: message number -> unique-id. LIST is left for :meth:`with_sizes`, because on
         a large mailbox with nothing new it is the server's costliest reply (sizes with CRLF).

@@ -70,6 +70,9 @@ def json_document(
                     {"uidl": o.uidl, "size": o.size, "action": o.action, "new": o.new}
                     for o in r.oversize
                 ],
+                "filtered": [
+                    {"uidl": f.uidl, "size": f.size, "action": f.action} for f in r.filtered
+                ],
             }
             for r in results
         ],

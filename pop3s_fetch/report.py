@@ -71,7 +71,8 @@ def json_document(
                     for o in r.oversize
                 ],
                 "filtered": [
-                    {"uidl": f.uidl, "size": f.size, "action": f.action} for f in r.filtered
+                    {"uidl": f.uidl, "size": f.size, "action": f.action, "new": f.new}
+                    for f in r.filtered
                 ],
             }
             for r in results

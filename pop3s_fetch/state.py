@@ -277,6 +277,11 @@ class StateStore:
         with self._transaction() as db:
             return dict(db.execute("SELECT uidl, verdict FROM filtered"))
 
+    def skipped_by_filter(self) -> dict[str, int]:
+        """The messages the filter said to skip, with their LIST sizes (for --json)."""
+        with self._transaction() as db:
+            return dict(db.execute("SELECT uidl, size FROM filtered WHERE verdict = 'skip'"))
+
     def remember_filtered(self, verdicts: Mapping[str, tuple[int, str]]) -> None:
         """Record the filter's verdicts (UIDL -> (LIST size, "skip" | "delete")) in one
         durable commit: a "delete" is recorded before its DELE is sent."""

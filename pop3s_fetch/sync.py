@@ -127,6 +127,7 @@ class Filtered:
     uidl: str
     size: int  # as LIST gave it
     action: Literal["skip", "delete"]
+    new: bool = True  # decided in this run (a skipped one is counted on the screen only then)
 
 
 class FilterFailed(Pop3sFetchError):
@@ -388,6 +389,12 @@ class _AccountSync:
         ]
         if self.account.filter:
             self.store.keep_skipped(set(uidls.values()))
+            still = {uidl for uidl in set_aside.values() if verdicts[uidl] == "skip"}
+            self.result.filtered += [
+                Filtered(uidl, size, "skip", new=False)
+                for uidl, size in self.store.skipped_by_filter().items()
+                if uidl in still
+            ]
         # QUIT made the deletions final: forget them now (a later listing cannot be trusted to
         # show they are gone, see forget_absent). Only now is the listing known complete.
         refused = {message.uidl for message in session.refused_deletes}

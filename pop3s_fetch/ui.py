@@ -129,7 +129,7 @@ def summary_line(result: AccountResult) -> str:
     if result.remaining:
         extra.append(f"{result.remaining} more next run (max_messages/max_bytes)")
     for action, done in (("skip", "skipped"), ("delete", "deleted")):
-        count = sum(1 for f in result.filtered if f.action == action)
+        count = sum(1 for f in result.filtered if f.action == action and f.new)
         if count:
             extra.append(f"{count} {done} by the filter")
     return " ".join(parts) + ", " + ", ".join(extra)

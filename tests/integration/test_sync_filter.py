@@ -128,7 +128,8 @@ def test_filter_fetches_skips_and_deletes(
         assert store.filtered() == {ids[SKIP]: "skip", ids[DELETE]: "delete"}
 
     again = run(rig, filter=argv, filter_may_delete=True)
-    assert (again.error, again.fetched, again.filtered) == (None, 0, [])
+    skipped = Filtered(ids[SKIP], len(SKIP) + SKIP.count(b"\n"), "skip", new=False)
+    assert (again.error, again.fetched, again.filtered) == (None, 0, [skipped])  # listed again
     assert len(log.read_text().splitlines()) == 3  # not asked again
     assert not [c for c in rig.sessions()[-1] if c.startswith("TOP")]
 

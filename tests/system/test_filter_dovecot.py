@@ -90,8 +90,10 @@ def test_a_grep_filter_skips_and_deletes_and_dry_run_does_not_run_it(
 
     again = cli.run("sync")
     assert again.code == 0, again.output
-    assert again.stdout == "work: no new mail, 2 on server\n"
+    assert again.stdout == "work: no new mail, 2 on server\n"  # counted once, when decided
     assert log.read_text() == "seen\n" * 3  # the skipped one is not shown again
+    (listed,) = json.loads(cli.run("sync", "--json").stdout)["accounts"]
+    assert [(f["action"], f["new"]) for f in listed["filtered"]] == [("skip", False)]
 
     check = cli.run("check")
     assert (check.code, check.stdout) == (1, "work: no new mail, 2 on server\n")

@@ -102,11 +102,11 @@ def run_capped(
                 selector.get_key(process.stderr)
                 while selector.select(0) and _read_into(process, kept):
                     pass  # what it wrote just before it ended
-        try:
-            returncode = process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            stop_group(process)
-            raise
+        returncode = process.wait(max(0.0, deadline - time.monotonic()))
+    except BaseException:
+        # The deadline, or Ctrl-C while it runs: nothing of its group is left behind.
+        stop_group(process)
+        raise
     finally:
         process.stderr.close()
         if process.stdin is not None and not process.stdin.closed:

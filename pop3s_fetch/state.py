@@ -277,10 +277,10 @@ class StateStore:
         with self._transaction() as db:
             return dict(db.execute("SELECT uidl, verdict FROM filtered"))
 
-    def skipped_by_filter(self) -> dict[str, int]:
-        """The messages the filter said to skip, with their LIST sizes (for --json)."""
+    def filtered_sizes(self) -> dict[str, int]:
+        """The LIST sizes of the messages with a verdict (what --json reports for them)."""
         with self._transaction() as db:
-            return dict(db.execute("SELECT uidl, size FROM filtered WHERE verdict = 'skip'"))
+            return dict(db.execute("SELECT uidl, size FROM filtered"))
 
     def remember_filtered(self, verdicts: Mapping[str, tuple[int, str]]) -> None:
         """Record the filter's verdicts (UIDL -> (LIST size, "skip" | "delete")) in one

@@ -389,11 +389,11 @@ class _AccountSync:
         ]
         if self.account.filter:
             self.store.keep_skipped(set(uidls.values()))
-            still = {uidl for uidl in set_aside.values() if verdicts[uidl] == "skip"}
+            sizes = self.store.filtered_sizes()
             self.result.filtered += [
-                Filtered(uidl, size, "skip", new=False)
-                for uidl, size in self.store.skipped_by_filter().items()
-                if uidl in still
+                Filtered(uidl, sizes.get(uidl, 0), "skip", new=False)
+                for uidl in set_aside.values()
+                if verdicts[uidl] == "skip"
             ]
         # QUIT made the deletions final: forget them now (a later listing cannot be trusted to
         # show they are gone, see forget_absent). Only now is the listing known complete.
@@ -503,9 +503,10 @@ class _AccountSync:
                     self.result.filtered.append(Filtered(message.uidl, message.size, "skip"))
         if decided:
             self.store.remember_filtered(decided)  # durable before any DELE it leads to
-        if account.filter_may_delete:
+        if account.filter_may_delete and "delete" in verdicts.values():
+            sizes = self.store.filtered_sizes()
             doomed += [
-                RemoteMessage(n, uidl, 0)
+                RemoteMessage(n, uidl, sizes.get(uidl, 0))
                 for n, uidl in set_aside.items()
                 if verdicts[uidl] == "delete"
             ]

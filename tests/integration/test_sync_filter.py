@@ -162,6 +162,27 @@ def test_exit_2_without_filter_may_delete_is_an_error_naming_the_key(
         assert store.filtered() == {ids[SKIP]: "skip"}  # the failed one is not recorded
 
 
+def test_a_filter_deletion_cut_off_before_quit_is_sent_again_without_asking(
+    rig: InProcessRig, filter_script: tuple[Path, Path]
+) -> None:
+    script, log = filter_script
+    ids = uidls(rig)
+    argv = (str(script),)
+    rig.server.faults = Faults(drop_on={"QUIT"})  # the DELE never becomes final
+    cut = run(rig, filter=argv, filter_may_delete=True)
+    assert cut.error is not None
+    assert DELETE in rig.on_server()
+    rig.server.faults = Faults()
+    result = run(rig, filter=argv, filter_may_delete=True)
+    assert result.error is None, result.error
+    assert DELETE not in rig.on_server()
+    size = len(DELETE) + DELETE.count(b"\n")
+    skipped = Filtered(ids[SKIP], len(SKIP) + SKIP.count(b"\n"), "skip", new=False)
+    assert result.filtered == [Filtered(ids[DELETE], size, "delete"), skipped]  # deleted now
+    assert len(log.read_text().splitlines()) == 3  # the filter was not asked again
+    assert [c for c in rig.sessions()[-1] if c.startswith(("TOP", "DELE"))] == ["DELE 3"]
+
+
 @pytest.mark.parametrize(
     ("message", "status", "said"),
     [

@@ -541,6 +541,7 @@ def _settle_trust(answers: Starter, path: Path) -> Starter:
                     account.port,
                     account.timeout,
                     starttls=account.tls.mode == "starttls",
+                    proxy=account.proxy,
                 )
             )
         except Pop3sFetchError:

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 from pop3s_fetch.errors import ConfigError
 from pop3s_fetch.loopback import is_loopback
+from pop3s_fetch.socks import Proxy
 
 ACCOUNT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 # Names become file names in the state directory; keep them well inside NAME_MAX.
@@ -202,6 +203,7 @@ class Account:
     max_bytes: int | None = None  # per run, by LIST size; at least one message is fetched
     mda: tuple[str, ...] | None = None  # argv of the delivery program, with format "mda"
     mda_timeout: float = DEFAULT_MDA_TIMEOUT
+    proxy: Proxy | None = None  # connect through this SOCKS5 proxy, which resolves host
     # Header filter and trace headers (issue 12, items 4 and 5).
     filter: tuple[str, ...] | None = None  # argv shown each new message's header: 0/1/2
     filter_timeout: float = DEFAULT_FILTER_TIMEOUT  # seconds per message
@@ -802,6 +804,55 @@ def _expect_program(value: object, example: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+_PROXY_SCHEMES = ("socks5", "socks5h")  # the same here: the proxy always resolves the name
+_PROXY_EXAMPLE = '"socks5://127.0.0.1:9050"'
+
+
+def _expect_proxy(value: object, _base: Path) -> Proxy | None:
+    """A SOCKS5 proxy URL, ``socks5://HOST:PORT``; ``false`` means none (over [defaults]).
+
+    Never with credentials: the URL is not echoed then, as it holds a password.
+    """
+    if value is False:
+        return None
+    if not isinstance(value, str) or not value or any(char.isspace() for char in value):
+        raise _Invalid(
+            f"expected a URL such as {_PROXY_EXAMPLE} (or false for a direct connection), "
+            f"got {_toml_value(value)}"
+        )
+    if "@" in value:
+        raise _Invalid(
+            "a user name or password in the proxy URL is refused: pop3s-fetch does not do "
+            "proxy authentication, because its password would sit in this file; remove "
+            '"USER:PASSWORD@" and let the proxy accept this machine without one (Tor does)'
+        )
+    scheme, separator, rest = value.partition("://")
+    if not separator:
+        raise _Invalid(f'expected a socks5:// URL (did you mean "socks5://{value}"?)')
+    if scheme.lower() not in _PROXY_SCHEMES:
+        raise _Invalid(
+            f'proxy scheme "{scheme}" is not supported, only SOCKS5 is (did you mean '
+            f'"socks5://{rest}"?)'
+        )
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if parts is None or not parts.hostname or port == 0:
+        raise _Invalid(
+            f"expected socks5://HOST:PORT such as {_PROXY_EXAMPLE}, got {_toml_value(value)}"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise _Invalid(f"expected nothing after HOST:PORT, got {_toml_value(value)}")
+    if port is None:
+        bare = value.rstrip("/")
+        raise _Invalid(
+            f'the port is missing (did you mean "{bare}:9050", Tor\'s, or "{bare}:1080"?)'
+        )
+    return Proxy(parts.hostname, port)
+
+
 _Converter = Callable[[object, Path], object]
 
 # Every account key, in the order of the Account fields, with its converter.
@@ -832,6 +883,7 @@ _ACCOUNT_KEYS: dict[str, _Converter] = {
     "max_bytes": _expect_size,
     "mda": _expect_mda,
     "mda_timeout": _expect_timeout,
+    "proxy": _expect_proxy,
     "filter": _expect_filter,
     "filter_timeout": _expect_timeout,
     "filter_may_delete": _expect_bool,
@@ -911,6 +963,8 @@ _PEER_KEYS = {
     "max_bytes_per_session": "max_bytes",
     "max_messages_per_session": "max_messages",
     "fetchlimit": "max_messages",
+    "proxy_host": 'proxy = "socks5://HOST:PORT"',
+    "proxy_port": 'proxy = "socks5://HOST:PORT"',
 }
 
 

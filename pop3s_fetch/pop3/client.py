@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pop3s_fetch import sasl
+from pop3s_fetch import sasl, socks
 from pop3s_fetch.errors import ProtocolError, TLSError
 from pop3s_fetch.pop3 import codec
 from pop3s_fetch.pop3.codec import Sink
@@ -208,8 +208,12 @@ class Pop3Client:
         starttls: bool = False,
         early_capa: bool = False,
         early_login: Callable[[], sasl.Exchange | None] | None = None,
+        proxy: socks.Proxy | None = None,
     ) -> Pop3Client:
         """Open a verified TLS connection (implicit, or by STLS) and read the greeting.
+
+        With ``proxy`` the TCP connection goes through that SOCKS5 proxy, which resolves
+        ``host``; TLS is then verified against ``host`` exactly as without it.
 
         With ``starttls`` the plaintext part carries only CAPA and STLS: a server that does not
         offer STLS ends the session before any credential could be sent.
@@ -223,14 +227,14 @@ class Pop3Client:
         Raises:
             TLSError: the certificate or handshake was refused, or STLS is not offered (nothing
                 secret was sent). The ssl error, if any, is chained as ``__cause__``.
-            ConnectError: DNS, TCP or timeout failures.
+            ConnectError: DNS, TCP or timeout failures, or the proxy's (``socks.ProxyError``).
             ProtocolError: the greeting is not ``+OK``.
         """
         where = f"{host}:{port}"
         transport: Transport | None = None
         try:
             if starttls:
-                transport = Transport.open_plaintext(host, port, timeout=timeout)
+                transport = Transport.open_plaintext(host, port, timeout=timeout, proxy=proxy)
                 session = cls(transport, host)
                 session._start_tls(context, where)
             else:
@@ -251,6 +255,7 @@ class Pop3Client:
                     context=context,
                     timeout=timeout,
                     early=early if early_capa else None,
+                    proxy=proxy,
                 )
                 session = cls(transport, host, in_flight=sent_early)
         except BaseException as err:

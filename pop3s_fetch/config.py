@@ -70,6 +70,12 @@ DEFAULT_MDA_TIMEOUT = 300.0  # a spam filter run by procmail may take a while on
 #: What an ``mda`` argument may name as ``{name}`` (destinations.mda substitutes the same).
 MDA_PLACEHOLDERS = ("sender", "recipient", "account", "uidl")
 
+#: A header filter runs once per new message, before its download: it should be quick.
+DEFAULT_FILTER_TIMEOUT = 60.0
+#: The trace fields add_headers may name, in the order they are written above the message.
+TRACE_HEADERS = ("received", "delivered-to", "x-original-to")
+TraceHeader = Literal["received", "delivered-to", "x-original-to"]
+
 STARTTLS_PORT = 110  # the plaintext POP3 port, where STLS upgrades the session
 
 MailFormat = Literal["maildir", "mbox", "mda"]
@@ -198,6 +204,11 @@ class Account:
     mda: tuple[str, ...] | None = None  # argv of the delivery program, with format "mda"
     mda_timeout: float = DEFAULT_MDA_TIMEOUT
     proxy: Proxy | None = None  # connect through this SOCKS5 proxy, which resolves host
+    # Header filter and trace headers (issue 12, items 4 and 5).
+    filter: tuple[str, ...] | None = None  # argv shown each new message's header: 0/1/2
+    filter_timeout: float = DEFAULT_FILTER_TIMEOUT  # seconds per message
+    filter_may_delete: bool = False  # whether the filter's exit 2 deletes unread
+    add_headers: tuple[TraceHeader, ...] = ()  # prepended to each copy; () keeps it byte-exact
 
     def __post_init__(self) -> None:
         if self.ca_file is not None:
@@ -745,14 +756,41 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 def _expect_mda(value: object, _base: Path) -> tuple[str, ...]:
     """An argv run without a shell, whose ``{name}`` placeholders are all known ones."""
+    return _expect_program(value, '"/usr/bin/procmail", "-f", "{sender}"')
+
+
+def _expect_filter(value: object, _base: Path) -> tuple[str, ...]:
+    """The header filter's argv: the same rules (and placeholders) as an MDA's."""
+    return _expect_program(value, '"/usr/local/bin/spamcheck", "{sender}"')
+
+
+def _expect_trace_headers(value: object, _base: Path) -> tuple[str, ...]:
+    """Names from TRACE_HEADERS, any case, each once; written in TRACE_HEADERS' order."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise _Invalid(
+            f'expected an array such as ["received", "delivered-to"], got {_toml_value(value)}'
+        )
+    names = [name.lower() for name in value]
+    for name in names:
+        if name not in TRACE_HEADERS:
+            close = difflib.get_close_matches(name, TRACE_HEADERS, n=1)
+            known = ", ".join(f'"{n}"' for n in TRACE_HEADERS)
+            advice = f"did you mean {_toml_string(close[0])}?" if close else f"known: {known}"
+            raise _Invalid(f"unknown header {_toml_string(name)} ({advice})")
+    if len(set(names)) < len(names):
+        raise _Invalid("names a header more than once")
+    return tuple(name for name in TRACE_HEADERS if name in names)
+
+
+def _expect_program(value: object, example: str) -> tuple[str, ...]:
     if (
         not isinstance(value, list)
         or not value
         or not all(isinstance(arg, str) and arg for arg in value)
     ):
         raise _Invalid(
-            'expected an array of non-empty strings such as ["/usr/bin/procmail", "-f", '
-            f'"{{sender}}"] (it is run without a shell), got {_toml_value(value)}'
+            f"expected an array of non-empty strings such as [{example}] "
+            f"(it is run without a shell), got {_toml_value(value)}"
         )
     for index, arg in enumerate(value):
         for name in _PLACEHOLDER.findall(arg):
@@ -846,6 +884,10 @@ _ACCOUNT_KEYS: dict[str, _Converter] = {
     "mda": _expect_mda,
     "mda_timeout": _expect_timeout,
     "proxy": _expect_proxy,
+    "filter": _expect_filter,
+    "filter_timeout": _expect_timeout,
+    "filter_may_delete": _expect_bool,
+    "add_headers": _expect_trace_headers,
 }
 _OAUTH2_KEY = "oauth2"  # a sub-table, validated key by key with _OAUTH2_KEYS
 _KNOWN_ACCOUNT_KEYS = (*_ACCOUNT_KEYS, _OAUTH2_KEY)
@@ -1067,6 +1109,7 @@ class _Validator:
                 [*keypath, "oversize"],
                 'has no effect without max_message_size (such as max_message_size = "25MB")',
             )
+        self.filter_keys(keypath, values)
         if len(self.problems) > before:
             return None
         fields = {key: values[key] for key in _ACCOUNT_KEYS if key in values}
@@ -1079,6 +1122,28 @@ class _Validator:
         )
         fields.setdefault("destination", None)  # format "mda" has none
         return Account(name=name, tls=tls, oauth2=oauth2, **fields)  # type: ignore[arg-type]
+
+    def filter_keys(self, keypath: list[str], values: dict[str, object]) -> None:
+        """The header filter's and add_headers' rules that involve other keys."""
+        for key in ("filter_timeout", "filter_may_delete"):
+            if key in values and "filter" not in values:
+                self.problem(
+                    [*keypath, key],
+                    'has no effect without filter (such as filter = ["/usr/local/bin/spamcheck"])',
+                )
+        names = values.get("add_headers", ())
+        user = values.get("username")
+        if (
+            isinstance(names, tuple)
+            and set(names) - {"received"}
+            and isinstance(user, str)
+            and not re.fullmatch(r"[!-~]+", user)
+        ):
+            self.problem(
+                [*keypath, "add_headers"],
+                "Delivered-To and X-Original-To name the username, which must then be one "
+                "word of printable ASCII; remove them from add_headers",
+            )
 
     def tls_settings(self, keypath: list[str], values: dict[str, object]) -> TlsSettings:
         """Collect the TLS keys; STLS is the default on the plaintext POP3 port."""

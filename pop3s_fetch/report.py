@@ -90,6 +90,10 @@ def json_document(
                     for o in r.oversize
                 ],
                 "login_delay": _login_delay_record(r),
+                "filtered": [
+                    {"uidl": f.uidl, "size": f.size, "action": f.action, "new": f.new}
+                    for f in r.filtered
+                ],
             }
             for r in results
         ],

@@ -100,6 +100,18 @@ CREATE TABLE IF NOT EXISTS oversize (
     recorded_at REAL NOT NULL
 )
 """
+# The header filter's verdicts (issue 12): "skip" (left on the server, not shown to the filter
+# again until forgotten) and "delete" (deleted unread; kept as the record that it was the
+# user's filter, not a loss, and sent DELE again while still listed). A table of its own,
+# created when missing: older versions ignore it.
+_FILTERED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS filtered (
+    uidl TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('skip', 'delete')),
+    recorded_at REAL NOT NULL
+)
+"""
 #: A delivered UIDL missing from this many complete listings in a row...
 FORGET_AFTER_LISTINGS = 3
 #: ...spread over at least this long is taken to be gone for good, and forgotten.
@@ -269,6 +281,40 @@ class StateStore:
             with self._transaction() as db:
                 db.executemany("DELETE FROM oversize WHERE uidl = ?", gone)
 
+    def filtered(self) -> dict[str, str]:
+        """The header filter's remembered verdicts: UIDL -> "skip" or "delete"."""
+        with self._transaction() as db:
+            return dict(db.execute("SELECT uidl, verdict FROM filtered"))
+
+    def filtered_sizes(self) -> dict[str, int]:
+        """The LIST sizes of the messages with a verdict (what --json reports for them)."""
+        with self._transaction() as db:
+            return dict(db.execute("SELECT uidl, size FROM filtered"))
+
+    def remember_filtered(self, verdicts: Mapping[str, tuple[int, str]]) -> None:
+        """Record the filter's verdicts (UIDL -> (LIST size, "skip" | "delete")) in one
+        durable commit: a "delete" is recorded before its DELE is sent."""
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO filtered (uidl, size, verdict, recorded_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(uidl, size, verdict, now) for uidl, (size, verdict) in verdicts.items()],
+            )
+
+    def keep_skipped(self, present: set[str]) -> None:
+        """Drop the "skip" verdicts of messages no longer on the server (a complete listing).
+
+        Forgetting one too early only shows that message to the filter again. "delete" rows
+        stay: they are the record of what the filter removed.
+        """
+        gone = [
+            (uidl,) for uidl, v in self.filtered().items() if v == "skip" and uidl not in present
+        ]
+        if gone:
+            with self._transaction() as db:
+                db.executemany("DELETE FROM filtered WHERE uidl = ?", gone)
+
     def server_pipelines(self) -> bool:
         """Whether the server offered PIPELINING in the last session that got so far."""
         return self._server_fact("pipelining") == "yes"
@@ -362,6 +408,7 @@ class StateStore:
             db.executemany("DELETE FROM messages WHERE uidl = ?", rows)
             db.executemany("DELETE FROM held WHERE uidl = ?", rows)
             db.executemany("DELETE FROM absent WHERE uidl = ?", rows)
+            db.executemany("DELETE FROM filtered WHERE uidl = ?", rows)
 
     def hold(self, uidl: str, listed: int, received: int) -> None:
         """Never delete this delivered message from the server: its size disagreed."""
@@ -466,6 +513,7 @@ def open_store(path: Path) -> StateStore:
                 db.execute(_HELD_SCHEMA)
                 db.execute(_ABSENT_SCHEMA)
                 db.execute(_OVERSIZE_SCHEMA)
+                db.execute(_FILTERED_SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("SELECT count(*) FROM messages").fetchone()
     except sqlite3.Error as err:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pop3s_fetch import hooks, policy, serverpolicy
+from pop3s_fetch import __version__, header_filter, hooks, policy, serverpolicy, trace
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
@@ -117,6 +117,7 @@ class AccountResult:
     oversize: list[Oversize] = field(default_factory=list)
     #: The server's LOGIN-DELAY held this run back (no login, or a refused one): a note.
     login_delay: serverpolicy.LoginDelay | None = None
+    filtered: list[Filtered] = field(default_factory=list)  # the header filter's verdicts
 
     @property
     def exit_code(self) -> ExitCode:
@@ -131,6 +132,25 @@ class Oversize:
     size: int  # as LIST gave it
     action: Literal["skip", "delete"]
     new: bool  # first reported in this run (a skipped one is warned about only then)
+
+
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """A message the header filter said this run not to download: left there, or deleted."""
+
+    uidl: str
+    size: int  # as LIST gave it
+    action: Literal["skip", "delete"]
+    new: bool = True  # decided in this run (a skipped one is counted on the screen only then)
+
+
+class FilterFailed(Pop3sFetchError):
+    """The header filter failed for some messages: they stay on the server, asked again next
+    run. Exit 78 when the failure is the configuration's (exit 2 without filter_may_delete)."""
+
+    def __init__(self, message: str, *, config: bool, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = ExitCode.CONFIG if config else ExitCode.IOERR
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +302,8 @@ class _AccountSync:
         self.server_octets: dict[str, int] = {}  # UIDL -> octets received, as LIST counts
         self.quit_sent = False  # QUIT makes this session's DELEs final
         self.refused: list[tuple[RemoteMessage, MessageRefused]] = []  # by an MDA: stay there
+        self.filter_deleting: list[RemoteMessage] = []  # DELE sent on the filter's word
+        self.filter_failed: list[tuple[RemoteMessage, header_filter.Verdict]] = []
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
@@ -363,6 +385,9 @@ class _AccountSync:
             uidls = {number: message.uidl for number, message in listed.items()}
         check_uidls(uidls)
         self.result.on_server = len(uidls)
+        # The filter's verdicts hold only while there is a filter: without one, nothing is
+        # left aside (a "delete" one, still listed, is left too when deleting is not allowed).
+        verdicts = self.store.filtered() if self.account.filter else {}
         # Sizes only for what will be fetched: on a big mailbox with nothing new, a whole
         # LIST is the server's costliest reply of the run. (No object per message listed:
         # an idle run lists tens of thousands.)
@@ -378,11 +403,20 @@ class _AccountSync:
                 session.capabilities = before  # refused now: what was said before still holds
             self.store.remember_login(logged_in_at, serverpolicy.login_delay(session.capabilities))
             self._warn_about_expire(session.capabilities)
+        new = session.with_sizes(
+            uidls,
+            [n for n, uidl in uidls.items() if uidl not in delivered and uidl not in verdicts],
+        )
+        set_aside = {n: uidl for n, uidl in uidls.items() if uidl in verdicts}
+        self.result.skipped = len(uidls) - len(new) - len(set_aside)
         logger.info(
             "%s: %d messages on the server, %d new", self.account.name, len(uidls), len(new)
         )
         plan = self._plan(new)
-        self.reporter.listed(self.account.name, len(plan.fetch), sum(m.size for m in plan.fetch))
+        fetch = plan.fetch
+        if self.account.filter:
+            fetch = self._screen(session, plan.fetch, set_aside, verdicts)
+        self.reporter.listed(self.account.name, len(fetch), sum(m.size for m in fetch))
         if not self.account.keep or self.account.delete_after is not None:
             self.held = self.store.held()  # a size that disagreed: never deleted by us
             expired = set[str]()
@@ -395,7 +429,7 @@ class _AccountSync:
             self._delete(session, [RemoteMessage(n, uidl, 0) for n, uidl in already])
         unread = plan.oversize if self.account.oversize == "delete" else []
         self._delete(session, unread)  # the user's wish: deleted without being downloaded
-        retr_errors = self._fetch(session, plan.fetch)
+        retr_errors = self._fetch(session, fetch)
         if session.awaiting_retr:
             # A graceful stop with RETRs sent ahead: QUIT would first need their replies, so
             # the session ends without it. What was fetched is durable and recorded; this
@@ -407,6 +441,19 @@ class _AccountSync:
         self.quit_sent = True
         if unread:
             self._warn_deleted_unread(unread, session.refused_deletes)
+        self.result.filtered += [
+            Filtered(m.uidl, m.size, "delete")
+            for m in self.filter_deleting
+            if m not in session.refused_deletes
+        ]
+        if self.account.filter:
+            self.store.keep_skipped(set(uidls.values()))
+            sizes = self.store.filtered_sizes()
+            self.result.filtered += [
+                Filtered(uidl, sizes.get(uidl, 0), "skip", new=False)
+                for uidl in set_aside.values()
+                if verdicts[uidl] == "skip"
+            ]
         # QUIT made the deletions final: forget them now (a later listing cannot be trusted to
         # show they are gone, see forget_absent). Only now is the listing known complete.
         refused = {message.uidl for message in session.refused_deletes}
@@ -423,6 +470,8 @@ class _AccountSync:
             )
         if self.refused:
             raise self._refusal()
+        if self.filter_failed:
+            raise self._filter_failure()
         if retr_errors:
             raise ProtocolError(
                 f"the server refused to send {len(retr_errors)} message(s): {retr_errors[0]}",
@@ -535,6 +584,93 @@ class _AccountSync:
             )
         return plan
 
+    def _screen(
+        self,
+        session: Pop3Client,
+        candidates: Sequence[RemoteMessage],
+        set_aside: Mapping[int, str],
+        verdicts: Mapping[str, str],
+    ) -> list[RemoteMessage]:
+        """Show each candidate's header (TOP n 0, pipelined) to the filter; return those to
+        fetch. Verdicts are recorded in one commit, and only then is DELE sent for the
+        "delete" ones (and again for those a run before recorded, if still listed)."""
+        account = self.account
+        assert account.filter is not None
+        if candidates:
+            self.reporter.started(account.name, "filtering")
+        heads: dict[str, bytearray] = {}
+
+        def open_sink(message: RemoteMessage) -> Callable[[bytes], None]:
+            heads[message.uidl] = bytearray()
+            return heads[message.uidl].extend
+
+        fetch: list[RemoteMessage] = []
+        decided: dict[str, tuple[int, str]] = {}
+        doomed: list[RemoteMessage] = []
+        for item in session.headers(candidates, open_sink):
+            message = item.message
+            head = bytes(heads.pop(message.uidl, b""))
+            if item.error is not None:
+                problem = f"the server refused TOP, so the filter could not see it: {item.error}"
+                self.filter_failed.append((message, header_filter.Verdict("error", problem)))
+                continue
+            verdict = header_filter.ask(
+                account.filter,
+                head,
+                account=account.name,
+                uidl=message.uidl,
+                recipient=account.username,
+                timeout=account.filter_timeout,
+                may_delete=account.filter_may_delete,
+            )
+            if verdict.action == "fetch":
+                fetch.append(message)
+            elif verdict.action == "error":
+                self.filter_failed.append((message, verdict))
+                if len(self.filter_failed) > 1:
+                    self._warn(self._filter_line(message, verdict))
+            else:
+                decided[message.uidl] = (message.size, verdict.action)
+                if verdict.action == "delete":
+                    doomed.append(message)
+                else:
+                    self.result.filtered.append(Filtered(message.uidl, message.size, "skip"))
+        if decided:
+            self.store.remember_filtered(decided)  # durable before any DELE it leads to
+        if account.filter_may_delete and "delete" in verdicts.values():
+            sizes = self.store.filtered_sizes()
+            doomed += [
+                RemoteMessage(n, uidl, sizes.get(uidl, 0))
+                for n, uidl in set_aside.items()
+                if verdicts[uidl] == "delete"
+            ]
+        session.queue_delete(doomed)
+        self.filter_deleting += doomed
+        return fetch
+
+    @staticmethod
+    def _filter_line(message: RemoteMessage, verdict: header_filter.Verdict) -> str:
+        return f"message {message.number} (UIDL {message.uidl}) not fetched: {verdict.problem}"
+
+    def _filter_failure(self) -> FilterFailed:
+        """One error for every message the filter could not judge: the first named, the rest
+        counted (they were warnings already)."""
+        count = len(self.filter_failed)
+        config = any(verdict.config for _, verdict in self.filter_failed)
+        first = next((m, v) for m, v in self.filter_failed if v.config == config)
+        more = f" (and {count - 1} more, see the warnings)" if count > 1 else ""
+        fix = (
+            "set filter_may_delete = true to let it delete, or make it exit 1 to skip"
+            if config
+            else "fix the filter"
+        )
+        return FilterFailed(
+            self._filter_line(*first) + more,
+            config=config,
+            hint=f"left on the server; {fix}, and the next run shows "
+            f"{'them' if more else 'it'} to the filter again",
+        )
+
     def _warn_deleted_unread(
         self, unread: Sequence[RemoteMessage], refused: Sequence[RemoteMessage]
     ) -> None:
@@ -607,6 +743,20 @@ class _AccountSync:
     def _open_sink(self, message: RemoteMessage) -> Callable[[bytes], None]:
         labels = {"uidl": message.uidl, "recipient": self.account.username}
         self.writer = self.destination.open_message(labels)
+        if self.account.add_headers:
+            # Ours, above the server's bytes: the destination records (length, digest) what
+            # it wrote, lines included; the size checked against LIST is still the server's.
+            assert self.session is not None
+            self.writer.write(
+                trace.trace_lines(
+                    self.account.add_headers,
+                    server=self.account.host,
+                    user=self.account.username,
+                    program=f"pop3s-fetch {__version__}",
+                    tls=self.session.tls_version,
+                    when=self.options.clock(),
+                )
+            )
         return self.writer.write
 
     def _publish(self) -> None:

@@ -130,6 +130,10 @@ def summary_line(result: AccountResult) -> str:
         extra.append(f"{result.recovered} recovered from an interrupted run")
     if result.remaining:
         extra.append(f"{result.remaining} more next run (max_messages/max_bytes)")
+    for action, done in (("skip", "skipped"), ("delete", "deleted")):
+        count = sum(1 for f in result.filtered if f.action == action and f.new)
+        if count:
+            extra.append(f"{count} {done} by the filter")
     return " ".join(parts) + ", " + ", ".join(extra)
 
 
@@ -256,6 +260,8 @@ def summary_table(results: Sequence[AccountResult]) -> Table:
             status = "[yellow]skipped[/]: " + escape(printable(why))
         if r.remaining:  # max_messages / max_bytes left some for the next run
             status += f", {r.remaining} more next run"
+        if r.filtered:
+            status += f", {len(r.filtered)} filtered"
         table.add_row(
             r.account,
             status,

@@ -1,4 +1,5 @@
-"""The POP3 command session: connect, CAPA, login, listing, pipelined streaming RETR, DELE, QUIT.
+"""The POP3 command session: connect, CAPA, login, listing, pipelined streaming RETR and TOP,
+DELE, QUIT.
 
 Commands go out in batches where PIPELINING (RFC 2449) allows, and every command whose reply is
 read later than the call that sent it has an entry in one queue, in the order the replies are
@@ -100,6 +101,10 @@ def retr_limit(listed: int) -> int:
     return listed + max(RETR_MARGIN, listed // 8)
 
 
+#: What a TOP reply is taken to weigh in the window: a header, not the message.
+TOP_WEIGHT = 16 * 1024
+
+
 # -- commands in flight: one entry per reply still due, in the queue in the order they come ---
 
 
@@ -144,6 +149,18 @@ class Retr:
 
 
 @dataclass(frozen=True, slots=True)
+class Top:
+    """TOP of ``message`` with no body lines (its header), within :meth:`Pop3Client.headers`'
+    window."""
+
+    message: RemoteMessage
+
+    @property
+    def command(self) -> str:
+        return f"TOP {self.message.number} 0"
+
+
+@dataclass(frozen=True, slots=True)
 class Dele:
     """DELE of ``message``; its reply is read in order with the RETRs, or by ``drain``."""
 
@@ -154,8 +171,13 @@ class Dele:
         return f"DELE {self.message.number}"
 
 
-InFlight = Capa | EarlyAuth | Uidl | ListAll | Retr | Dele
-_Due = TypeVar("_Due", Capa, EarlyAuth, Uidl, ListAll, Retr, Dele)
+def _weight(due: Retr | Top) -> int:
+    """The octets a RETR or TOP in flight is expected to bring, for the window."""
+    return due.message.size if isinstance(due, Retr) else min(due.message.size, TOP_WEIGHT)
+
+
+InFlight = Capa | EarlyAuth | Uidl | ListAll | Retr | Top | Dele
+_Due = TypeVar("_Due", Capa, EarlyAuth, Uidl, ListAll, Retr, Top, Dele)
 
 
 class Pop3Client:
@@ -591,6 +613,30 @@ class Pop3Client:
             ConnectionClosed / ConnectError: the connection failed; the item being read was
             incomplete and its sink must be discarded by the caller.
         """
+        return self._stream(messages, Retr, open_sink, cap)
+
+    def headers(
+        self,
+        messages: Sequence[RemoteMessage],
+        open_sink: Callable[[RemoteMessage], Sink],
+    ) -> Iterator[Retrieved]:
+        """``TOP n 0`` of each message: its header block (and the empty line after it) streamed
+        into ``open_sink(message)``, pipelined as :meth:`retrieve` is; a ``-ERR`` (no TOP, say)
+        is reported in its item. ``received`` is then the header's octets, not the message's.
+
+        Raises:
+            ConnectionClosed / ConnectError / ProtocolError: as :meth:`retrieve`.
+        """
+        return self._stream(messages, Top, open_sink, None)
+
+    def _stream(
+        self,
+        messages: Sequence[RemoteMessage],
+        command: type[Retr] | type[Top],
+        open_sink: Callable[[RemoteMessage], Sink],
+        cap: int | None,
+    ) -> Iterator[Retrieved]:
+        """RETR or TOP each message within the window, yielding each as its reply is read."""
         queue = collections.deque(messages)
         in_flight_bytes = 0
         while queue or self._in_flight:
@@ -598,23 +644,23 @@ class Pop3Client:
             # Refill only once the window is half empty: a few big writes instead of one
             # small one per message, for us and for the server.
             while queue and self._room(in_flight_bytes, refill=not batch):
-                retr = Retr(queue.popleft())
+                retr = command(queue.popleft())
                 batch.append(retr.command)
                 self._in_flight.append(retr)
-                in_flight_bytes += retr.message.size
+                in_flight_bytes += _weight(retr)
             if batch:
                 self._send(*batch)
             due = self._in_flight.popleft()
             if isinstance(due, Dele):
                 self._finish_delete(due)
                 continue
-            if not isinstance(due, Retr):  # pragma: no cover - the listing was read before
+            if not isinstance(due, command):  # pragma: no cover - the listing was read before
                 raise AssertionError(f"unexpected outstanding {type(due).__name__}")
             message = due.message
-            in_flight_bytes -= message.size
+            in_flight_bytes -= _weight(due)
             ok, text = self._status()
             if not ok:
-                yield Retrieved(message, 0, error=text or "RETR refused")
+                yield Retrieved(message, 0, error=text or f"{due.command.split()[0]} refused")
                 continue
             limit = retr_limit(message.size)
             if cap is not None and cap < limit:

@@ -203,7 +203,8 @@ def _destination(account: PeerAccount, parser: configparser.ConfigParser, at: _A
             extra = _literal(account, destination.pop("arguments"), at("destination", "arguments"))
             argv += extra or []
         keys["format"] = "mda"
-        keys["mda"] = [_placeholders(account, arg, line) for arg in argv]
+        where = at("destination", "arguments")
+        keys["mda"] = [_placeholders(account, arg, where) for arg in argv]
     else:
         keys["destination"] = "~/Maildir"
         account.note(

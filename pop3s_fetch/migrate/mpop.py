@@ -238,6 +238,8 @@ def _translate(block: Block, path: Path, environ: Mapping[str, str]) -> PeerAcco
     if timeout is not None and timeout.value.isdigit() and int(timeout.value) > 0:
         keys["timeout"] = int(timeout.value)
     password, command = take("password"), take("passwordeval")
+    if password is not None and command is not None:  # the later line: the account's own
+        password, command = (None, command) if command.line > password.line else (password, None)
     if password is not None:
         account.password = password.value
         account.password_where = f"{path.name} line {password.line}"

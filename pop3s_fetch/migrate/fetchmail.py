@@ -208,7 +208,7 @@ def _unescape(raw: str) -> str:
             out.append(chr(int(digits, 16)) if digits else "x")
             i += 2 + len(digits)
         elif nxt == "0":
-            digits = _run(raw, i + 2, "01234567", 3)
+            digits = _run(raw, i + 2, "01234567", 2)  # \0 and two more: three octal digits
             out.append(chr(int(digits, 8)) if digits else "\0")
             i += 2 + len(digits)
         elif nxt.isdigit():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -211,3 +212,46 @@ def test_mpop(keyring_cli: Cli, dovecot: DovecotServer, peer_home: Path) -> None
     prefix = f"m{secrets.token_hex(3)}-"
     output = switch_and_check(keyring_cli, "mpop", prefix, "work", user, out)
     assert ".mpoprc line 7: `received_header off` has no equivalent" in output
+
+
+ODD_RC = (
+    "# comments, punctuation, escapes, defaults and two users, as fetchmail reads them\n"
+    "defaults keep\n"
+    "poll pop.example.com, proto pop3;  # trailing comment\n"
+    '  user "alice" there is alice here with password "p#ss word"\n'
+    "    options ssl limit 1000 fetchall\n"
+    '  user "b\\x6fb" there with pass "two\\\nlines" no keep\n'
+    '  user dave here is "ca\\114ol" there password "\\101\\0602\\x41"\n'
+)
+
+
+def test_fetchmail_reads_odd_files_as_the_parser_does(tmp_path: Path) -> None:
+    """fetchmail's own --configdump is the oracle for users, passwords and keep."""
+    need("fetchmail")
+    from pop3s_fetch.migrate import fetchmail
+
+    rc = tmp_path / "rc"
+    rc.write_text(ODD_RC)
+    rc.chmod(0o600)
+    dump = subprocess.run(
+        ["fetchmail", "-f", str(rc), "--configdump"],
+        env={"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    theirs = list(
+        zip(
+            re.findall(r'"remote":"([^"]*)"', dump),
+            re.findall(r'"password":"([^"]*)"', dump),
+            re.findall(r"'keep':(TRUE|FALSE)", dump),
+            strict=True,
+        )
+    )
+    ours = [
+        (a.username, a.password, "TRUE" if a.keys["keep"] else "FALSE")
+        for a in fetchmail.accounts(fetchmail.parse_rc(ODD_RC, rc), None, "~/Maildir")
+    ]
+    assert ours == theirs
+    assert ours[2] == ("carol", "e02A", "TRUE")  # decimal, octal (\\0 and two digits), hex

@@ -255,3 +255,36 @@ def test_fetchmail_reads_odd_files_as_the_parser_does(tmp_path: Path) -> None:
     ]
     assert ours == theirs
     assert ours[2] == ("carol", "e02A", "TRUE")  # decimal, octal (\\0 and two digits), hex
+
+
+MPOPRC_ONE = "account work\nhost localhost\nuser u\npassword {password}\ndelivery maildir ~/M\n"
+
+
+def test_dry_run_writes_nothing_and_no_keyring_stops_before_any_write(cli: Cli) -> None:
+    (cli.home / ".mpoprc").write_text(MPOPRC_ONE.format(password=PASSWORD))
+    (cli.home / ".mpop_uidls").mkdir()
+    (cli.home / ".mpop_uidls" / "u_at_localhost").write_text(" 2 localhost u\nA\nB\n")
+
+    dry = cli.run("import", "mpop", "--dry-run")
+    assert dry.code == 0, dry.output
+    assert "state: would mark 2 UIDLs delivered" in dry.stdout
+    assert dry.stdout.splitlines()[-1].startswith("dry run: nothing was written")
+    assert not cli.config_path.exists()
+    assert not cli.state_dir.exists()
+
+    refused = cli.run("import", "mpop")  # this home has no usable keyring
+    assert refused.code == 77, refused.output
+    assert not cli.config_path.exists()
+    assert not cli.state_dir.exists()
+
+    done = cli.run("import", "mpop", "--no-passwords")
+    assert done.code == 0, done.output
+    assert "not stored (--no-passwords): pop3s-fetch password set work" in done.stdout
+    assert "[accounts.work]" in cli.config_path.read_text()
+    assert PASSWORD.encode() not in cli.everything_written().replace(
+        (cli.home / ".mpoprc").read_bytes(), b""
+    )
+    again = cli.run("import", "mpop", "--no-passwords")
+    assert again.code == 78
+    assert again.stderr.startswith('error: account "work" (from ')
+    assert "import with --prefix mpop-" in again.stderr

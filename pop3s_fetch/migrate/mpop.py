@@ -154,7 +154,11 @@ def uidls_path(
     home = Path(environ.get("HOME") or Path.home())
     if template is None:
         data = environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
-        candidates = [f"{data}/mpop/uidls/%U_at_%H", str(home / ".mpop_uidls" / "%U_at_%H")]
+        candidates = [  # newer mpop's place (a directory, or one file), then mpop 1.4's
+            f"{data}/mpop/uidls/%U_at_%H",
+            f"{data}/mpop/uidls",
+            str(home / ".mpop_uidls" / "%U_at_%H"),
+        ]
     else:
         candidates = [template]
     out = []
@@ -257,6 +261,8 @@ def _translate(block: Block, path: Path, environ: Mapping[str, str]) -> PeerAcco
     uidls = take("uidls_file")
     candidates = uidls_path(uidls.value if uidls else None, host.value, user.value, environ)
     for candidate in candidates:
+        if candidate.is_dir():
+            continue
         found = read_uidls(candidate, host.value, user.value)
         if found is not None:
             account.uidls = found

@@ -138,6 +138,11 @@ _NO_EQUIVALENT = {
     "postconnect": "has no equivalent: use on_new_mail (runs after a sync that delivered)",
     "expunge": "has no equivalent: deletions are made final at the end of each session",
     "interval": "has no equivalent: every sync polls every account",
+    "set logfile": "has no equivalent: pop3s-fetch writes to stderr (the journal under systemd)",
+    "set syslog": "has no equivalent: pop3s-fetch writes to stderr (the journal under systemd)",
+    "set no syslog": "needs no key: pop3s-fetch writes to stderr, not to syslog",
+    "set pidfile": "has no equivalent: pop3s-fetch locks each account in its state directory",
+    "set postmaster": "has no equivalent: pop3s-fetch forwards and bounces nothing",
     "set daemon": "has no equivalent in the file: run pop3s-fetch sync --every, or "
     "pop3s-fetch systemd --install",
 }

@@ -294,7 +294,8 @@ def describe(imported: Plan, done: Done | None, *, store_passwords: bool) -> lis
             assert done is not None
             added = done.seeded.get(account.name, 0)
             lines.append(
-                f"  state: {count} UIDLs the peer fetched marked delivered, {added} new ({files})"
+                f"  state: {count} UIDLs the peer fetched marked delivered "
+                f"({added} added to the state; {files})"
             )
         if count and account.keys.get("keep") is False:
             lines.append(

@@ -272,6 +272,9 @@ def _translate(block: Block, path: Path, environ: Mapping[str, str]) -> PeerAcco
         shown = f"{key} {setting.value}".strip()
         if key == "tls_certcheck" and setting.value in _ON:
             continue
+        if key == "received_header" and setting.value == "off":
+            account.note(setting.line, shown, "needs no key: pop3s-fetch adds no header")
+            continue
         account.note(setting.line, shown, _NO_EQUIVALENT.get(key, "has no equivalent here"))
     return account
 

@@ -110,7 +110,10 @@ def switch_and_check(
     account = prefix + name
     config = cli.config_path.read_text()
     assert f"[accounts.{account}]" in config
-    assert f"state: {len(MESSAGES)} UIDLs the peer fetched marked delivered" in result.stdout
+    assert (
+        f"state: {len(MESSAGES)} UIDLs the peer fetched marked delivered "
+        f"({len(MESSAGES)} added to the state; "
+    ) in result.stdout
     assert "stored in the keyring" in result.stdout
     assert "remove the password from" in result.stdout
     assert cli.run("password", "check", account).code == 0
@@ -211,7 +214,7 @@ def test_mpop(keyring_cli: Cli, dovecot: DovecotServer, peer_home: Path) -> None
 
     prefix = f"m{secrets.token_hex(3)}-"
     output = switch_and_check(keyring_cli, "mpop", prefix, "work", user, out)
-    assert ".mpoprc line 7: `received_header off` has no equivalent" in output
+    assert ".mpoprc line 7: `received_header off` needs no key" in output
 
 
 ODD_RC = (

@@ -612,6 +612,46 @@ def state_prune(g: _Globals, dry_run: bool) -> None:
         _echo(f"removed the state of {account}")
 
 
+@cli.command("import")
+@click.argument("peer", type=click.Choice(["fetchmail", "getmail", "mpop"]))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-n", "--dry-run", is_flag=True, help="Only print what would be written.")
+@click.option("--prefix", default="", help="Put this before every imported account's name.")
+@click.option(
+    "--destination",
+    default="~/Maildir",
+    show_default=True,
+    help="Maildir for accounts the peer delivered by SMTP or another way pop3s-fetch lacks.",
+)
+@click.option("--no-passwords", is_flag=True, help="Do not put passwords found into the keyring.")
+@click.pass_obj
+def import_command(
+    g: _Globals,
+    peer: str,
+    files: tuple[Path, ...],
+    dry_run: bool,
+    prefix: str,
+    destination: str,
+    no_passwords: bool,
+) -> None:
+    """Import accounts and their UIDL state from fetchmail, getmail6 or mpop.
+
+    Reads the peer's configuration (FILE..., or where the peer looks: ~/.fetchmailrc;
+    ~/.config/getmail/ or ~/.getmail/; ~/.config/mpop/config or ~/.mpoprc) and the UIDLs it
+    recorded as fetched, adds the accounts to the configuration, marks those UIDLs delivered,
+    and puts passwords found into the OS keyring. The first sync then fetches only what the
+    peer had not. Every option it cannot translate is listed.
+    """
+    from pop3s_fetch import config
+    from pop3s_fetch.migrate import importer
+
+    path = config.find_config_path(g.config_path, os.environ)
+    plan = importer.plan(peer, files, path, os.environ, prefix=prefix, destination=destination)
+    done = None if dry_run else importer.apply(plan, os.environ, store_passwords=not no_passwords)
+    for line in importer.describe(plan, done, store_passwords=not no_passwords):
+        _echo(line)
+
+
 @cli.command()
 @click.pass_obj
 def init(g: _Globals) -> None:

@@ -41,9 +41,11 @@ __all__ = [
     "Placement",
     "RecordIntents",
     "StagedMessage",
+    "inventory",
     "open_destination",
     "read_messages",
     "staging_prefix",
+    "stored_key",
 ]
 
 Kind = Literal["maildir", "mbox", "mda"]
@@ -91,6 +93,21 @@ def read_messages(path: Path, kind: Kind) -> list[bytes]:
     An "mda" destination keeps nothing: what the program did with the mail is its own.
     """
     return _backend(kind).read_messages(path)
+
+
+def inventory(path: Path, kind: Literal["maildir", "mbox"]) -> list[tuple[str, bytes]]:
+    """:func:`read_messages`, each message with the key :func:`stored_key` gives its Placement.
+
+    For checking a copy against a record of what was placed where (``backup`` verifies so).
+    """
+    module = importlib.import_module(BACKENDS[kind])
+    listed: list[tuple[str, bytes]] = module.inventory(path)
+    return listed
+
+
+def stored_key(kind: Literal["maildir", "mbox"], placement: Placement) -> str:
+    """The key :func:`inventory` gives the message recorded at ``placement``."""
+    return placement.target if kind == "maildir" else str(placement.offset)
 
 
 def _backend(kind: str) -> Backend:

@@ -644,3 +644,21 @@ def read_messages(path: Path) -> list[bytes]:
         return [_QUOTED_FROM.sub(rb"\1", box.get_bytes(key)) for key in box.iterkeys()]
     finally:
         box.close()
+
+
+def inventory(path: Path) -> list[tuple[str, bytes]]:
+    """Each message with its key, the offset of its From line (what a Placement records), as
+    text; the messages are :func:`read_messages`'s, which splits at the same lines."""
+    messages = read_messages(path)
+    if not messages:
+        return []
+    offsets: list[int] = []
+    position = 0
+    with path.open("rb") as file:
+        for line in file:  # a line starting "From " is a separator: mboxrd quotes the rest
+            if line.startswith(b"From "):
+                offsets.append(position)
+            position += len(line)
+    if len(offsets) != len(messages):  # pragma: no cover - changed while being read
+        raise DeliveryError(f"{path} changed while it was being read", hint="run the command again")
+    return [(str(offset), message) for offset, message in zip(offsets, messages, strict=True)]

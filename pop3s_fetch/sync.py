@@ -396,22 +396,19 @@ class _AccountSync:
         # Sizes only for what will be fetched: on a big mailbox with nothing new, a whole
         # LIST is the server's costliest reply of the run. (No object per message listed:
         # an idle run lists tens of thousands.)
-        if listed is not None:
+        if listed is not None:  # every message is new: its key was drawn for this session
             new = [listed[n] for n in sorted(listed)]
         else:
-            fresh = [n for n, uidl in uidls.items() if uidl not in delivered]
+            fresh = [
+                n for n, uidl in uidls.items() if uidl not in delivered and uidl not in verdicts
+            ]
             new = session.with_sizes(uidls, fresh)
-        self.result.skipped = len(uidls) - len(new)
         if serverpolicy.announced(session.capabilities):
             before = session.capabilities
             if not session.capa():  # RFC 2449: once logged in, the values for this user
                 session.capabilities = before  # refused now: what was said before still holds
             self.store.remember_login(logged_in_at, serverpolicy.login_delay(session.capabilities))
             self._warn_about_expire(session.capabilities)
-        new = session.with_sizes(
-            uidls,
-            [n for n, uidl in uidls.items() if uidl not in delivered and uidl not in verdicts],
-        )
         set_aside = {n: uidl for n, uidl in uidls.items() if uidl in verdicts}
         self.result.skipped = len(uidls) - len(new) - len(set_aside)
         logger.info(

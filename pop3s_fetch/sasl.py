@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -253,9 +254,9 @@ class Scram(_Base):
                 f"{name} cannot carry this username or password: the username is empty",
                 hint='choose another mechanism with auth = "plain" or change the password',
             )
-        import secrets
-
-        self._nonce = client_nonce if client_nonce is not None else secrets.token_urlsafe(24)
+        if client_nonce is None:  # secrets.token_urlsafe(24) without importing random (~10 ms)
+            client_nonce = base64.urlsafe_b64encode(os.urandom(24)).decode("ascii")
+        self._nonce = client_nonce
         escaped = user.replace("=", "=3D").replace(",", "=2C")
         self._first_bare = f"n={escaped},r={self._nonce}".encode()
 

@@ -36,15 +36,14 @@ keyring and TOML: callers pass an Account, a password getter and a Reporter.
 from __future__ import annotations
 
 import logging
-import secrets
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from pop3s_fetch import __version__, header_filter, hooks, policy, serverpolicy, trace
+from pop3s_fetch import __version__, hooks, policy, serverpolicy
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
@@ -61,6 +60,9 @@ from pop3s_fetch.logcontext import speaking_for
 from pop3s_fetch.pop3 import MessageTooLarge, NoUidl, Pop3Client, RemoteMessage, Retrieved
 from pop3s_fetch.sasl import LoginDelayed
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
+
+if TYPE_CHECKING:
+    from pop3s_fetch import header_filter
 
 logger = logging.getLogger(__name__)
 
@@ -549,6 +551,8 @@ class _AccountSync:
                 "one case where a duplicate is possible; this is said once)"
             )
             self.store.remember_warned("no-uidl", "yes")
+        import secrets  # only servers without UIDL: it costs an idle run ~10 ms (random)
+
         token = secrets.token_hex(6)
         return {
             number: RemoteMessage(number, f"{NO_UIDL_PREFIX}{token}-{number}", size)
@@ -596,6 +600,8 @@ class _AccountSync:
         """Show each candidate's header (TOP n 0, pipelined) to the filter; return those to
         fetch. Verdicts are recorded in one commit, and only then is DELE sent for the
         "delete" ones (and again for those a run before recorded, if still listed)."""
+        from pop3s_fetch import header_filter  # only with a filter: not on every run's path
+
         account = self.account
         assert account.filter is not None
         if candidates:
@@ -746,6 +752,8 @@ class _AccountSync:
         labels = {"uidl": message.uidl, "recipient": self.account.username}
         self.writer = self.destination.open_message(labels)
         if self.account.add_headers:
+            from pop3s_fetch import trace  # only when asked for: email.utils costs start-up
+
             # Ours, above the server's bytes: the destination records (length, digest) what
             # it wrote, lines included; the size checked against LIST is still the server's.
             assert self.session is not None

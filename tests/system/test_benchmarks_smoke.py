@@ -83,8 +83,9 @@ def test_quick_benchmark_runs_and_verifies_pop3s_fetch() -> None:
     done = run_benchmark("benchmarks.run", "--quick")
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("pop3s-fetch ")]
-    assert len(rows) == 2, done.stdout  # one per quick scenario
+    assert len(rows) == 3, done.stdout  # one per quick scenario (rtt0, rtt10, daemon)
     assert all(row.endswith("30/30 exact") for row in rows), done.stdout
+    assert "RSS flat over 3 polls" in done.stdout  # the daemon ran its polls
     assert "pop3s-fetch --version:" in done.stdout
 
 

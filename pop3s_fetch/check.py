@@ -8,6 +8,12 @@ taken, so a status bar polling ``check`` never makes a running sync wait or fail
 reverse. The destination is not opened at all. A delivery a killed run left in flight counts
 as new: only the next sync, which looks in the destination, can tell whether it landed.
 
+The account's limits and retention are applied as a sync applies them (``policy``): "new" is
+mail a sync will download, in this run or, past ``max_messages``/``max_bytes``, a later one.
+A message over ``max_message_size`` is never new (no sync will fetch it under that limit,
+reported or not); it is counted apart, and a dry run lists it as skipped, or as deleted unread
+with ``oversize = "delete"``. With ``keep = "30d"`` the dry run lists what has expired.
+
 Must not know: click or rich (the CLI prints what :func:`check_lines` and :func:`plan_lines`
 give), keyring (the caller passes a password getter), how mail is delivered.
 """
@@ -22,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pop3s_fetch import __version__
-from pop3s_fetch.config import Account
+from pop3s_fetch import __version__, policy
+from pop3s_fetch.config import Account, format_duration
 from pop3s_fetch.connect import log_in, open_session
 from pop3s_fetch.errors import ExitCode, Pop3sFetchError
 from pop3s_fetch.pop3 import RemoteMessage
@@ -43,6 +49,16 @@ NO_NEW_MAIL = 1
 #: Why a message would be deleted by a sync with keep = false.
 DELIVERED_EARLIER = "delivered earlier"
 ONCE_SAVED = "once it is saved"
+OVERSIZE_UNREAD = 'over max_message_size, WITHOUT downloading (oversize = "delete")'
+#: Why a new message is not fetched by this run.
+DEFERRED = "max_messages/max_bytes: a later run"
+TOO_BIG = "over max_message_size, left on the server"
+OVERRAN = "ran past max_message_size in an earlier run, left on the server"
+
+
+def expired_reason(seconds: float) -> str:
+    """Why keep = "30d" deletes a message."""
+    return f'delivered over {format_duration(seconds)} ago (keep = "{format_duration(seconds)}")'
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +68,9 @@ class Known:
     delivered: frozenset[str] = frozenset()
     held: frozenset[str] = frozenset()  # delivered, but never to be deleted by us
     pending: frozenset[str] = frozenset()  # in flight when a run was killed
+    expired: frozenset[str] = frozenset()  # delivered before keep's duration: to be deleted
+    oversize: frozenset[str] = frozenset()  # left for their size, and reported already
+    overran: frozenset[str] = frozenset()  # RETR ran past max_message_size: never fetched
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +82,26 @@ class Deletion:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A new message a sync leaves on the server for its size."""
+
+    number: int
+    uidl: str
+    size: int
+    reason: str
+    reported: bool  # a sync has warned about it already (it does so once)
+
+
 @dataclass
 class Survey:
     """One account's answer: what is new on the server and what a sync would delete."""
 
     account: str
     on_server: int | None = None  # None: never listed (the account failed before)
-    fetch: list[RemoteMessage] = field(default_factory=list)
+    fetch: list[RemoteMessage] = field(default_factory=list)  # by the next run
+    deferred: list[RemoteMessage] = field(default_factory=list)  # new, for a later run
+    skipped: list[Skip] = field(default_factory=list)  # over max_message_size: never new
     delete: list[Deletion] = field(default_factory=list)
     interrupted: frozenset[str] = frozenset()  # UIDLs of ``fetch`` a killed run left in flight
     error: Pop3sFetchError | None = None
@@ -77,15 +109,18 @@ class Survey:
 
     @property
     def new(self) -> int:
-        return len(self.fetch)
+        """Mail a sync will download: in the next run, or a later one by the per-run limits."""
+        return len(self.fetch) + len(self.deferred)
 
     @property
     def octets(self) -> int:
-        return sum(message.size for message in self.fetch)
+        return sum(message.size for message in [*self.fetch, *self.deferred])
 
 
-def read_known(path: Path) -> Known:
+def read_known(path: Path, *, expire_before: float | None = None) -> Known:
     """The account's records, read without creating or changing anything.
+
+    ``expire_before``: keep = "30d"'s cutoff; what was delivered by then is ``expired``.
 
     Raises:
         StateError: the file cannot be read, or cannot be trusted (as for a sync).
@@ -93,29 +128,57 @@ def read_known(path: Path) -> Known:
     if not os.path.lexists(path):
         return Known()  # never synced: everything is new, and nothing is created to say so
     with open_store(path) as store:
+        oversize = store.oversize()
         return Known(
             frozenset(store.delivered()),
             frozenset(store.held()),
             frozenset(intent.uidl for intent in store.pending()),
+            frozenset(store.delivered_before(expire_before) if expire_before is not None else ()),
+            frozenset(oversize),
+            frozenset(uidl for uidl, overran in oversize.items() if overran),
         )
 
 
-def plan(uidls: Mapping[int, str], known: Known, *, keep: bool) -> tuple[list[int], list[Deletion]]:
-    """The numbers of the new messages, and what a sync would delete, in the order it would.
+def plan(
+    uidls: Mapping[int, str], known: Known, *, keep: bool, delete_after: float | None = None
+) -> tuple[list[int], list[Deletion]]:
+    """The numbers of the new messages, and the earlier deliveries a sync would delete first.
 
-    With ``keep = false`` a sync deletes the delivered messages still on the server (except
-    those held for a size that disagreed), then each new one once it is saved.
+    With ``keep = false`` that is every delivered message still on the server, with
+    ``keep = "30d"`` (``delete_after``) the ``expired`` ones; never one held for a size that
+    disagreed (``policy.deletable``, as a sync decides).
     """
     new = [n for n, uidl in sorted(uidls.items()) if uidl not in known.delivered]
-    if keep:
-        return new, []
-    deletions = [
-        Deletion(n, uidl, DELIVERED_EARLIER)
-        for n, uidl in sorted(uidls.items())
-        if uidl in known.delivered and uidl not in known.held
+    retention = keep and delete_after is not None
+    reason = expired_reason(delete_after) if retention and delete_after else DELIVERED_EARLIER
+    earlier = policy.deletable(
+        uidls, known.delivered, known.held, keep=keep, expired=known.expired if retention else set()
+    )
+    return new, [Deletion(n, uidl, reason) for n, uidl in earlier]
+
+
+def limit(
+    new: Sequence[RemoteMessage], known: Known, account: Account
+) -> tuple[policy.FetchPlan[RemoteMessage], list[Skip], list[Deletion]]:
+    """The account's limits over the new messages, as a sync applies them: the plan, what is
+    skipped for its size, and what is deleted after the earlier deliveries, in a sync's order
+    (oversize unread with ``oversize = "delete"``, then with ``keep = false`` each fetched one).
+    """
+    limits = policy.Limits(account.max_message_size, account.max_messages, account.max_bytes)
+    fetch_plan = policy.plan_fetch(new, limits, known.overran)
+    left = [(m, OVERRAN) for m in fetch_plan.overran]
+    if account.oversize == "skip":
+        left += [(m, TOO_BIG) for m in fetch_plan.oversize]
+    skipped = [
+        Skip(m.number, m.uidl, m.size, reason, m.uidl in known.oversize)
+        for m, reason in sorted(left, key=lambda pair: pair[0].number)
     ]
-    deletions += [Deletion(n, uidls[n], ONCE_SAVED) for n in new]
-    return new, deletions
+    deletions = []
+    if account.oversize == "delete":
+        deletions += [Deletion(m.number, m.uidl, OVERSIZE_UNREAD) for m in fetch_plan.oversize]
+    if not account.keep:
+        deletions += [Deletion(m.number, m.uidl, ONCE_SAVED) for m in fetch_plan.fetch]
+    return fetch_plan, skipped, deletions
 
 
 def survey_account(
@@ -124,12 +187,16 @@ def survey_account(
     state_dir: Path,
     *,
     context_factory: Callable[[Account], ssl.SSLContext] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Survey:
     """Log in, list, QUIT; errors are returned in the survey, not raised."""
     survey = Survey(account.name)
     started = time.monotonic()
     try:
-        known = read_known(state_dir / f"{account.name}.sqlite3")
+        cutoff = None
+        if account.keep and account.delete_after is not None:
+            cutoff = clock() - account.delete_after
+        known = read_known(state_dir / f"{account.name}.sqlite3", expire_before=cutoff)
         secret = password()
         context = context_factory(account) if context_factory else None
         with open_session(account, context=context) as session:
@@ -137,9 +204,15 @@ def survey_account(
             log_in(session, account, secret, then_list=True)
             uidls = session.unique_ids()
             check_uidls(uidls)
-            new, survey.delete = plan(uidls, known, keep=account.keep)
+            new, survey.delete = plan(
+                uidls, known, keep=account.keep, delete_after=account.delete_after
+            )
             survey.on_server = len(uidls)
-            survey.fetch = session.with_sizes(uidls, new)
+            fetch_plan, survey.skipped, later = limit(
+                session.with_sizes(uidls, new), known, account
+            )
+            survey.fetch, survey.deferred = fetch_plan.fetch, fetch_plan.deferred
+            survey.delete += later
             survey.interrupted = known.pending & {uidls[n] for n in new}
             session.quit()  # no DELE was sent: nothing to commit
     except Pop3sFetchError as err:
@@ -196,7 +269,8 @@ def check_lines(surveys: Sequence[Survey]) -> list[str]:
             found = f"{s.new} new {noun} ({human_bytes(s.octets)})"
         else:
             found = "no new mail"
-        lines.append(f"{s.account}: {found}, {s.on_server} on server")
+        too_big = f", {len(s.skipped)} over max_message_size" if s.skipped else ""
+        lines.append(f"{s.account}: {found}, {s.on_server} on server{too_big}")
     return lines
 
 
@@ -214,12 +288,26 @@ def plan_lines(survey: Survey, *, terminal: bool) -> list[str]:
             for m in survey.fetch
         ]
         lines += [
+            f"{name}: defer message {m.number} ({m.size} bytes, UIDL {m.uidl}, {DEFERRED})"
+            for m in survey.deferred
+        ]
+        lines += [
+            f"{name}: skip message {k.number} ({k.size} bytes, UIDL {k.uidl}, {_skip_note(k)})"
+            for k in survey.skipped
+        ]
+        lines += [
             f"{name}: delete message {d.number} (UIDL {d.uidl}, {d.reason})" for d in survey.delete
         ]
         return [*lines, f"{name}: {what}"]
     rows = [
         ("fetch", str(m.number), human_bytes(m.size), m.uidl, _fetch_note(survey, m))
         for m in survey.fetch
+    ]
+    rows += [
+        ("defer", str(m.number), human_bytes(m.size), m.uidl, DEFERRED) for m in survey.deferred
+    ]
+    rows += [
+        ("skip", str(k.number), human_bytes(k.size), k.uidl, _skip_note(k)) for k in survey.skipped
     ]
     rows += [("delete", str(d.number), "", d.uidl, d.reason) for d in survey.delete]
     lines = [f"{name}: {what}"]
@@ -244,12 +332,22 @@ def _fetch_note(survey: Survey, message: RemoteMessage) -> str:
     return ""
 
 
+def _skip_note(skip: Skip) -> str:
+    return skip.reason + (" (reported earlier)" if skip.reported else "")
+
+
 def _plan_summary(survey: Survey) -> str:
-    noun = "message" if survey.new == 1 else "messages"
-    fetch = f"{survey.new} {noun} ({human_bytes(survey.octets)})" if survey.new else "nothing"
+    count = len(survey.fetch)
+    noun = "message" if count == 1 else "messages"
+    octets = sum(m.size for m in survey.fetch)
+    parts = [f"fetch {count} {noun} ({human_bytes(octets)})" if count else "fetch nothing"]
+    if survey.deferred:
+        parts.append(f"leave {len(survey.deferred)} new for a later run (max_messages/max_bytes)")
+    if survey.skipped:
+        parts.append(f"skip {len(survey.skipped)} over max_message_size")
     deleted = f"delete {len(survey.delete)} from the server" if survey.delete else "delete nothing"
     return (
-        f"would fetch {fetch} and {deleted}, of {survey.on_server} on the server "
+        f"would {', '.join(parts)} and {deleted}, of {survey.on_server} on the server "
         "(dry run: nothing was written or deleted)"
     )
 
@@ -274,12 +372,20 @@ def json_document(
             "new": s.new,
             "bytes": s.octets,
             "on_server": s.on_server,
+            "oversize": len(s.skipped),
             "duration": round(s.duration, 3),
             "errors": [error_record(s.error)] if s.error else [],
         }
         if dry_run:
             record["fetch"] = [
                 {"number": m.number, "uidl": m.uidl, "size": m.size} for m in s.fetch
+            ]
+            record["defer"] = [
+                {"number": m.number, "uidl": m.uidl, "size": m.size} for m in s.deferred
+            ]
+            record["skip"] = [
+                {"number": k.number, "uidl": k.uidl, "size": k.size, "reported": k.reported}
+                for k in s.skipped
             ]
             record["delete"] = [
                 {"number": d.number, "uidl": d.uidl, "reason": d.reason} for d in s.delete

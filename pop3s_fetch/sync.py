@@ -11,7 +11,8 @@ durable in the destination and recorded as delivered.** The order for each batch
 
 A destination that delivers through a program (an MDA) takes one message per batch, so steps
 2-4 are journal, run the program, commit: a program cannot be asked afterwards whether it
-delivered, and a crash between its exit and commit #2 hands that one message over again.
+delivered, and a crash from the hand-over (the program runs on in its own session) until
+commit #2 hands that one message over again.
 A program's refusal of one message (:class:`MessageRefused`) forgets its journal entry, leaves
 it on the server and goes on with the others; the account then fails with that refusal.
 

@@ -17,6 +17,7 @@ It must not know about other backends, POP3, UIDLs, the state store or the confi
 
 from __future__ import annotations
 
+import glob
 import itertools
 import os
 import socket
@@ -340,8 +341,16 @@ def inventory(path: Path) -> Iterator[Stored]:
     """Each message's key, size and digest, in :func:`read_messages` order; each file is read
     in blocks, so no message is ever whole in memory."""
     for key, file in _files(path):
+        try:
+            stream = file.open("rb")
+        except FileNotFoundError:
+            # A mail reader moved it to cur/ (with flags) after the listing, or deleted it.
+            moved = sorted((path / "cur").glob(f"{glob.escape(key)}:*"))
+            if not moved:
+                continue  # gone: not in the copy
+            stream = moved[0].open("rb")
         tally = Tally()
-        with file.open("rb") as stream:
+        with stream:
             while block := stream.read(READ_BLOCK):
                 tally.update(block)
         yield tally.stored(key)

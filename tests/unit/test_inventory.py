@@ -160,6 +160,23 @@ def test_a_missing_destination_holds_nothing(tmp_path: Path) -> None:
         assert list(stored_keys(tmp_path / "none", kind)) == []
 
 
+def test_a_maildir_message_moved_or_deleted_after_the_listing_is_found_or_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mail reader open on the copy moves new/ files to cur/ (adding flags) at any time."""
+    path = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (path / sub).mkdir(parents=True)
+    (path / "cur" / "1.moved:2,S").write_bytes(b"moved\n")
+    (path / "cur" / "1.movedless:2,S").write_bytes(b"not this one\n")
+    # The listing as it was a moment before: both still in new/.
+    listed = [("1.moved", path / "new" / "1.moved"), ("1.deleted", path / "new" / "1.deleted")]
+    monkeypatch.setattr(maildir_module, "_files", lambda _: iter(listed))
+    assert list(inventory(path, "maildir")) == [
+        Stored("1.moved", 7, hashlib.sha256(b"moved\n").hexdigest())
+    ]
+
+
 BIG = 60 * 1024 * 1024
 
 

@@ -12,6 +12,7 @@ below it must not import it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, cast
 
@@ -26,6 +27,7 @@ from pop3s_fetch.destinations.base import (
     Placement,
     RecordIntents,
     StagedMessage,
+    Stored,
     staging_prefix,
 )
 
@@ -41,11 +43,13 @@ __all__ = [
     "Placement",
     "RecordIntents",
     "StagedMessage",
+    "Stored",
     "inventory",
     "open_destination",
     "read_messages",
     "staging_prefix",
     "stored_key",
+    "stored_keys",
 ]
 
 Kind = Literal["maildir", "mbox", "mda"]
@@ -95,14 +99,25 @@ def read_messages(path: Path, kind: Kind) -> list[bytes]:
     return _backend(kind).read_messages(path)
 
 
-def inventory(path: Path, kind: Literal["maildir", "mbox"]) -> list[tuple[str, bytes]]:
-    """:func:`read_messages`, each message with the key :func:`stored_key` gives its Placement.
+def inventory(path: Path, kind: Literal["maildir", "mbox"]) -> Iterator[Stored]:
+    """What checking a copy against a record of what was placed where needs of each message
+    (``backup`` verifies so): its key (what :func:`stored_key` gives its Placement), and the
+    size and digest of the bytes :func:`read_messages` gives, in the same order.
 
-    For checking a copy against a record of what was placed where (``backup`` verifies so).
+    Streamed: each message is read in pieces and forgotten, so a copy of any size, and a
+    message of any size, is checked in little memory.
     """
     module = importlib.import_module(BACKENDS[kind])
-    listed: list[tuple[str, bytes]] = module.inventory(path)
+    listed: Iterator[Stored] = module.inventory(path)
     return listed
+
+
+def stored_keys(path: Path, kind: Literal["maildir", "mbox"]) -> Iterator[str]:
+    """The keys :func:`inventory` gives, at the cost of a listing (Maildir) or of finding the
+    separator lines (mbox): for telling which recorded messages are still there."""
+    module = importlib.import_module(BACKENDS[kind])
+    keys: Iterator[str] = module.stored_keys(path)
+    return keys
 
 
 def stored_key(kind: Literal["maildir", "mbox"], placement: Placement) -> str:

@@ -14,6 +14,7 @@ configuration file: a destination is a path and a kind, and a message is bytes.
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,53 @@ class Placement:
     offset: int
     length: int
     digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One message a destination holds, as a check of the copy needs it, without its bytes.
+
+    ``key``: what :func:`pop3s_fetch.destinations.stored_key` gives its Placement.
+    ``wire_size``: its bytes as read back, each LF counted as CRLF (as POP3's LIST counts).
+    ``sha256``: hex digest of those bytes (before counting LF as CRLF).
+    """
+
+    key: str
+    wire_size: int
+    sha256: str
+
+
+class Tally:
+    """Digests and counts one message fed in pieces; small pieces are gathered first, because
+    a hash update per mbox line would cost more than the hashing."""
+
+    GATHER = 256 * 1024
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._gathered = bytearray()
+        self._size = 0
+        self._newlines = 0
+
+    def update(self, data: bytes) -> None:
+        if not self._gathered and len(data) >= self.GATHER:  # a block read from a file
+            self._digest.update(data)
+            self._size += len(data)
+            self._newlines += data.count(b"\n")
+            return
+        self._gathered += data
+        if len(self._gathered) >= self.GATHER:
+            self._flush()
+
+    def stored(self, key: str) -> Stored:
+        self._flush()
+        return Stored(key, self._size + self._newlines, self._digest.hexdigest())
+
+    def _flush(self) -> None:
+        self._digest.update(self._gathered)
+        self._size += len(self._gathered)
+        self._newlines += self._gathered.count(b"\n")
+        self._gathered.clear()
 
 
 @dataclass(frozen=True, slots=True)

@@ -625,7 +625,7 @@ class _AccountSync:
                 fetch.append(message)
             elif verdict.action == "error":
                 self.filter_failed.append((message, verdict))
-                if len(self.filter_failed) > 1:
+                if verdict.problem != self.filter_failed[0][1].problem:
                     self._warn(self._filter_line(message, verdict))
             else:
                 decided[message.uidl] = (message.size, verdict.action)
@@ -652,11 +652,12 @@ class _AccountSync:
 
     def _filter_failure(self) -> FilterFailed:
         """One error for every message the filter could not judge: the first named, the rest
-        counted (they were warnings already)."""
-        count = len(self.filter_failed)
+        counted (those failing for another cause were warnings already)."""
         config = any(verdict.config for _, verdict in self.filter_failed)
         first = next((m, v) for m, v in self.filter_failed if v.config == config)
-        more = f" (and {count - 1} more, see the warnings)" if count > 1 else ""
+        if first is not self.filter_failed[0]:  # the one never shown as a warning
+            self._warn(self._filter_line(*self.filter_failed[0]))
+        more = _more_note([v.problem for _, v in self.filter_failed], first[1].problem)
         fix = (
             "set filter_may_delete = true to let it delete, or make it exit 1 to skip"
             if config
@@ -777,7 +778,7 @@ class _AccountSync:
             # Not delivered, and the destination says so: no doubt to settle later.
             self.store.forget(message.uidl for message, _ in batch)
             self.refused.extend((message, refusal) for message, _ in batch)
-            if len(self.refused) > 1:
+            if str(refusal) != str(self.refused[0][1]):  # the same cause again is only counted
                 self._warn(self._refusal_line(*self.refused[-1]))
             return
         self.store.mark_delivered(message.uidl for message, _ in batch)
@@ -802,14 +803,16 @@ class _AccountSync:
     def _refusal(self) -> MessageRefused:
         """One error for every message the MDA refused: the first named, the rest counted.
 
-        Temporary (exit 75) only if every refusal was; the later ones were warnings already.
+        Temporary (exit 75) only if every refusal was; those refused for another cause than
+        the first were warnings already.
         """
-        count = len(self.refused)
         temporary = all(refusal.temporary for _, refusal in self.refused)
         first_message, first = next(
             ((m, r) for m, r in self.refused if r.temporary == temporary), self.refused[0]
         )
-        more = f" (and {count - 1} more, see the warnings)" if count > 1 else ""
+        if first is not self.refused[0][1]:  # the one never shown as a warning
+            self._warn(self._refusal_line(*self.refused[0]))
+        more = _more_note([str(r) for _, r in self.refused], str(first))
         fix = "" if temporary else "fix the MDA or its rules, and "
         return MessageRefused(
             self._refusal_line(first_message, first) + more,
@@ -884,3 +887,20 @@ def _intent(uidl: str, size: int, placement: Placement) -> Intent:
     return Intent(
         uidl, size, placement.target, placement.offset, placement.length, placement.digest
     )
+
+
+def _more_note(causes: Sequence[str], shown: str) -> str:
+    """How an error naming one failed message counts the others (each cause in ``causes``).
+
+    Those that failed for the cause shown are only counted (seven identical lines tell the
+    user nothing more); the others were warnings as they happened.
+    """
+    rest = len(causes) - 1
+    same = causes.count(shown) - 1
+    if rest <= 0:
+        return ""
+    if same == rest:
+        return f" (and {rest} more for the same reason)"
+    if same == 0:
+        return f" (and {rest} more, see the warnings)"
+    return f" (and {rest} more: {same} for the same reason, the others in the warnings)"

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pop3s_fetch import hooks, policy
+from pop3s_fetch import destcheck, hooks, policy
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
@@ -175,6 +175,7 @@ def sync_account(
         ):
             lock.acquire(options.wait)
             with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
+                destcheck.check(account, store)  # before the destination is even created
                 destination = _open_destination(account, options)
                 completed = False
                 run = _AccountSync(account, store, destination, options, reporter, result)

@@ -12,6 +12,7 @@ below it must not import it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, cast
 
@@ -26,6 +27,7 @@ from pop3s_fetch.destinations.base import (
     Placement,
     RecordIntents,
     StagedMessage,
+    StoredCopy,
     staging_prefix,
 )
 
@@ -41,9 +43,12 @@ __all__ = [
     "Placement",
     "RecordIntents",
     "StagedMessage",
+    "StoredCopy",
+    "holds",
     "open_destination",
     "read_messages",
     "staging_prefix",
+    "stored_copies",
 ]
 
 Kind = Literal["maildir", "mbox", "mda"]
@@ -91,6 +96,24 @@ def read_messages(path: Path, kind: Kind) -> list[bytes]:
     An "mda" destination keeps nothing: what the program did with the mail is its own.
     """
     return _backend(kind).read_messages(path)
+
+
+def stored_copies(path: Path, kind: Kind) -> list[StoredCopy]:
+    """Every message in the destination at ``path`` with the placement that names it.
+
+    For rebuilding a lost state: each copy's placement is what a run that delivered it would
+    have journalled. It only reads; nothing if ``path`` does not exist; none for "mda".
+    """
+    return _backend(kind).stored_copies(path)
+
+
+def holds(path: Path, kind: Kind, placements: Sequence[Placement]) -> list[bool]:
+    """For each journalled placement, whether the destination at ``path`` holds it now.
+
+    Read only (no lock, nothing removed, unlike reconcile()): for telling whether a state
+    describes this destination. "mda" keeps nothing to look at: all False.
+    """
+    return _backend(kind).holds(path, placements)
 
 
 def _backend(kind: str) -> Backend:

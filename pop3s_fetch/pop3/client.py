@@ -34,6 +34,8 @@ WINDOW_BYTES = 32 * 1024 * 1024
 WINDOW_COMMANDS = 256
 #: At least this many octets more than LIST said are accepted from a RETR (see retr_limit).
 RETR_MARGIN = 64 * 1024
+#: The most octets a ``TOP n 0`` reply (a header block) may have.
+TOP_LIMIT = 1024 * 1024
 #: The longest UIDL or LIST reply read: MAX_MESSAGES lines of the longest kind.
 LISTING_LIMIT = codec.MAX_MESSAGES * codec.MAX_LISTING_LINE
 
@@ -593,6 +595,36 @@ class Pop3Client:
                     "message stays on the server, and what was saved before it is kept",
                 ) from None
             yield Retrieved(message, body.written, received=body.octets)
+
+    def headers(self, numbers: Sequence[int]) -> Iterator[tuple[int, bytes | None]]:
+        """``TOP n 0`` for each message: its header block (LF line ends), None if refused.
+
+        Nothing of a body is read. Sent in windows of WINDOW_COMMANDS with PIPELINING, one by
+        one without; call it with nothing else in flight. A header past TOP_LIMIT octets
+        ends the session (the rest of the reply is unread).
+        """
+        queue = collections.deque(numbers)
+        while queue:
+            window = [queue.popleft() for _ in range(min(len(queue), self._top_window()))]
+            self._send(*(f"TOP {n} 0" for n in window))
+            for number in window:
+                ok, _ = self._status()
+                if not ok:
+                    yield number, None
+                    continue
+                collected: list[bytes] = []
+                try:
+                    self._transport.read_body(collected.append, limit=TOP_LIMIT)
+                except codec.BodyTooLong:
+                    raise ProtocolError(
+                        f"the server's TOP reply for message {number} is longer than "
+                        f"{TOP_LIMIT:,} bytes, so it was not read to the end",
+                        hint="this is a server fault; nothing was downloaded or deleted",
+                    ) from None
+                yield number, b"".join(collected)
+
+    def _top_window(self) -> int:
+        return WINDOW_COMMANDS if self.pipelining else 1
 
     @property
     def awaiting_retr(self) -> bool:

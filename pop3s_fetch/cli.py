@@ -482,9 +482,10 @@ def state_list(g: _Globals, account: str, as_json: bool) -> None:
 @click.option("--all", "everything", is_flag=True, help="Forget every message of ACCOUNT.")
 @click.pass_obj
 def state_forget(g: _Globals, account: str, uidls: tuple[str, ...], everything: bool) -> None:
-    """Forget UIDLS (or --all): the next sync fetches them again if they are on the server.
+    """Forget UIDLS (or --all): the next sync fetches them again.
 
-    Exit status 1 when a UIDL named was not recorded (the others are forgotten).
+    Only those still on the server, of course. Exit status 1 when a UIDL named was not
+    recorded (the others are forgotten).
     """
     from pop3s_fetch import statetools
     from pop3s_fetch.state import state_dir
@@ -548,7 +549,7 @@ def _rebuild_lines(name: str, shown: str, report: statetools.Rebuilt) -> list[st
         return numbers + (f" and {len(messages) - 10} more" if len(messages) > 10 else "")
 
     lines = [
-        f"{name}: {report.on_server} messages on the server, {report.copies} in {shown}"
+        f"{name}: {report.on_server} messages on the server, {report.copies} copies in {shown}"
         + (f", {report.known} already recorded (left as they were)" if report.known else ""),
         f"{name}: recorded {report.matched} found in {shown} (by Message-ID, Date, From and "
         "size; no body downloaded)",

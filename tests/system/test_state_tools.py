@@ -85,7 +85,7 @@ def test_rebuild_after_lost_state_then_sync_downloads_nothing(
     assert (rebuilt.code, rebuilt.stderr) == (0, ""), rebuilt.output
     shown = "~/Mail" if fmt == "maildir" else "~/mbox"
     assert rebuilt.stdout.splitlines() == [
-        f"work: {len(messages) + 1} messages on the server, {len(messages)} in {shown}",
+        f"work: {len(messages) + 1} messages on the server, {len(messages)} copies in {shown}",
         f"work: recorded {len(messages)} found in {shown} (by Message-ID, Date, From and size; "
         "no body downloaded)",
         f"work: 1 not found there: the next sync fetches them (messages {len(messages) + 1})",

@@ -17,6 +17,7 @@ passes a password getter), the wire protocol beyond the client's methods.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -92,30 +93,27 @@ def list_state(account: Account, state_dir: Path) -> list[Listed] | None:
     if not os.path.lexists(state_path(state_dir, account.name)):
         return None
     with locked_store(state_dir, account.name) as store:
-        return [_listed(account, row) for row in store.rows()]
+        rows = store.rows()
+    in_cur: dict[str, str] = {}
+    if account.format == "maildir" and account.destination is not None:
+        # Once, not per row: a mail reader moves what it has shown to cur/, with flags.
+        with contextlib.suppress(OSError):
+            in_cur = {e.split(":", 1)[0]: e for e in os.listdir(account.destination / "cur")}
+    shown = destcheck.where(account).shown
+    return [_listed(account, row, shown, in_cur) for row in rows]
 
 
-def _listed(account: Account, row: Row) -> Listed:
+def _listed(account: Account, row: Row, shown: str, in_cur: dict[str, str]) -> Listed:
     if row.target.startswith(SEEDED_PREFIX):
         where = f"seeded ({row.target.removeprefix(SEEDED_PREFIX)})"
     elif account.format == "mbox":
-        where = f"{destcheck.shown_path(str(account.destination))} at offset {row.offset}"
+        where = f"{shown} at offset {row.offset}"
     elif account.format == "maildir":
-        where = _maildir_file(account, row.target)
+        name = in_cur.get(row.target)
+        where = f"{shown}/cur/{name}" if name else f"{shown}/new/{row.target}"
     else:
         where = "handed to the MDA"
     return Listed(row.uidl, row.size, row.recorded_at, where, row.status == "pending")
-
-
-def _maildir_file(account: Account, name: str) -> str:
-    """The file's path now (a reader may have moved it to cur/ with flags), else new/NAME."""
-    assert account.destination is not None
-    shown = destcheck.shown_path(str(account.destination))
-    try:
-        flagged = [e for e in os.listdir(account.destination / "cur") if e.split(":")[0] == name]
-    except OSError:
-        flagged = []
-    return f"{shown}/cur/{flagged[0]}" if flagged else f"{shown}/new/{name}"
 
 
 def forget(state_dir: Path, account: str, uidls: Sequence[str] | None) -> tuple[int, list[str]]:

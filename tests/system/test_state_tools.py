@@ -154,6 +154,11 @@ def test_forget_then_sync_fetches_again(tmp_path: Path, dovecot: DovecotServer) 
     uidls = [
         m["uidl"] for m in json.loads(cli.run("state", "list", "work", "--json").stdout)["messages"]
     ]
+    # A mail reader moved one to cur/ with flags: the listing says where it is now.
+    [seen] = sorted((destination / "new").iterdir())[:1]
+    seen.rename(destination / "cur" / f"{seen.name}:2,S")
+    wheres = [line.split("  ")[-1] for line in cli.run("state", "list", "work").stdout.splitlines()]
+    assert f"~/Mail/cur/{seen.name}:2,S" in wheres
     one = cli.run("state", "forget", "work", uidls[0], "no-such-uidl")
     assert one.code == 1
     assert one.stdout == (

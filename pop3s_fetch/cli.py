@@ -8,11 +8,12 @@ with its exit code; anything else is a bug (exit 70), with a traceback only unde
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -442,6 +443,19 @@ def state_prune(g: _Globals, dry_run: bool) -> None:
         _echo(f"removed the state of {account}")
 
 
+@contextlib.contextmanager
+def _speaking_for(g: _Globals, account: str) -> Iterator[None]:
+    """Report a failure as ``error: ACCOUNT: ...``, as sync does (a lock's names it itself)."""
+    from pop3s_fetch.errors import LockedError
+
+    try:
+        yield
+    except LockedError:
+        raise
+    except Pop3sFetchError as err:
+        _fail(err, account, debug=g.debug)
+
+
 @state_group.command("list")
 @click.argument("account", shell_complete=_complete_accounts)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
@@ -454,7 +468,8 @@ def state_list(g: _Globals, account: str, as_json: bool) -> None:
     from pop3s_fetch.state import state_dir
 
     selected = _load_config(g).select([account])[0]
-    rows = statetools.list_state(selected, state_dir(os.environ))
+    with _speaking_for(g, selected.name):
+        rows = statetools.list_state(selected, state_dir(os.environ))
     if as_json:
         import json
 
@@ -493,9 +508,10 @@ def state_forget(g: _Globals, account: str, uidls: tuple[str, ...], everything: 
     if everything == bool(uidls):
         raise click.UsageError("name the UIDLs to forget, or --all (not both)")
     name = _load_config(g).select([account])[0].name
-    removed, missing = statetools.forget(
-        state_dir(os.environ), name, None if everything else list(uidls)
-    )
+    with _speaking_for(g, name):
+        removed, missing = statetools.forget(
+            state_dir(os.environ), name, None if everything else list(uidls)
+        )
     noun = "message" if removed == 1 else "messages"
     _echo(f"{name}: forgot {removed} {noun}; the next sync fetches them again if on the server")
     if missing:
@@ -516,7 +532,8 @@ def state_seed(g: _Globals, account: str) -> None:
 
     selected = _load_config(g).select([account])[0]
     password = functools.partial(credentials.login_secret, selected)
-    added, on_server = statetools.seed(selected, password, state_dir(os.environ))
+    with _speaking_for(g, selected.name):
+        added, on_server = statetools.seed(selected, password, state_dir(os.environ))
     _echo(
         f"{selected.name}: marked {added} of the {on_server} messages on the server as "
         "delivered (nothing was downloaded); the next sync fetches only what arrives later"
@@ -538,7 +555,8 @@ def state_rebuild(g: _Globals, account: str) -> None:
 
     selected = _load_config(g).select([account])[0]
     password = functools.partial(credentials.login_secret, selected)
-    report = statetools.rebuild(selected, password, state_dir(os.environ))
+    with _speaking_for(g, selected.name):
+        report = statetools.rebuild(selected, password, state_dir(os.environ))
     for line in _rebuild_lines(selected.name, destcheck.where(selected).shown, report):
         _echo(line)
 

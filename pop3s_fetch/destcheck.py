@@ -82,8 +82,9 @@ def shown_path(path: str) -> str:
     return path
 
 
-def check(account: Account, store: StateStore) -> None:
-    """Refuse when the state's copies are in another destination; else record this one.
+def check(account: Account, store: StateStore, *, record: bool = True) -> None:
+    """Refuse when the state's copies are in another destination; else record this one
+    (unless not ``record``: ``check`` and ``sync --dry-run`` write nothing).
 
     One read of a recorded fact on every run; the count and the look into the destination
     happen only when it differs or was never recorded.
@@ -115,7 +116,8 @@ def check(account: Account, store: StateStore) -> None:
             placements = [Placement(i.target, i.offset, i.length, i.digest) for i in latest]
             if not any(holds(account.destination, account.format, placements)):
                 raise _changed(account.name, store.copies(), None, current)
-    store.remember_destination(current.dump())
+    if record:
+        store.remember_destination(current.dump())
 
 
 def _changed(account: str, count: int, before: str | None, now: Where) -> DestinationChanged:

@@ -193,8 +193,11 @@ def test_a_changed_destination_is_refused_before_anything_is_fetched(
         "everything into it again: pop3s-fetch state forget work --all; or set the "
         "destination back to ~/Mail; nothing was downloaded or deleted)\n"
     )
+    # What would be done is refused the same way: it would otherwise say "nothing new".
+    for args in (("sync", "--dry-run"), ("check",), ("state", "rebuild", "work")):
+        again = cli.run(*args)
+        assert (again.code, again.stderr) == (78, refused.stderr), args
     assert not backup.exists()
-    assert cli.run("state", "rebuild", "work").code == 78  # it trusts the state the same way
 
     # The same place spelt otherwise is no change: ~, a trailing slash, a symbolic link.
     for spelling in ("~/Mail", "~/Mail/", str(cli.home / "link")):

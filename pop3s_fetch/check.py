@@ -9,6 +9,9 @@ reverse. The destination is not opened (only looked into to judge a state from a
 which names none: see ``destcheck``); one other than the state's is refused as sync refuses it.
 A delivery a killed run left in flight counts as new: only the next sync, which looks in the
 destination, can tell whether it landed.
+Neither runs a header ``filter`` (a program with a say over deletions has no place in a look
+that must change nothing, and a status bar polling ``check`` should not run it every minute):
+messages it skipped before are not new, and the rest count as new until a sync shows them to it.
 
 Must not know: click or rich (the CLI prints what :func:`check_lines` and :func:`plan_lines`
 give), keyring (the caller passes a password getter), how mail is delivered.
@@ -45,6 +48,8 @@ NO_NEW_MAIL = 1
 #: Why a message would be deleted by a sync with keep = false.
 DELIVERED_EARLIER = "delivered earlier"
 ONCE_SAVED = "once it is saved"
+#: ...or by one whose filter said so before (the DELE did not become final then).
+FILTER_SAID = "the filter said delete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,7 @@ class Known:
     delivered: frozenset[str] = frozenset()
     held: frozenset[str] = frozenset()  # delivered, but never to be deleted by us
     pending: frozenset[str] = frozenset()  # in flight when a run was killed
+    filtered: Mapping[str, str] = field(default_factory=dict)  # the filter's verdicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,7 @@ class Survey:
     fetch: list[RemoteMessage] = field(default_factory=list)
     delete: list[Deletion] = field(default_factory=list)
     interrupted: frozenset[str] = frozenset()  # UIDLs of ``fetch`` a killed run left in flight
+    filtered: bool = False  # the account has a header filter, which a sync would run first
     error: Pop3sFetchError | None = None
     duration: float = 0.0
 
@@ -105,19 +112,34 @@ def read_known(path: Path, account: Account | None = None) -> Known:
             frozenset(store.delivered()),
             frozenset(store.held()),
             frozenset(intent.uidl for intent in store.pending()),
+            store.filtered(),
         )
 
 
-def plan(uidls: Mapping[int, str], known: Known, *, keep: bool) -> tuple[list[int], list[Deletion]]:
+def plan(
+    uidls: Mapping[int, str], known: Known, *, keep: bool, filter_deletes: bool | None = None
+) -> tuple[list[int], list[Deletion]]:
     """The numbers of the new messages, and what a sync would delete, in the order it would.
 
     With ``keep = false`` a sync deletes the delivered messages still on the server (except
-    those held for a size that disagreed), then each new one once it is saved.
+    those held for a size that disagreed), then each new one once it is saved. With a header
+    filter (``filter_deletes`` not None: whether it may delete), what it skipped before is not
+    new, and what it said to delete is deleted if it still may.
     """
-    new = [n for n, uidl in sorted(uidls.items()) if uidl not in known.delivered]
+    verdicts = known.filtered if filter_deletes is not None else {}
+    new = [
+        n
+        for n, uidl in sorted(uidls.items())
+        if uidl not in known.delivered and uidl not in verdicts
+    ]
+    filtered = [
+        Deletion(n, uidl, FILTER_SAID)
+        for n, uidl in sorted(uidls.items())
+        if filter_deletes and verdicts.get(uidl) == "delete"
+    ]
     if keep:
-        return new, []
-    deletions = [
+        return new, filtered
+    deletions = filtered + [
         Deletion(n, uidl, DELIVERED_EARLIER)
         for n, uidl in sorted(uidls.items())
         if uidl in known.delivered and uidl not in known.held
@@ -145,7 +167,11 @@ def survey_account(
             log_in(session, account, secret, then_list=True)
             uidls = session.unique_ids()
             check_uidls(uidls)
-            new, survey.delete = plan(uidls, known, keep=account.keep)
+            filter_deletes = account.filter_may_delete if account.filter else None
+            new, survey.delete = plan(
+                uidls, known, keep=account.keep, filter_deletes=filter_deletes
+            )
+            survey.filtered = account.filter is not None
             survey.on_server = len(uidls)
             survey.fetch = session.with_sizes(uidls, new)
             survey.interrupted = known.pending & {uidls[n] for n in new}
@@ -256,9 +282,14 @@ def _plan_summary(survey: Survey) -> str:
     noun = "message" if survey.new == 1 else "messages"
     fetch = f"{survey.new} {noun} ({human_bytes(survey.octets)})" if survey.new else "nothing"
     deleted = f"delete {len(survey.delete)} from the server" if survey.delete else "delete nothing"
+    screened = (
+        "; the filter was not run: a sync shows each of these to it first"
+        if survey.filtered and survey.new
+        else ""
+    )
     return (
         f"would fetch {fetch} and {deleted}, of {survey.on_server} on the server "
-        "(dry run: nothing was written or deleted)"
+        f"(dry run: nothing was written or deleted{screened})"
     )
 
 
@@ -292,6 +323,7 @@ def json_document(
             record["delete"] = [
                 {"number": d.number, "uidl": d.uidl, "reason": d.reason} for d in s.delete
             ]
+            record["filter_not_run"] = s.filtered
         accounts.append(record)
     return {
         "schema": SCHEMA,

@@ -176,10 +176,17 @@ def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     is_flag=True,
     help="Only show what would be fetched and deleted; write nothing, delete nothing.",
 )
+@click.option(
+    "--ignore-login-delay",
+    is_flag=True,
+    help="Log in even if the server's LOGIN-DELAY has not passed since the last login "
+    "(the server may refuse: that is a note, not an error).",
+)
 @click.pass_obj
 def sync(
     g: _Globals,
     accounts: tuple[str, ...],
+    ignore_login_delay: bool,
     wait: float,
     jobs: int,
     quiet: bool,
@@ -199,7 +206,17 @@ def sync(
         if as_json or dry_run:
             flag = "--json" if as_json else "--dry-run"
             raise click.UsageError(f"{flag} cannot be combined with --every (it is for one run)")
-        sys.exit(_sync_every(g, accounts, every, wait=wait, jobs=jobs, quiet=quiet))
+        sys.exit(
+            _sync_every(
+                g,
+                accounts,
+                every,
+                wait=wait,
+                jobs=jobs,
+                quiet=quiet,
+                ignore_login_delay=ignore_login_delay,
+            )
+        )
     import gc
     import time
 
@@ -213,7 +230,9 @@ def sync(
     if dry_run:
         _survey(selected, output, jobs, dry_run=True)
     reporter = ProgressReporter(output)
-    options = SyncOptions(state_dir=state_dir(os.environ), wait=wait)
+    options = SyncOptions(
+        state_dir=state_dir(os.environ), wait=wait, ignore_login_delay=ignore_login_delay
+    )
     pairs = [(a, functools.partial(credentials.login_secret, a)) for a in selected]
     started_at = time.time()
     started = time.monotonic()
@@ -241,7 +260,14 @@ def sync(
 
 
 def _sync_every(
-    g: _Globals, names: tuple[str, ...], interval: float, *, wait: float, jobs: int, quiet: bool
+    g: _Globals,
+    names: tuple[str, ...],
+    interval: float,
+    *,
+    wait: float,
+    jobs: int,
+    quiet: bool,
+    ignore_login_delay: bool,
 ) -> int:
     """Daemon mode: the loop is pop3s_fetch.daemon's; here it is only wired to the world."""
     from pop3s_fetch import credentials, daemon
@@ -258,7 +284,10 @@ def _sync_every(
     reporter = ProgressReporter(output)  # one per round: it keeps the round's results
     wakeup = daemon.Wakeup()
     options = SyncOptions(
-        state_dir=state_dir(os.environ), wait=wait, stop_requested=wakeup.stop_requested
+        state_dir=state_dir(os.environ),
+        wait=wait,
+        stop_requested=wakeup.stop_requested,
+        ignore_login_delay=ignore_login_delay,
     )
 
     def run_round(due: Sequence[daemon.Job]) -> list[AccountResult]:
@@ -351,6 +380,148 @@ def _survey(selected: list[Account], output: Output, jobs: int, *, dry_run: bool
     if dry_run:
         sys.exit(check_module.dry_run_exit_code(surveys))
     sys.exit(check_module.check_exit_code(surveys))
+
+
+@cli.command()
+@click.argument("host", metavar="HOST|ACCOUNT", shell_complete=_complete_accounts)
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Path(),
+    help="The Maildir directory or mbox file to copy into (created if missing).",
+)
+@click.option("--user", help="Login name on HOST (without it, ACCOUNT names a configured one).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["maildir", "mbox"]),
+    default="maildir",
+    show_default=True,
+    help="How the copy is kept.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), help="POP3S port [default: 995].")
+@click.option(
+    "--tls",
+    type=click.Choice(["implicit", "starttls"]),
+    help="implicit, or starttls (STLS) [default: implicit; starttls on port 110].",
+)
+@click.option("--ca", help='CAs to trust: "certifi", "system", or a PEM file or directory.')
+@click.option("--fingerprint", help='Pin the server\'s certificate: "sha256:...".')
+@click.option(
+    "--password-command",
+    metavar="COMMAND",
+    help="A command (run without a shell) whose first line of output is the password.",
+)
+@click.option(
+    "--verify-only", is_flag=True, help="Only check an existing backup against the server."
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="If another run holds this backup, wait this long for it (else exit 75).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only (for cron).")
+@click.option("--no-progress", is_flag=True, help="No progress display, even on a terminal.")
+@click.pass_obj
+def backup(
+    g: _Globals,
+    host: str,
+    target: str,
+    user: str | None,
+    fmt: str,
+    port: int | None,
+    tls: str | None,
+    ca: str | None,
+    fingerprint: str | None,
+    password_command: str | None,
+    verify_only: bool,
+    wait: float,
+    quiet: bool,
+    no_progress: bool,
+) -> None:
+    """Copy a mailbox into --to and verify it; never deletes from the server.
+
+    \b
+    pop3s-fetch backup pop.example.com --user alice --to ./alice-2026-12/
+    pop3s-fetch backup ACCOUNT --to ./work-backup.mbox --format mbox
+
+    An interrupted backup continues where it stopped when run again. It ends by checking that
+    every message on the server is in the copy exactly once, at its size (exit 74 if not,
+    with the differences listed). Exit status otherwise as for sync.
+    """
+    from pop3s_fetch import backup as backup_module
+    from pop3s_fetch.state import state_dir
+    from pop3s_fetch.ui import ProgressReporter, summary_line
+
+    chosen: backup_module.Format = "mbox" if fmt == "mbox" else "maildir"
+    if user is None:
+        given = {"--port": port, "--tls": tls, "--ca": ca, "--fingerprint": fingerprint}
+        given["--password-command"] = password_command
+        extra = [name for name, value in given.items() if value is not None]
+        if extra:
+            raise click.UsageError(
+                f"{extra[0]} is for a server named on the command line (with --user); "
+                f'account "{host}" takes it from the configuration'
+            )
+        account = _load_config(g).select([host])[0]
+        plan = backup_module.for_account(account, target, chosen, cwd=Path.cwd())
+    else:
+        plan = backup_module.for_server(
+            host,
+            user,
+            target,
+            chosen,
+            port=port,
+            tls=tls,
+            ca=ca,
+            fingerprint=fingerprint,
+            password_command=shlex.split(password_command) if password_command else None,
+            configured=_configured_quietly(g),
+            cwd=Path.cwd(),
+        )
+    name = plan.account.name
+    ask = _ask_password if sys.stdin.isatty() else None
+    output = _output(g, quiet=quiet, progress=not no_progress)
+    reporter = ProgressReporter(output)
+    secret = backup_module.find_password(plan, ask)  # before the progress display takes over
+    with reporter.live():
+        outcome = backup_module.run(
+            plan, secret, state_dir(os.environ), reporter, verify_only=verify_only, wait=wait
+        )
+    for note in outcome.notes:
+        output.notice("info", f"{name}: {note}")
+    for warning in outcome.warnings:
+        output.warning(name, warning)
+    if outcome.result is not None and outcome.result.error is None:
+        output.info(summary_line(outcome.result))
+    if isinstance(outcome.error, backup_module.NotVerified):
+        output.error(name, outcome.error)
+        for line in outcome.error.differences:
+            _echo(f"  {line}", err=True)
+        sys.exit(int(outcome.error.exit_code))
+    if outcome.error is not None:
+        if outcome.result is None or outcome.result.error is None:  # else reported already
+            output.error(name, outcome.error)
+        sys.exit(int(outcome.error.exit_code))
+    assert outcome.verdict is not None
+    output.info(outcome.verdict.line())
+
+
+def _ask_password(prompt: str) -> str:
+    secret: str = click.prompt(prompt, hide_input=True, err=True)
+    return secret
+
+
+def _configured_quietly(g: _Globals) -> list[Account]:
+    """The configured accounts, or none when there is no (valid) configuration: a backup of a
+    server named on the command line needs none, it only looks for a stored password."""
+    try:
+        return list(_load_config(g).accounts.values())
+    except ConfigError:
+        return []
 
 
 @cli.command()
@@ -590,6 +761,46 @@ def _rebuild_lines(name: str, shown: str, report: statetools.Rebuilt) -> list[st
     return lines
 
 
+@cli.command("import")
+@click.argument("peer", type=click.Choice(["fetchmail", "getmail", "mpop"]))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-n", "--dry-run", is_flag=True, help="Only print what would be written.")
+@click.option("--prefix", default="", help="Put this before every imported account's name.")
+@click.option(
+    "--destination",
+    default="~/Maildir",
+    show_default=True,
+    help="Maildir for accounts the peer delivered by SMTP or another way pop3s-fetch lacks.",
+)
+@click.option("--no-passwords", is_flag=True, help="Do not put passwords found into the keyring.")
+@click.pass_obj
+def import_command(
+    g: _Globals,
+    peer: str,
+    files: tuple[Path, ...],
+    dry_run: bool,
+    prefix: str,
+    destination: str,
+    no_passwords: bool,
+) -> None:
+    """Import accounts and their UIDL state from fetchmail, getmail6 or mpop.
+
+    Reads the peer's configuration (FILE..., or where the peer looks: ~/.fetchmailrc;
+    ~/.config/getmail/ or ~/.getmail/; ~/.config/mpop/config or ~/.mpoprc) and the UIDLs it
+    recorded as fetched, adds the accounts to the configuration, marks those UIDLs delivered,
+    and puts passwords found into the OS keyring. The first sync then fetches only what the
+    peer had not. Every option it cannot translate is listed.
+    """
+    from pop3s_fetch import config
+    from pop3s_fetch.migrate import importer
+
+    path = config.find_config_path(g.config_path, os.environ)
+    plan = importer.plan(peer, files, path, os.environ, prefix=prefix, destination=destination)
+    done = None if dry_run else importer.apply(plan, os.environ, store_passwords=not no_passwords)
+    for line in importer.describe(plan, done, store_passwords=not no_passwords):
+        _echo(line)
+
+
 @cli.command()
 @click.pass_obj
 def init(g: _Globals) -> None:
@@ -690,6 +901,7 @@ def _settle_trust(answers: Starter, path: Path) -> Starter:
                     account.port,
                     account.timeout,
                     starttls=account.tls.mode == "starttls",
+                    proxy=account.proxy,
                 )
             )
         except Pop3sFetchError:

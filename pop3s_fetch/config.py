@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 from pop3s_fetch.errors import ConfigError
 from pop3s_fetch.loopback import is_loopback
+from pop3s_fetch.socks import Proxy
 
 ACCOUNT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 # Names become file names in the state directory; keep them well inside NAME_MAX.
@@ -68,6 +69,12 @@ MAX_TIMEOUT = 3600.0
 DEFAULT_MDA_TIMEOUT = 300.0  # a spam filter run by procmail may take a while on a big message
 #: What an ``mda`` argument may name as ``{name}`` (destinations.mda substitutes the same).
 MDA_PLACEHOLDERS = ("sender", "recipient", "account", "uidl")
+
+#: A header filter runs once per new message, before its download: it should be quick.
+DEFAULT_FILTER_TIMEOUT = 60.0
+#: The trace fields add_headers may name, in the order they are written above the message.
+TRACE_HEADERS = ("received", "delivered-to", "x-original-to")
+TraceHeader = Literal["received", "delivered-to", "x-original-to"]
 
 STARTTLS_PORT = 110  # the plaintext POP3 port, where STLS upgrades the session
 
@@ -196,6 +203,12 @@ class Account:
     max_bytes: int | None = None  # per run, by LIST size; at least one message is fetched
     mda: tuple[str, ...] | None = None  # argv of the delivery program, with format "mda"
     mda_timeout: float = DEFAULT_MDA_TIMEOUT
+    proxy: Proxy | None = None  # connect through this SOCKS5 proxy, which resolves host
+    # Header filter and trace headers (issue 12, items 4 and 5).
+    filter: tuple[str, ...] | None = None  # argv shown each new message's header: 0/1/2
+    filter_timeout: float = DEFAULT_FILTER_TIMEOUT  # seconds per message
+    filter_may_delete: bool = False  # whether the filter's exit 2 deletes unread
+    add_headers: tuple[TraceHeader, ...] = ()  # prepended to each copy; () keeps it byte-exact
 
     def __post_init__(self) -> None:
         if self.ca_file is not None:
@@ -743,14 +756,41 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 def _expect_mda(value: object, _base: Path) -> tuple[str, ...]:
     """An argv run without a shell, whose ``{name}`` placeholders are all known ones."""
+    return _expect_program(value, '"/usr/bin/procmail", "-f", "{sender}"')
+
+
+def _expect_filter(value: object, _base: Path) -> tuple[str, ...]:
+    """The header filter's argv: the same rules (and placeholders) as an MDA's."""
+    return _expect_program(value, '"/usr/local/bin/spamcheck", "{sender}"')
+
+
+def _expect_trace_headers(value: object, _base: Path) -> tuple[str, ...]:
+    """Names from TRACE_HEADERS, any case, each once; written in TRACE_HEADERS' order."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise _Invalid(
+            f'expected an array such as ["received", "delivered-to"], got {_toml_value(value)}'
+        )
+    names = [name.lower() for name in value]
+    for name in names:
+        if name not in TRACE_HEADERS:
+            close = difflib.get_close_matches(name, TRACE_HEADERS, n=1)
+            known = ", ".join(f'"{n}"' for n in TRACE_HEADERS)
+            advice = f"did you mean {_toml_string(close[0])}?" if close else f"known: {known}"
+            raise _Invalid(f"unknown header {_toml_string(name)} ({advice})")
+    if len(set(names)) < len(names):
+        raise _Invalid("names a header more than once")
+    return tuple(name for name in TRACE_HEADERS if name in names)
+
+
+def _expect_program(value: object, example: str) -> tuple[str, ...]:
     if (
         not isinstance(value, list)
         or not value
         or not all(isinstance(arg, str) and arg for arg in value)
     ):
         raise _Invalid(
-            'expected an array of non-empty strings such as ["/usr/bin/procmail", "-f", '
-            f'"{{sender}}"] (it is run without a shell), got {_toml_value(value)}'
+            f"expected an array of non-empty strings such as [{example}] "
+            f"(it is run without a shell), got {_toml_value(value)}"
         )
     for index, arg in enumerate(value):
         for name in _PLACEHOLDER.findall(arg):
@@ -762,6 +802,55 @@ def _expect_mda(value: object, _base: Path) -> tuple[str, ...]:
     if "{" in value[0]:
         raise _Invalid("the program (the first argument) cannot hold a placeholder")
     return tuple(value)
+
+
+_PROXY_SCHEMES = ("socks5", "socks5h")  # the same here: the proxy always resolves the name
+_PROXY_EXAMPLE = '"socks5://127.0.0.1:9050"'
+
+
+def _expect_proxy(value: object, _base: Path) -> Proxy | None:
+    """A SOCKS5 proxy URL, ``socks5://HOST:PORT``; ``false`` means none (over [defaults]).
+
+    Never with credentials: the URL is not echoed then, as it holds a password.
+    """
+    if value is False:
+        return None
+    if not isinstance(value, str) or not value or any(char.isspace() for char in value):
+        raise _Invalid(
+            f"expected a URL such as {_PROXY_EXAMPLE} (or false for a direct connection), "
+            f"got {_toml_value(value)}"
+        )
+    if "@" in value:
+        raise _Invalid(
+            "a user name or password in the proxy URL is refused: pop3s-fetch does not do "
+            "proxy authentication, because its password would sit in this file; remove "
+            '"USER:PASSWORD@" and let the proxy accept this machine without one (Tor does)'
+        )
+    scheme, separator, rest = value.partition("://")
+    if not separator:
+        raise _Invalid(f'expected a socks5:// URL (did you mean "socks5://{value}"?)')
+    if scheme.lower() not in _PROXY_SCHEMES:
+        raise _Invalid(
+            f'proxy scheme "{scheme}" is not supported, only SOCKS5 is (did you mean '
+            f'"socks5://{rest}"?)'
+        )
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if parts is None or not parts.hostname or port == 0:
+        raise _Invalid(
+            f"expected socks5://HOST:PORT such as {_PROXY_EXAMPLE}, got {_toml_value(value)}"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise _Invalid(f"expected nothing after HOST:PORT, got {_toml_value(value)}")
+    if port is None:
+        bare = value.rstrip("/")
+        raise _Invalid(
+            f'the port is missing (did you mean "{bare}:9050", Tor\'s, or "{bare}:1080"?)'
+        )
+    return Proxy(parts.hostname, port)
 
 
 _Converter = Callable[[object, Path], object]
@@ -794,6 +883,11 @@ _ACCOUNT_KEYS: dict[str, _Converter] = {
     "max_bytes": _expect_size,
     "mda": _expect_mda,
     "mda_timeout": _expect_timeout,
+    "proxy": _expect_proxy,
+    "filter": _expect_filter,
+    "filter_timeout": _expect_timeout,
+    "filter_may_delete": _expect_bool,
+    "add_headers": _expect_trace_headers,
 }
 _OAUTH2_KEY = "oauth2"  # a sub-table, validated key by key with _OAUTH2_KEYS
 _KNOWN_ACCOUNT_KEYS = (*_ACCOUNT_KEYS, _OAUTH2_KEY)
@@ -869,6 +963,8 @@ _PEER_KEYS = {
     "max_bytes_per_session": "max_bytes",
     "max_messages_per_session": "max_messages",
     "fetchlimit": "max_messages",
+    "proxy_host": 'proxy = "socks5://HOST:PORT"',
+    "proxy_port": 'proxy = "socks5://HOST:PORT"',
 }
 
 
@@ -1013,6 +1109,7 @@ class _Validator:
                 [*keypath, "oversize"],
                 'has no effect without max_message_size (such as max_message_size = "25MB")',
             )
+        self.filter_keys(keypath, values)
         if len(self.problems) > before:
             return None
         fields = {key: values[key] for key in _ACCOUNT_KEYS if key in values}
@@ -1025,6 +1122,28 @@ class _Validator:
         )
         fields.setdefault("destination", None)  # format "mda" has none
         return Account(name=name, tls=tls, oauth2=oauth2, **fields)  # type: ignore[arg-type]
+
+    def filter_keys(self, keypath: list[str], values: dict[str, object]) -> None:
+        """The header filter's and add_headers' rules that involve other keys."""
+        for key in ("filter_timeout", "filter_may_delete"):
+            if key in values and "filter" not in values:
+                self.problem(
+                    [*keypath, key],
+                    'has no effect without filter (such as filter = ["/usr/local/bin/spamcheck"])',
+                )
+        names = values.get("add_headers", ())
+        user = values.get("username")
+        if (
+            isinstance(names, tuple)
+            and set(names) - {"received"}
+            and isinstance(user, str)
+            and not re.fullmatch(r"[!-~]+", user)
+        ):
+            self.problem(
+                [*keypath, "add_headers"],
+                "Delivered-To and X-Original-To name the username, which must then be one "
+                "word of printable ASCII; remove them from add_headers",
+            )
 
     def tls_settings(self, keypath: list[str], values: dict[str, object]) -> TlsSettings:
         """Collect the TLS keys; STLS is the default on the plaintext POP3 port."""

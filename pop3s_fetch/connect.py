@@ -65,12 +65,19 @@ def open_session(
             # Not before a pin is checked: nothing goes to a server not yet verified.
             early_capa=early_capa and not starttls and settings.fingerprint is None,
             early_login=early_login,
+            proxy=account.proxy,
         )
     except TLSError as err:
         cause = err.__cause__
         if isinstance(cause, ssl.SSLError):
             raise tls.explain_refusal(
-                account.host, account.port, cause, settings, timeout=wait, starttls=starttls
+                account.host,
+                account.port,
+                cause,
+                settings,
+                timeout=wait,
+                starttls=starttls,
+                proxy=account.proxy,
             ) from cause
         raise
     if settings.fingerprint is not None:

@@ -125,7 +125,10 @@ def _changed(account: str, count: int, before: str | None, now: Where) -> Destin
     noun = "message was" if count == 1 else "messages were"
     ways = []
     if now.kind != "mda":
-        ways.append(f"to copy the mailbox there: pop3s-fetch backup {account} --to {now.shown}")
+        fmt = " --format mbox" if now.kind == "mbox" else ""
+        ways.append(
+            f"to copy the mailbox there: pop3s-fetch backup {account} --to {now.shown}{fmt}"
+        )
     ways.append(f"to fetch everything into it again: pop3s-fetch state forget {account} --all")
     if before is not None:
         ways.append(f"or set the destination back to {before}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pop3s_fetch import config, connect, credentials, pop3, state, tls
+from pop3s_fetch import config, connect, credentials, pop3, socks, state, tls
 from pop3s_fetch.config import Account, Config
 from pop3s_fetch.errors import (
     AuthError,
@@ -369,6 +369,12 @@ class _AccountProbe:
 
     def check_dns(self) -> Check:
         host = self.account.host
+        proxy = self.account.proxy
+        if proxy is not None:  # a local lookup is just what a proxy (Tor) is there to avoid
+            return _ok(
+                self.name(DNS),
+                f"{host} is resolved by the proxy {proxy}, not looked up here",
+            )
         try:
             infos = socket.getaddrinfo(host, self.account.port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as err:
@@ -386,6 +392,19 @@ class _AccountProbe:
 
     def check_tcp(self) -> Check:
         started = time.monotonic()
+        proxy = self.account.proxy
+        if proxy is not None:
+            try:
+                socks.open_connection(
+                    proxy, self.account.host, self.account.port, self.timeout
+                ).close()
+            except Pop3sFetchError as err:
+                return _fail(self.name(TCP), err)
+            elapsed_ms = (time.monotonic() - started) * 1000
+            return _ok(
+                self.name(TCP),
+                f"connected to {self.where} through the proxy {proxy} in {elapsed_ms:.0f} ms",
+            )
         try:
             with socket.create_connection(
                 (self.account.host, self.account.port), timeout=self.timeout

@@ -16,16 +16,14 @@ Must not know: POP3, how mail is delivered, the state store, or the UI (the call
 from __future__ import annotations
 
 import os
-import selectors
 import subprocess
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from pop3s_fetch.config import Account
 from pop3s_fetch.printable import printable
-from pop3s_fetch.programs import exit_status, stop_group
+from pop3s_fetch.programs import exit_status, run_capped
 
 #: Variables the hook finds in its environment.
 ENV_ACCOUNT = "POP3S_FETCH_ACCOUNT"
@@ -34,11 +32,6 @@ ENV_BYTES = "POP3S_FETCH_BYTES"
 ENV_DESTINATION = "POP3S_FETCH_DESTINATION"
 #: Removed from the hook's environment: it names the directory of systemd credentials.
 WITHHELD = ("CREDENTIALS_DIRECTORY",)
-
-#: How much of the hook's stderr is kept (the rest is read and dropped, so it never blocks).
-_STDERR_CAP = 4096
-#: How often the hook is looked at while it keeps stderr open (a detached child may hold it).
-_POLL = 0.1
 
 _one_at_a_time = threading.Lock()
 
@@ -72,7 +65,7 @@ def run_on_new_mail(
     timeout = account.on_new_mail_timeout
     with _one_at_a_time:
         try:
-            returncode, stderr = _run(argv, env, timeout)
+            returncode, stderr = run_capped(argv, env, timeout)
         except FileNotFoundError:
             return f"{what}: command not found; the mail was delivered"
         except PermissionError:
@@ -102,49 +95,3 @@ def first_line(stderr: bytes, limit: int = 200) -> str:
             shown = printable(line)
             return shown if len(shown) <= limit else shown[: limit - 3] + "..."
     return ""
-
-
-def _run(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> tuple[int, bytes]:
-    """Run ``argv``; return its exit status and the start of its stderr; stop its group at the
-    timeout (raising TimeoutExpired)."""
-    process = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    assert process.stderr is not None
-    kept = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stderr, selectors.EVENT_READ)
-            # Until stderr closes, or the hook itself has ended (a child it left behind may
-            # keep stderr open, and is its own business then).
-            while process.poll() is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    stop_group(process)
-                    raise subprocess.TimeoutExpired(argv, timeout)
-                if selector.select(min(remaining, _POLL)) and not _read_into(process, kept):
-                    break
-            while selector.select(0) and _read_into(process, kept):
-                pass  # what the hook wrote just before it ended
-        try:
-            returncode = process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            stop_group(process)
-            raise
-    finally:
-        process.stderr.close()
-    return returncode, bytes(kept)
-
-
-def _read_into(process: subprocess.Popen[bytes], kept: bytearray) -> bool:
-    """Read what stderr has; False at its end."""
-    assert process.stderr is not None
-    chunk = os.read(process.stderr.fileno(), 65536)
-    kept += chunk[: max(0, _STDERR_CAP - len(kept))]
-    return bool(chunk)

@@ -42,6 +42,25 @@ def error_record(err: Pop3sFetchError) -> dict[str, Any]:
     }
 
 
+def _login_delay_record(result: AccountResult) -> dict[str, Any] | None:
+    """Why a "skipped" account was: the server's LOGIN-DELAY, and when to come back."""
+    held = result.login_delay
+    if held is None:
+        return None
+    import datetime
+
+    return {
+        "delay": held.delay,
+        "next_login": None
+        if held.next_at is None
+        else datetime.datetime.fromtimestamp(held.next_at, datetime.UTC).isoformat(
+            timespec="seconds"
+        ),
+        "refused": held.refused,
+        "note": held.note(result.account),
+    }
+
+
 def json_document(
     results: Sequence[AccountResult], started: datetime.datetime, duration: float
 ) -> dict[str, Any]:
@@ -55,7 +74,7 @@ def json_document(
         "accounts": [
             {
                 "name": r.account,
-                "status": "failed" if r.error else "ok",
+                "status": "failed" if r.error else "skipped" if r.login_delay else "ok",
                 "fetched": r.fetched,
                 "bytes": r.octets,
                 "skipped": r.skipped,
@@ -69,6 +88,11 @@ def json_document(
                 "oversize": [
                     {"uidl": o.uidl, "size": o.size, "action": o.action, "new": o.new}
                     for o in r.oversize
+                ],
+                "login_delay": _login_delay_record(r),
+                "filtered": [
+                    {"uidl": f.uidl, "size": f.size, "action": f.action, "new": f.new}
+                    for f in r.filtered
                 ],
             }
             for r in results

@@ -75,6 +75,16 @@ class LoginUnavailable(RemoteError):
     exit_code = ExitCode.UNAVAILABLE
 
 
+class LoginDelayed(RemoteError):
+    """The server refused the login because the last one was too recent ([LOGIN-DELAY],
+    RFC 2449): not a fault, the next attempt after the delay succeeds (exit 75 for callers
+    that do not treat it as a note, as ``sync`` does). ``reply``: the server's ``-ERR`` text."""
+
+    def __init__(self, message: str, *, reply: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reply = reply
+
+
 class Mechanism(Protocol):
     """One SASL mechanism's client side for one login attempt; raw bytes, no base64, no I/O."""
 
@@ -627,7 +637,14 @@ def login_refused(
     reason = text or "no reason given"
     if detail:
         reason = f"{reason} ({detail})"
-    exit_code = exit_code_for(parse_response_code(text))
+    code = parse_response_code(text)
+    exit_code = exit_code_for(code)
+    if code is not None and _within(code, ("LOGIN-DELAY",)):
+        return LoginDelayed(
+            f"{host} refused the login for now: {reason}",
+            reply=reason,
+            hint="the server allows only so many logins a while; retry later",
+        )
     if exit_code is ExitCode.TEMPFAIL:
         return RemoteError(
             f"{host} refused the login for now: {reason}",

@@ -100,6 +100,18 @@ CREATE TABLE IF NOT EXISTS oversize (
     recorded_at REAL NOT NULL
 )
 """
+# The header filter's verdicts (issue 12): "skip" (left on the server, not shown to the filter
+# again until forgotten) and "delete" (deleted unread; kept as the record that it was the
+# user's filter, not a loss, and sent DELE again while still listed). A table of its own,
+# created when missing: older versions ignore it.
+_FILTERED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS filtered (
+    uidl TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('skip', 'delete')),
+    recorded_at REAL NOT NULL
+)
+"""
 #: A delivered UIDL missing from this many complete listings in a row...
 FORGET_AFTER_LISTINGS = 3
 #: ...spread over at least this long is taken to be gone for good, and forgotten.
@@ -182,6 +194,15 @@ class StateStore:
                 "SELECT group_concat(uidl, ' ') FROM messages WHERE status = 'delivered'"
             ).fetchone()
         return set(joined.split(" ")) if joined else set()
+
+    def delivered_intents(self) -> list[Intent]:
+        """Delivered messages with where each went: to check a copy against (``backup``)."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT uidl, size, target, offset, length, digest FROM messages"
+                " WHERE status = 'delivered' ORDER BY offset, target"
+            )
+            return [Intent(*row) for row in rows]
 
     def pending(self) -> list[Intent]:
         """Deliveries recorded but not known to have completed (a previous run died)."""
@@ -360,6 +381,40 @@ class StateStore:
             with self._transaction() as db:
                 db.executemany("DELETE FROM oversize WHERE uidl = ?", gone)
 
+    def filtered(self) -> dict[str, str]:
+        """The header filter's remembered verdicts: UIDL -> "skip" or "delete"."""
+        with self._transaction() as db:
+            return dict(db.execute("SELECT uidl, verdict FROM filtered"))
+
+    def filtered_sizes(self) -> dict[str, int]:
+        """The LIST sizes of the messages with a verdict (what --json reports for them)."""
+        with self._transaction() as db:
+            return dict(db.execute("SELECT uidl, size FROM filtered"))
+
+    def remember_filtered(self, verdicts: Mapping[str, tuple[int, str]]) -> None:
+        """Record the filter's verdicts (UIDL -> (LIST size, "skip" | "delete")) in one
+        durable commit: a "delete" is recorded before its DELE is sent."""
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO filtered (uidl, size, verdict, recorded_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(uidl, size, verdict, now) for uidl, (size, verdict) in verdicts.items()],
+            )
+
+    def keep_skipped(self, present: set[str]) -> None:
+        """Drop the "skip" verdicts of messages no longer on the server (a complete listing).
+
+        Forgetting one too early only shows that message to the filter again. "delete" rows
+        stay: they are the record of what the filter removed.
+        """
+        gone = [
+            (uidl,) for uidl, v in self.filtered().items() if v == "skip" and uidl not in present
+        ]
+        if gone:
+            with self._transaction() as db:
+                db.executemany("DELETE FROM filtered WHERE uidl = ?", gone)
+
     def server_pipelines(self) -> bool:
         """Whether the server offered PIPELINING in the last session that got so far."""
         return self._server_fact("pipelining") == "yes"
@@ -375,6 +430,65 @@ class StateStore:
     def remember_login_method(self, method: str) -> None:
         """Record the login method that worked; written only when it changed."""
         self._remember_server_fact("login", method)
+
+    # -- the server's own policy (RFC 2449 LOGIN-DELAY and EXPIRE, a server without UIDL):
+    # facts in the ``server`` table, written only when they change (or, for a server with a
+    # LOGIN-DELAY, once per login: its time is the fact), so a server without them costs none.
+
+    def login_delay(self) -> tuple[int | None, float | None, float | None]:
+        """The server's LOGIN-DELAY (seconds), the time of the last successful login and of
+        the last ``[LOGIN-DELAY]`` refusal; None for what is not known."""
+        keys = ("login_delay", "last_login", "login_refused")
+        facts = self._server_facts(*keys)
+        delay, last, refused = (facts.get(key) for key in keys)
+        return (
+            int(delay) if delay else None,
+            float(last) if last else None,
+            float(refused) if refused else None,
+        )
+
+    def remember_login(self, at: float, delay: int | None) -> None:
+        """A login succeeded at ``at``, with this LOGIN-DELAY (None: the server has none)."""
+        if delay is None:
+            self._remember_server_facts(login_delay=None, last_login=None, login_refused=None)
+        else:
+            self._remember_server_facts(
+                login_delay=str(delay), last_login=repr(at), login_refused=None
+            )
+
+    def remember_login_refused(self, at: float, delay: int | None) -> None:
+        """The server refused a login at ``at`` with ``[LOGIN-DELAY]``."""
+        facts: dict[str, str | None] = {"login_refused": repr(at)}
+        if delay is not None:
+            facts["login_delay"] = str(delay)
+        self._remember_server_facts(**facts)
+
+    def warned_about(self, topic: str) -> str | None:
+        """The value a once-only warning (``"expire"``, ``"no-uidl"``) was last given for."""
+        return self._server_fact(f"warned:{topic}")
+
+    def remember_warned(self, topic: str, value: str | None) -> None:
+        """Record that ``topic`` was warned about for ``value`` (None: forget, warn again)."""
+        self._remember_server_facts(**{f"warned:{topic}": value})
+
+    def _server_facts(self, *keys: str) -> dict[str, str]:
+        with self._transaction() as db:
+            rows = db.execute("SELECT key, value FROM server").fetchall()  # a handful
+        return {str(k): str(v) for k, v in rows if k in keys}
+
+    def _remember_server_facts(self, **facts: str | None) -> None:
+        """Set (or, for None, delete) several facts in one commit, if any of them changed."""
+        known = self._server_facts(*facts)
+        if all(known.get(k) == v for k, v in facts.items()):
+            return
+        with self._transaction() as db:
+            for key, value in facts.items():
+                if value is None:
+                    db.execute("DELETE FROM server WHERE key = ?", (key,))
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO server (key, value) VALUES (?, ?)", (key, value)
+                    )
 
     def _server_fact(self, key: str) -> str | None:
         with self._transaction() as db:
@@ -394,6 +508,7 @@ class StateStore:
             db.executemany("DELETE FROM messages WHERE uidl = ?", rows)
             db.executemany("DELETE FROM held WHERE uidl = ?", rows)
             db.executemany("DELETE FROM absent WHERE uidl = ?", rows)
+            db.executemany("DELETE FROM filtered WHERE uidl = ?", rows)
 
     def hold(self, uidl: str, listed: int, received: int) -> None:
         """Never delete this delivered message from the server: its size disagreed."""
@@ -498,6 +613,7 @@ def open_store(path: Path) -> StateStore:
                 db.execute(_HELD_SCHEMA)
                 db.execute(_ABSENT_SCHEMA)
                 db.execute(_OVERSIZE_SCHEMA)
+                db.execute(_FILTERED_SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("SELECT count(*) FROM messages").fetchone()
     except sqlite3.Error as err:

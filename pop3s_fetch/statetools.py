@@ -30,7 +30,7 @@ from pop3s_fetch.config import Account
 from pop3s_fetch.connect import log_in, open_session
 from pop3s_fetch.destinations import StoredCopy, stored_copies
 from pop3s_fetch.errors import ConfigError, LockedError
-from pop3s_fetch.pop3 import Pop3Client
+from pop3s_fetch.pop3 import Pop3Client, RemoteMessage
 from pop3s_fetch.state import SEEDED_PREFIX, AccountLock, Intent, Row, StateStore, open_store
 from pop3s_fetch.sync import check_uidls
 
@@ -164,13 +164,19 @@ def rebuild(account: Account, password: Callable[[], str], state_dir: Path) -> R
             report.on_server = len(uidls)
             wanted = [n for n, uidl in sorted(uidls.items()) if uidl not in known]
             report.known = len(uidls) - len(wanted)
-            sizes = {m.number: m.size for m in session.with_sizes(uidls, wanted)}
+            chunks: dict[int, list[bytes]] = {}
+
+            def sink(message: RemoteMessage) -> Callable[[bytes], None]:
+                return chunks.setdefault(message.number, []).append
+
             listed = []
-            for number, head in session.headers(wanted):
-                if head is None:
+            for item in session.headers(session.with_sizes(uidls, wanted), sink):
+                message = item.message
+                head = b"".join(chunks.pop(message.number, []))
+                if item.error is not None:
                     report.no_headers += 1
                     head = b""  # no key: left to fetch
-                listed.append(matching.Listed(number, uidls[number], sizes[number], head))
+                listed.append(matching.Listed(message.number, message.uidl, message.size, head))
             session.quit()
         found = matching.match(listed, copies)
         store.record_found([_intent(m, c) for m, c in found.matched], when=time.time())

@@ -15,6 +15,12 @@ delivered, and a crash between its exit and commit #2 hands that one message ove
 A program's refusal of one message (:class:`MessageRefused`) forgets its journal entry, leaves
 it on the server and goes on with the others; the account then fails with that refusal.
 
+A server's own policy (RFC 2449, see ``serverpolicy``) is heeded here: within its LOGIN-DELAY
+an account is skipped before anything is opened (a note, not an error), a ``[LOGIN-DELAY]``
+refusal is a note too, EXPIRE is warned about once, and a server without UIDL is used only
+with ``keep = false`` (see :meth:`_AccountSync.without_uidl` for the one window in which a
+crash can deliver a message twice).
+
 A crash between 2 and 4 leaves ``pending`` rows; the next run reconciles them against the
 destination *before any command that depends on the state is sent* (the connection is opened
 meanwhile, in a thread: it carries the TLS handshake, CAPA and at most the first line of a
@@ -30,6 +36,7 @@ keyring and TOML: callers pass an Account, a password getter and a Reporter.
 from __future__ import annotations
 
 import logging
+import secrets
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pop3s_fetch import destcheck, hooks, policy
+from pop3s_fetch import __version__, destcheck, header_filter, hooks, policy, serverpolicy, trace
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
@@ -51,7 +58,8 @@ from pop3s_fetch.destinations import (
 )
 from pop3s_fetch.errors import ConnectError, ExitCode, Pop3sFetchError, ProtocolError
 from pop3s_fetch.logcontext import speaking_for
-from pop3s_fetch.pop3 import MessageTooLarge, Pop3Client, RemoteMessage, Retrieved
+from pop3s_fetch.pop3 import MessageTooLarge, NoUidl, Pop3Client, RemoteMessage, Retrieved
+from pop3s_fetch.sasl import LoginDelayed
 from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
 
 logger = logging.getLogger(__name__)
@@ -62,6 +70,10 @@ BATCH_BYTES = 16 * 1024 * 1024
 
 #: UIDLs are 1-70 characters in 0x21-0x7E (RFC 1939 section 7).
 _UIDL_BYTES = bytes(range(0x21, 0x7F))
+
+#: State keys of messages from a server without UIDL: this prefix, a token new in each
+#: session, and the message number, which is unique within a session (RFC 1939 section 5).
+NO_UIDL_PREFIX = "no-uidl-"
 
 
 class Reporter(Protocol):
@@ -103,6 +115,9 @@ class AccountResult:
     remaining: int = 0  # new, but left for the next run by max_messages or max_bytes
     interrupted: bool = False  # Ctrl-C (or SIGINT) ended it
     oversize: list[Oversize] = field(default_factory=list)
+    #: The server's LOGIN-DELAY held this run back (no login, or a refused one): a note.
+    login_delay: serverpolicy.LoginDelay | None = None
+    filtered: list[Filtered] = field(default_factory=list)  # the header filter's verdicts
 
     @property
     def exit_code(self) -> ExitCode:
@@ -120,6 +135,25 @@ class Oversize:
 
 
 @dataclass(frozen=True, slots=True)
+class Filtered:
+    """A message the header filter said this run not to download: left there, or deleted."""
+
+    uidl: str
+    size: int  # as LIST gave it
+    action: Literal["skip", "delete"]
+    new: bool = True  # decided in this run (a skipped one is counted on the screen only then)
+
+
+class FilterFailed(Pop3sFetchError):
+    """The header filter failed for some messages: they stay on the server, asked again next
+    run. Exit 78 when the failure is the configuration's (exit 2 without filter_may_delete)."""
+
+    def __init__(self, message: str, *, config: bool, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = ExitCode.CONFIG if config else ExitCode.IOERR
+
+
+@dataclass(frozen=True, slots=True)
 class SyncOptions:
     """Run-wide settings that are not per account."""
 
@@ -130,6 +164,8 @@ class SyncOptions:
     #: Graceful stop (daemon mode's SIGTERM): once true, no account starts, and a running one
     #: stops after the message it is reading, publishes what it has, and QUITs if it can.
     stop_requested: Callable[[], bool] = lambda: False
+    #: Log in even within the LOGIN-DELAY remembered from the server (sync --ignore-login-delay).
+    ignore_login_delay: bool = False
 
 
 def sync_accounts(
@@ -176,6 +212,9 @@ def sync_account(
             lock.acquire(options.wait)
             with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
                 destcheck.check(account, store)  # before the destination is even created
+                result.login_delay = _held_back(store, options)
+                if result.login_delay is not None:
+                    raise _Skipped  # before anything is opened: the server would refuse
                 destination = _open_destination(account, options)
                 completed = False
                 run = _AccountSync(account, store, destination, options, reporter, result)
@@ -193,8 +232,10 @@ def sync_account(
                     raise
                 finally:
                     destination.close()
-                    if not completed and result.fetched == 0:
+                    if (not completed or result.login_delay) and result.fetched == 0:
                         destination.remove_if_unused()  # no empty ~/Mail/wrongpw left behind
+    except _Skipped:
+        pass
     except Pop3sFetchError as err:
         result.error = err
     result.duration = time.monotonic() - started
@@ -205,6 +246,19 @@ def sync_account(
         reporter.warned(account.name, hook_failed, loud=True)
     reporter.finished(result)
     return result
+
+
+class _Skipped(Exception):
+    """The account is not synced in this run (LOGIN-DELAY): leave its lock and store."""
+
+
+def _held_back(store: StateStore, options: SyncOptions) -> serverpolicy.LoginDelay | None:
+    """The LOGIN-DELAY that makes this run skip the account, or None to go ahead."""
+    if options.ignore_login_delay:
+        return None
+    delay, last_login, refused_at = store.login_delay()
+    due = serverpolicy.next_login(delay, last_login, refused_at)
+    return serverpolicy.LoginDelay(delay, due) if due > options.clock() else None
 
 
 def _open_destination(account: Account, options: SyncOptions) -> Destination:
@@ -249,6 +303,8 @@ class _AccountSync:
         self.server_octets: dict[str, int] = {}  # UIDL -> octets received, as LIST counts
         self.quit_sent = False  # QUIT makes this session's DELEs final
         self.refused: list[tuple[RemoteMessage, MessageRefused]] = []  # by an MDA: stay there
+        self.filter_deleting: list[RemoteMessage] = []  # DELE sent on the filter's word
+        self.filter_failed: list[tuple[RemoteMessage, header_filter.Verdict]] = []
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
@@ -310,23 +366,58 @@ class _AccountSync:
     def _run_session(self, session: Pop3Client, secret: str, delivered: set[str]) -> None:
         self.store.remember_pipelining(session.pipelining)
         session.prefetch_sizes = not delivered  # a first run: every message is new
-        method = log_in(session, self.account, secret, then_list=True)
+        try:
+            method = log_in(session, self.account, secret, then_list=True)
+        except LoginDelayed as too_soon:
+            self._login_refused(session, too_soon)
+            return
+        logged_in_at = self.options.clock()
+        # At once, with what CAPA said before login: should the run fail later, the next one
+        # must still know not to come back too soon.
+        self.store.remember_login(logged_in_at, serverpolicy.login_delay(session.capabilities))
         logger.info("%s: logged in with %s", self.account.name, method)
         self.store.remember_login_method(method)
         self.reporter.started(self.account.name, "listing")
-        uidls = session.unique_ids()
+        listed: dict[int, RemoteMessage] | None = None  # set when the server has no UIDL
+        try:
+            uidls = session.unique_ids()
+        except NoUidl as err:
+            listed = self.without_uidl(session, err, delivered)
+            uidls = {number: message.uidl for number, message in listed.items()}
         check_uidls(uidls)
         self.result.on_server = len(uidls)
+        # The filter's verdicts hold only while there is a filter: without one, nothing is
+        # left aside (a "delete" one, still listed, is left too when deleting is not allowed).
+        verdicts = self.store.filtered() if self.account.filter else {}
         # Sizes only for what will be fetched: on a big mailbox with nothing new, a whole
         # LIST is the server's costliest reply of the run. (No object per message listed:
         # an idle run lists tens of thousands.)
-        new = session.with_sizes(uidls, [n for n, uidl in uidls.items() if uidl not in delivered])
+        if listed is not None:
+            new = [listed[n] for n in sorted(listed)]
+        else:
+            fresh = [n for n, uidl in uidls.items() if uidl not in delivered]
+            new = session.with_sizes(uidls, fresh)
         self.result.skipped = len(uidls) - len(new)
+        if serverpolicy.announced(session.capabilities):
+            before = session.capabilities
+            if not session.capa():  # RFC 2449: once logged in, the values for this user
+                session.capabilities = before  # refused now: what was said before still holds
+            self.store.remember_login(logged_in_at, serverpolicy.login_delay(session.capabilities))
+            self._warn_about_expire(session.capabilities)
+        new = session.with_sizes(
+            uidls,
+            [n for n, uidl in uidls.items() if uidl not in delivered and uidl not in verdicts],
+        )
+        set_aside = {n: uidl for n, uidl in uidls.items() if uidl in verdicts}
+        self.result.skipped = len(uidls) - len(new) - len(set_aside)
         logger.info(
             "%s: %d messages on the server, %d new", self.account.name, len(uidls), len(new)
         )
         plan = self._plan(new)
-        self.reporter.listed(self.account.name, len(plan.fetch), sum(m.size for m in plan.fetch))
+        fetch = plan.fetch
+        if self.account.filter:
+            fetch = self._screen(session, plan.fetch, set_aside, verdicts)
+        self.reporter.listed(self.account.name, len(fetch), sum(m.size for m in fetch))
         if not self.account.keep or self.account.delete_after is not None:
             self.held = self.store.held()  # a size that disagreed: never deleted by us
             expired = set[str]()
@@ -339,7 +430,7 @@ class _AccountSync:
             self._delete(session, [RemoteMessage(n, uidl, 0) for n, uidl in already])
         unread = plan.oversize if self.account.oversize == "delete" else []
         self._delete(session, unread)  # the user's wish: deleted without being downloaded
-        retr_errors = self._fetch(session, plan.fetch)
+        retr_errors = self._fetch(session, fetch)
         if session.awaiting_retr:
             # A graceful stop with RETRs sent ahead: QUIT would first need their replies, so
             # the session ends without it. What was fetched is durable and recorded; this
@@ -351,6 +442,19 @@ class _AccountSync:
         self.quit_sent = True
         if unread:
             self._warn_deleted_unread(unread, session.refused_deletes)
+        self.result.filtered += [
+            Filtered(m.uidl, m.size, "delete")
+            for m in self.filter_deleting
+            if m not in session.refused_deletes
+        ]
+        if self.account.filter:
+            self.store.keep_skipped(set(uidls.values()))
+            sizes = self.store.filtered_sizes()
+            self.result.filtered += [
+                Filtered(uidl, sizes.get(uidl, 0), "skip", new=False)
+                for uidl in set_aside.values()
+                if verdicts[uidl] == "skip"
+            ]
         # QUIT made the deletions final: forget them now (a later listing cannot be trusted to
         # show they are gone, see forget_absent). Only now is the listing known complete.
         refused = {message.uidl for message in session.refused_deletes}
@@ -367,11 +471,88 @@ class _AccountSync:
             )
         if self.refused:
             raise self._refusal()
+        if self.filter_failed:
+            raise self._filter_failure()
         if retr_errors:
             raise ProtocolError(
                 f"the server refused to send {len(retr_errors)} message(s): {retr_errors[0]}",
                 hint="the others were downloaded; the next run tries these again",
             )
+
+    def _login_refused(self, session: Pop3Client, refused: LoginDelayed) -> None:
+        """``-ERR [LOGIN-DELAY]``: remembered, so the next run waits, and a note, not an error.
+
+        The delay is what CAPA announced, else what an earlier session learnt; unknown, the
+        next run simply tries again.
+        """
+        now = self.options.clock()
+        announced = serverpolicy.login_delay(session.capabilities)
+        self.store.remember_login_refused(now, announced)
+        delay = announced if announced is not None else self.store.login_delay()[0]
+        self.result.login_delay = serverpolicy.LoginDelay(
+            delay, now + delay if delay else None, refused=refused.reply
+        )
+        logger.info("%s: %s", self.account.name, refused)
+
+    def _warn_about_expire(self, capabilities: Mapping[str, Sequence[str]]) -> None:
+        """EXPIRE: the server deletes mail on its own; said once per account and value."""
+        text = serverpolicy.expire_warning(
+            serverpolicy.expire(capabilities),
+            keep=self.account.keep,
+            delete_after=self.account.delete_after,
+        )
+        if text is not None and self.store.warned_about("expire") != text:
+            self._warn(text)
+        self.store.remember_warned("expire", text)  # None: forgotten, so a return is said
+
+    def without_uidl(
+        self, session: Pop3Client, err: NoUidl, delivered: set[str]
+    ) -> dict[int, RemoteMessage]:
+        """The maildrop of a server without UIDL, keyed for this session only; ``keep = false``.
+
+        Without UIDL nothing tells one session's message 1 from the next session's, so a
+        message can be recorded only for the session that fetches it: its state key is
+        :data:`NO_UIDL_PREFIX`, a token drawn for this session and its message number (which
+        cannot collide within a session), and it is deleted in that same session, once it is
+        durable and journalled, as always. Rows an earlier such session left (it was stopped
+        before QUIT) can never match again and are dropped here.
+
+        The one window without exactly-once: RFC 1939 makes DELE take effect only at QUIT, so
+        a crash (or a lost connection) after a message was delivered and before the server
+        answered QUIT leaves it on the server, and the next run, unable to recognise it,
+        delivers it again: a duplicate is possible, a loss is not. The window is as small as
+        the protocol allows: each batch's DELEs are sent as soon as it is recorded, and QUIT
+        follows the last reply at once (``max_messages`` bounds how much one run can repeat).
+        With ``keep = true`` or a duration the clear error stays: that would fetch the same
+        messages again on every run.
+        """
+        if self.account.keep:
+            wish = "keep = true" if self.account.delete_after is None else "keep with a duration"
+            raise NoUidl(
+                err.message,
+                hint=f"without UIDL, messages cannot be told apart between runs, so {wish} "
+                "cannot work; nothing was downloaded or deleted. To fetch from this server "
+                "anyway set keep = false: each message is then deleted in the session that "
+                "fetched it",
+            ) from None
+        sizes = session.sizes()
+        stale = {uidl for uidl in delivered if uidl.startswith(NO_UIDL_PREFIX)}
+        if stale:
+            self.store.forget(stale)
+            delivered.difference_update(stale)
+        if self.store.warned_about("no-uidl") is None:
+            self._warn(
+                "the server does not support UIDL, so with keep = false each message is "
+                "deleted in the session that fetched it; a run stopped after saving messages "
+                "but before the server confirmed its QUIT delivers them again next time (the "
+                "one case where a duplicate is possible; this is said once)"
+            )
+            self.store.remember_warned("no-uidl", "yes")
+        token = secrets.token_hex(6)
+        return {
+            number: RemoteMessage(number, f"{NO_UIDL_PREFIX}{token}-{number}", size)
+            for number, size in sizes.items()
+        }
 
     def _plan(self, new: Sequence[RemoteMessage]) -> policy.FetchPlan[RemoteMessage]:
         """Apply the account's limits to the new messages; note and report what is skipped."""
@@ -403,6 +584,93 @@ class _AccountSync:
                 len(plan.deferred),
             )
         return plan
+
+    def _screen(
+        self,
+        session: Pop3Client,
+        candidates: Sequence[RemoteMessage],
+        set_aside: Mapping[int, str],
+        verdicts: Mapping[str, str],
+    ) -> list[RemoteMessage]:
+        """Show each candidate's header (TOP n 0, pipelined) to the filter; return those to
+        fetch. Verdicts are recorded in one commit, and only then is DELE sent for the
+        "delete" ones (and again for those a run before recorded, if still listed)."""
+        account = self.account
+        assert account.filter is not None
+        if candidates:
+            self.reporter.started(account.name, "filtering")
+        heads: dict[str, bytearray] = {}
+
+        def open_sink(message: RemoteMessage) -> Callable[[bytes], None]:
+            heads[message.uidl] = bytearray()
+            return heads[message.uidl].extend
+
+        fetch: list[RemoteMessage] = []
+        decided: dict[str, tuple[int, str]] = {}
+        doomed: list[RemoteMessage] = []
+        for item in session.headers(candidates, open_sink):
+            message = item.message
+            head = bytes(heads.pop(message.uidl, b""))
+            if item.error is not None:
+                problem = f"the server refused TOP, so the filter could not see it: {item.error}"
+                self.filter_failed.append((message, header_filter.Verdict("error", problem)))
+                continue
+            verdict = header_filter.ask(
+                account.filter,
+                head,
+                account=account.name,
+                uidl=message.uidl,
+                recipient=account.username,
+                timeout=account.filter_timeout,
+                may_delete=account.filter_may_delete,
+            )
+            if verdict.action == "fetch":
+                fetch.append(message)
+            elif verdict.action == "error":
+                self.filter_failed.append((message, verdict))
+                if len(self.filter_failed) > 1:
+                    self._warn(self._filter_line(message, verdict))
+            else:
+                decided[message.uidl] = (message.size, verdict.action)
+                if verdict.action == "delete":
+                    doomed.append(message)
+                else:
+                    self.result.filtered.append(Filtered(message.uidl, message.size, "skip"))
+        if decided:
+            self.store.remember_filtered(decided)  # durable before any DELE it leads to
+        if account.filter_may_delete and "delete" in verdicts.values():
+            sizes = self.store.filtered_sizes()
+            doomed += [
+                RemoteMessage(n, uidl, sizes.get(uidl, 0))
+                for n, uidl in set_aside.items()
+                if verdicts[uidl] == "delete"
+            ]
+        session.queue_delete(doomed)
+        self.filter_deleting += doomed
+        return fetch
+
+    @staticmethod
+    def _filter_line(message: RemoteMessage, verdict: header_filter.Verdict) -> str:
+        return f"message {message.number} (UIDL {message.uidl}) not fetched: {verdict.problem}"
+
+    def _filter_failure(self) -> FilterFailed:
+        """One error for every message the filter could not judge: the first named, the rest
+        counted (they were warnings already)."""
+        count = len(self.filter_failed)
+        config = any(verdict.config for _, verdict in self.filter_failed)
+        first = next((m, v) for m, v in self.filter_failed if v.config == config)
+        more = f" (and {count - 1} more, see the warnings)" if count > 1 else ""
+        fix = (
+            "set filter_may_delete = true to let it delete, or make it exit 1 to skip"
+            if config
+            else "fix the filter"
+        )
+        return FilterFailed(
+            self._filter_line(*first) + more,
+            config=config,
+            hint=f"left on the server; {fix}, and the next run shows "
+            f"{'them' if more else 'it'} to the filter again",
+        )
 
     def _warn_deleted_unread(
         self, unread: Sequence[RemoteMessage], refused: Sequence[RemoteMessage]
@@ -476,6 +744,20 @@ class _AccountSync:
     def _open_sink(self, message: RemoteMessage) -> Callable[[bytes], None]:
         labels = {"uidl": message.uidl, "recipient": self.account.username}
         self.writer = self.destination.open_message(labels)
+        if self.account.add_headers:
+            # Ours, above the server's bytes: the destination records (length, digest) what
+            # it wrote, lines included; the size checked against LIST is still the server's.
+            assert self.session is not None
+            self.writer.write(
+                trace.trace_lines(
+                    self.account.add_headers,
+                    server=self.account.host,
+                    user=self.account.username,
+                    program=f"pop3s-fetch {__version__}",
+                    tls=self.session.tls_version,
+                    when=self.options.clock(),
+                )
+            )
         return self.writer.write
 
     def _publish(self) -> None:

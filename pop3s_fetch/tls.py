@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pop3s_fetch import socks
 from pop3s_fetch.errors import ConnectError, TLSError
 
 if TYPE_CHECKING:
@@ -592,13 +593,19 @@ class Peer:
     version: str | None  # "TLSv1.3", "TLSv1.1", ...
 
 
-def fetch_peer_certificate(host: str, port: int, timeout: float, *, starttls: bool) -> bytes:
+def fetch_peer_certificate(
+    host: str, port: int, timeout: float, *, starttls: bool, proxy: socks.Proxy | None = None
+) -> bytes:
     """The server's certificate (DER), from an unverified handshake: see :func:`fetch_peer`."""
-    return fetch_peer(host, port, timeout, starttls=starttls).der
+    return fetch_peer(host, port, timeout, starttls=starttls, proxy=proxy).der
 
 
-def fetch_peer(host: str, port: int, timeout: float, *, starttls: bool) -> Peer:
+def fetch_peer(
+    host: str, port: int, timeout: float, *, starttls: bool, proxy: socks.Proxy | None = None
+) -> Peer:
     """Handshake without verification and return the server's certificate and TLS version.
+
+    Through ``proxy`` when the account has one, as the verified connection went.
 
     Only for describing a connection that verification refused: the connection is closed
     right after the handshake. Any protocol version and cipher is allowed here, so that even a
@@ -614,7 +621,12 @@ def fetch_peer(host: str, port: int, timeout: float, *, starttls: bool) -> Peer:
     context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     context.set_ciphers("ALL:@SECLEVEL=0")
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
+        raw = (
+            socks.open_connection(proxy, host, port, timeout)
+            if proxy is not None
+            else socket.create_connection((host, port), timeout=timeout)
+        )
+        with raw:
             if starttls:
                 _start_tls(raw, f"{host}:{port}")
             with context.wrap_socket(raw, server_hostname=_sni(host)) as tls:
@@ -637,6 +649,7 @@ def explain_refusal(
     *,
     timeout: float,
     starttls: bool,
+    proxy: socks.Proxy | None = None,
 ) -> TLSError:
     """:func:`refusal`, with the certificate fetched by a second, unverified handshake.
 
@@ -644,7 +657,7 @@ def explain_refusal(
     fails too, the error is still built, without the certificate's facts.
     """
     try:
-        peer = fetch_peer(host, port, timeout, starttls=starttls)
+        peer = fetch_peer(host, port, timeout, starttls=starttls, proxy=proxy)
     except (TLSError, ConnectError):
         return refusal(host, port, err, None, settings)
     return refusal(host, port, err, peer.der, settings, peer_version=peer.version)

@@ -114,7 +114,9 @@ def human_bytes(octets: int) -> str:
 
 
 def summary_line(result: AccountResult) -> str:
-    """One line per account: what was fetched and deleted."""
+    """One line per account: what was fetched and deleted, or why it was skipped."""
+    if result.login_delay is not None:
+        return result.login_delay.note(result.account)
     parts = [f"{result.account}:"]
     if result.fetched:
         noun = "message" if result.fetched == 1 else "messages"
@@ -128,6 +130,10 @@ def summary_line(result: AccountResult) -> str:
         extra.append(f"{result.recovered} recovered from an interrupted run")
     if result.remaining:
         extra.append(f"{result.remaining} more next run (max_messages/max_bytes)")
+    for action, done in (("skip", "skipped"), ("delete", "deleted")):
+        count = sum(1 for f in result.filtered if f.action == action and f.new)
+        if count:
+            extra.append(f"{count} {done} by the filter")
     return " ".join(parts) + ", " + ", ".join(extra)
 
 
@@ -233,6 +239,7 @@ class Output:
 
 
 def summary_table(results: Sequence[AccountResult]) -> Table:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=None, box=None, pad_edge=False, header_style="bold")
@@ -248,8 +255,13 @@ def summary_table(results: Sequence[AccountResult]) -> Table:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for r in results:
         status = "[red]failed[/]" if r.error else "[green]ok[/]"
+        if r.login_delay is not None and r.error is None:  # the note says when it is due
+            why = r.login_delay.note(r.account).partition(", ")[2]  # may quote the server
+            status = "[yellow]skipped[/]: " + escape(printable(why))
         if r.remaining:  # max_messages / max_bytes left some for the next run
             status += f", {r.remaining} more next run"
+        if r.filtered:
+            status += f", {len(r.filtered)} filtered"
         table.add_row(
             r.account,
             status,
@@ -352,7 +364,9 @@ class ProgressReporter:
         if result.interrupted:
             self._update(result.account, state="interrupted")
             return
-        if result.error is None:
+        if result.login_delay is not None:
+            self._update(result.account, state="skipped (LOGIN-DELAY)")
+        elif result.error is None:
             self._update(result.account, state="done" if result.fetched else "no new mail")
         else:
             self._update(result.account, state="failed")

@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.support.dovecot_variants",
     "tests.support.secret_service",
     "tests.support.cli",
+    "tests.support.socks_proxy",
 ]

@@ -1,7 +1,8 @@
 """A small, honest POP3S server with scripted faults, for ``pop3s-fetch demo`` and the tests.
 
 It speaks RFC 1939 (USER/PASS, STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP, QUIT), RFC 2449
-(CAPA, the 255-octet command limit) and RFC 3206 (``[AUTH]`` and ``[IN-USE]`` response codes)
+(CAPA, the 255-octet command limit, and when scripted the LOGIN-DELAY and EXPIRE policies with
+their ``[LOGIN-DELAY]`` code) and RFC 3206 (``[AUTH]`` and ``[IN-USE]`` response codes)
 over implicit TLS, one thread per connection. It owns the wire form of a message (CRLF line
 ends, dot-stuffing), the per-session state machine, the maildrop lock and the fault script
 (:class:`Faults`) that lets the test suite break a session at an exact point.
@@ -21,6 +22,7 @@ import selectors
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -140,6 +142,14 @@ class Faults:
     - ``no_uidl``: UIDL is not in CAPA and answers ``-ERR``.
     - ``no_pipelining``: PIPELINING is not in CAPA (commands are still answered in order).
     - ``no_capa``: ``-ERR`` to CAPA, like an RFC 1939-only server.
+    - ``login_delay``: seconds (RFC 2449 LOGIN-DELAY): announced in CAPA, and enforced: a PASS
+      sooner than this after the maildrop's last successful login is refused with
+      ``-ERR [LOGIN-DELAY]`` (:meth:`MailStore.forget_logins` stands for the time passing).
+    - ``expire``: ``"NEVER"`` or days (RFC 2449 EXPIRE), announced in CAPA; with ``"0"`` each
+      message read with RETR is deleted at QUIT as if DELEd, which section 6.7 allows.
+    - ``announced_before_login``: CAPA in the AUTHORIZATION state shows these LOGIN-DELAY and
+      EXPIRE arguments instead (``{"LOGIN-DELAY": "60 USER"}``): a value that varies per user,
+      the real one given once logged in.
     - ``hold_retr``: message number -> an Event; the reply to RETR of that message waits until
       the event is set (or the server stops), with everything before it already sent. Lets a
       test look at a client mid-download without sleeping.
@@ -169,6 +179,9 @@ class Faults:
     no_pipelining: bool = False
     no_capa: bool = False
     hold_retr: Mapping[int, threading.Event] = field(default_factory=dict)
+    login_delay: int | None = None
+    expire: str | None = None
+    announced_before_login: Mapping[str, str] = field(default_factory=dict)
     greeting: bytes | None = None
     raw_replies: Mapping[str, bytes] = field(default_factory=dict)
     retr_body_of: Mapping[int, int] = field(default_factory=dict)
@@ -188,6 +201,7 @@ class Faults:
             "list_size_delta",
             "hold_retr",
             "retr_body_of",
+            "announced_before_login",
             "trickle_retr",
         ):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
@@ -209,6 +223,7 @@ class MailStore:
         self._messages: dict[str, bytes] = {}
         self._serial = itertools.count(1)
         self._claimed = False
+        self._last_login: float | None = None  # time.monotonic() of the last successful PASS
         for message in messages:
             self.add(message)
 
@@ -240,6 +255,20 @@ class MailStore:
                 return False
             self._claimed = True
             return True
+
+    def log_in(self, delay: int | None) -> bool:
+        """Count a successful login, unless one came less than ``delay`` seconds ago."""
+        with self._lock:
+            now = time.monotonic()
+            if delay and self._last_login is not None and now - self._last_login < delay:
+                return False
+            self._last_login = now
+            return True
+
+    def forget_logins(self) -> None:
+        """As if the last login were long ago: LOGIN-DELAY lets the next one in."""
+        with self._lock:
+            self._last_login = None
 
     def release(self) -> None:
         """Give the maildrop back, whether or not the session ended with QUIT."""
@@ -408,6 +437,7 @@ class _Conversation:
         self._store: MailStore | None = None
         self._messages: list[tuple[str, bytes]] = []
         self._deleted: set[int] = set()
+        self._retrieved: set[int] = set()  # deleted at QUIT too under EXPIRE 0
 
     def run(self) -> None:
         """Serve the client until it quits or goes away; the maildrop is released either way."""
@@ -549,6 +579,11 @@ class _Conversation:
         store = account[1]
         if not store.claim(timeout=LOCK_WAIT):
             raise _CommandError("[IN-USE] maildrop already locked by another session")
+        if not store.log_in(self._faults.login_delay):
+            store.release()
+            raise _CommandError(
+                f"[LOGIN-DELAY] one login every {self._faults.login_delay} seconds, try later"
+            )
         self._store = store
         self._messages = store.messages()
         return _ok(f"maildrop has {self._stat()}")
@@ -562,6 +597,12 @@ class _Conversation:
             capabilities.append("UIDL")
         if not self._faults.no_pipelining:
             capabilities.append("PIPELINING")
+        policies = {"LOGIN-DELAY": self._faults.login_delay, "EXPIRE": self._faults.expire}
+        for name, value in policies.items():
+            if self._store is None and name in self._faults.announced_before_login:
+                capabilities.append(f"{name} {self._faults.announced_before_login[name]}")
+            elif value is not None:
+                capabilities.append(f"{name} {value}")
         capabilities.append(f"IMPLEMENTATION {IMPLEMENTATION}")
         return _ok("capability list follows", _lines(capabilities))
 
@@ -569,6 +610,9 @@ class _Conversation:
         _arguments(argument, 0, 0)
         deleted = len(self._deleted)
         if self._store is not None:
+            if self._faults.expire == "0":  # RFC 2449 6.7: an implicit DELE for each RETR
+                self._deleted |= self._retrieved
+                deleted = len(self._deleted)
             # Commit before replying: a client that saw +OK may rely on the deletions.
             self._store.delete(self._messages[number - 1][0] for number in self._deleted)
             self._deleted.clear()
@@ -650,6 +694,7 @@ class _Conversation:
             while not gate.wait(0.05) and not self._context.stopping.is_set():
                 pass
         sent = self._faults.retr_body_of.get(number, number)
+        self._retrieved.add(number)
         data = wire_form(self._messages[sent - 1][1])
         status = f"+OK {self._listed_size(sent)} octets"
         if number in self._faults.drop_mid_retr:

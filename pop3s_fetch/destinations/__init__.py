@@ -45,10 +45,12 @@ __all__ = [
     "StagedMessage",
     "StoredCopy",
     "holds",
+    "inventory",
     "open_destination",
     "read_messages",
     "staging_prefix",
     "stored_copies",
+    "stored_key",
 ]
 
 Kind = Literal["maildir", "mbox", "mda"]
@@ -114,6 +116,21 @@ def holds(path: Path, kind: Kind, placements: Sequence[Placement]) -> list[bool]
     describes this destination. "mda" keeps nothing to look at: all False.
     """
     return _backend(kind).holds(path, placements)
+
+
+def inventory(path: Path, kind: Literal["maildir", "mbox"]) -> list[tuple[str, bytes]]:
+    """:func:`read_messages`, each message with the key :func:`stored_key` gives its Placement.
+
+    For checking a copy against a record of what was placed where (``backup`` verifies so).
+    """
+    module = importlib.import_module(BACKENDS[kind])
+    listed: list[tuple[str, bytes]] = module.inventory(path)
+    return listed
+
+
+def stored_key(kind: Literal["maildir", "mbox"], placement: Placement) -> str:
+    """The key :func:`inventory` gives the message recorded at ``placement``."""
+    return placement.target if kind == "maildir" else str(placement.offset)
 
 
 def _backend(kind: str) -> Backend:

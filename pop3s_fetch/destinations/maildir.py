@@ -371,3 +371,15 @@ def holds(path: Path, placements: Sequence[Placement]) -> list[bool]:
 def _head(data: bytes) -> bytes:
     end = data.find(b"\n\n")
     return data if end < 0 else data[: end + 1]
+
+
+def inventory(path: Path) -> list[tuple[str, bytes]]:
+    """Each message with its key, the unique base name a Placement records (no ":2,flags",
+    which a mail reader may add on moving it to cur/), in :func:`read_messages` order."""
+    if not path.exists():
+        return []
+    return [
+        (f.name.split(":", 1)[0], f.read_bytes())
+        for sub in ("new", "cur")
+        for f in sorted((path / sub).iterdir())
+    ]

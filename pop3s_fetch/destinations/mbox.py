@@ -724,3 +724,21 @@ def holds(path: Path, placements: Sequence[Placement]) -> list[bool]:
         return [p.offset + p.length <= size and p.length > 0 and _holds(fd, p) for p in placements]
     finally:
         os.close(fd)
+
+
+def inventory(path: Path) -> list[tuple[str, bytes]]:
+    """Each message with its key, the offset of its From line (what a Placement records), as
+    text; the messages are :func:`read_messages`'s, which splits at the same lines."""
+    messages = read_messages(path)
+    if not messages:
+        return []
+    offsets: list[int] = []
+    position = 0
+    with path.open("rb") as file:
+        for line in file:  # a line starting "From " is a separator: mboxrd quotes the rest
+            if line.startswith(b"From "):
+                offsets.append(position)
+            position += len(line)
+    if len(offsets) != len(messages):  # pragma: no cover - changed while being read
+        raise DeliveryError(f"{path} changed while it was being read", hint="run the command again")
+    return [(str(offset), message) for offset, message in zip(offsets, messages, strict=True)]

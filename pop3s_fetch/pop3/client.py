@@ -1,4 +1,5 @@
-"""The POP3 command session: connect, CAPA, login, listing, pipelined streaming RETR, DELE, QUIT.
+"""The POP3 command session: connect, CAPA, login, listing, pipelined streaming RETR and TOP,
+DELE, QUIT.
 
 Commands go out in batches where PIPELINING (RFC 2449) allows, and every command whose reply is
 read later than the call that sent it has an entry in one queue, in the order the replies are
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pop3s_fetch import sasl
+from pop3s_fetch import sasl, socks
 from pop3s_fetch.errors import ProtocolError, TLSError
 from pop3s_fetch.pop3 import codec
 from pop3s_fetch.pop3.codec import Sink
@@ -34,8 +35,6 @@ WINDOW_BYTES = 32 * 1024 * 1024
 WINDOW_COMMANDS = 256
 #: At least this many octets more than LIST said are accepted from a RETR (see retr_limit).
 RETR_MARGIN = 64 * 1024
-#: The most octets a ``TOP n 0`` reply (a header block) may have.
-TOP_LIMIT = 1024 * 1024
 #: The longest UIDL or LIST reply read: MAX_MESSAGES lines of the longest kind.
 LISTING_LIMIT = codec.MAX_MESSAGES * codec.MAX_LISTING_LINE
 
@@ -85,6 +84,14 @@ class MessageTooLarge(ProtocolError):
         self.cap = cap
 
 
+class NoUidl(ProtocolError):
+    """The server refused UIDL: its messages cannot be told apart from one session to the next.
+
+    The listing commands sent behind it (a LIST) are still due; :meth:`Pop3Client.sizes`
+    reads them, for a caller that can do without UIDLs.
+    """
+
+
 def retr_limit(listed: int) -> int:
     """The most octets RETR may send for a message LIST gave as ``listed``.
 
@@ -92,6 +99,10 @@ def retr_limit(listed: int) -> int:
     so there is a margin; beyond it the message is refused rather than written without end.
     """
     return listed + max(RETR_MARGIN, listed // 8)
+
+
+#: What a TOP reply is taken to weigh in the window: a header, not the message.
+TOP_WEIGHT = 16 * 1024
 
 
 # -- commands in flight: one entry per reply still due, in the queue in the order they come ---
@@ -138,6 +149,18 @@ class Retr:
 
 
 @dataclass(frozen=True, slots=True)
+class Top:
+    """TOP of ``message`` with no body lines (its header), within :meth:`Pop3Client.headers`'
+    window."""
+
+    message: RemoteMessage
+
+    @property
+    def command(self) -> str:
+        return f"TOP {self.message.number} 0"
+
+
+@dataclass(frozen=True, slots=True)
 class Dele:
     """DELE of ``message``; its reply is read in order with the RETRs, or by ``drain``."""
 
@@ -148,8 +171,13 @@ class Dele:
         return f"DELE {self.message.number}"
 
 
-InFlight = Capa | EarlyAuth | Uidl | ListAll | Retr | Dele
-_Due = TypeVar("_Due", Capa, EarlyAuth, Uidl, ListAll, Retr, Dele)
+def _weight(due: Retr | Top) -> int:
+    """The octets a RETR or TOP in flight is expected to bring, for the window."""
+    return due.message.size if isinstance(due, Retr) else min(due.message.size, TOP_WEIGHT)
+
+
+InFlight = Capa | EarlyAuth | Uidl | ListAll | Retr | Top | Dele
+_Due = TypeVar("_Due", Capa, EarlyAuth, Uidl, ListAll, Retr, Top, Dele)
 
 
 class Pop3Client:
@@ -188,8 +216,12 @@ class Pop3Client:
         starttls: bool = False,
         early_capa: bool = False,
         early_login: Callable[[], sasl.Exchange | None] | None = None,
+        proxy: socks.Proxy | None = None,
     ) -> Pop3Client:
         """Open a verified TLS connection (implicit, or by STLS) and read the greeting.
+
+        With ``proxy`` the TCP connection goes through that SOCKS5 proxy, which resolves
+        ``host``; TLS is then verified against ``host`` exactly as without it.
 
         With ``starttls`` the plaintext part carries only CAPA and STLS: a server that does not
         offer STLS ends the session before any credential could be sent.
@@ -203,14 +235,14 @@ class Pop3Client:
         Raises:
             TLSError: the certificate or handshake was refused, or STLS is not offered (nothing
                 secret was sent). The ssl error, if any, is chained as ``__cause__``.
-            ConnectError: DNS, TCP or timeout failures.
+            ConnectError: DNS, TCP or timeout failures, or the proxy's (``socks.ProxyError``).
             ProtocolError: the greeting is not ``+OK``.
         """
         where = f"{host}:{port}"
         transport: Transport | None = None
         try:
             if starttls:
-                transport = Transport.open_plaintext(host, port, timeout=timeout)
+                transport = Transport.open_plaintext(host, port, timeout=timeout, proxy=proxy)
                 session = cls(transport, host)
                 session._start_tls(context, where)
             else:
@@ -231,6 +263,7 @@ class Pop3Client:
                     context=context,
                     timeout=timeout,
                     early=early if early_capa else None,
+                    proxy=proxy,
                 )
                 session = cls(transport, host, in_flight=sent_early)
         except BaseException as err:
@@ -476,6 +509,18 @@ class Pop3Client:
         uidls = self.unique_ids()
         return self.with_sizes(uidls, list(uidls))
 
+    def stat(self) -> tuple[int, int]:
+        """STAT: the maildrop's message count and total size (octets as LIST counts them).
+
+        Raises:
+            ProtocolError: refused, or not two whole numbers.
+        """
+        text = self._command("STAT")
+        fields = text.split()
+        if len(fields) < 2 or not all(f.isdigit() for f in fields[:2]):
+            raise ProtocolError(f"the server's STAT reply is malformed: {text[:80]!r}")
+        return int(fields[0]), int(fields[1])
+
     def unique_ids(self) -> dict[int, str]:
         """UIDL: message number -> unique-id. LIST is left for :meth:`with_sizes`, because on
         a large mailbox with nothing new it is the server's costliest reply (sizes with CRLF).
@@ -490,12 +535,25 @@ class Pop3Client:
         ok, text = self._status()
         lines = self._lines("UIDL", LISTING_LIMIT) if ok else []
         if not ok:
-            raise ProtocolError(
+            raise NoUidl(
                 f"the server does not support UIDL ({text})",
                 hint="without UIDL, messages cannot be told apart between runs; "
                 "pop3s-fetch refuses to guess, and deleted nothing",
             )
         return codec.parse_pairs(lines, "UIDL")
+
+    def sizes(self) -> dict[int, int]:
+        """LIST of every message: number -> size (the one sent ahead with UIDL, if it was).
+
+        Raises:
+            ProtocolError: LIST refused or malformed.
+        """
+        if self._due(ListAll) is None:
+            self._send(ListAll.command)
+        ok, text = self._status()
+        if not ok:
+            raise ProtocolError(f"the server refused LIST: {text}")
+        return codec.parse_sizes(self._lines("LIST", LISTING_LIMIT))
 
     def _listing(self) -> tuple[Uidl] | tuple[Uidl, ListAll]:
         """The listing commands: UIDL, and LIST behind it when sizes are wanted ahead."""
@@ -555,6 +613,30 @@ class Pop3Client:
             ConnectionClosed / ConnectError: the connection failed; the item being read was
             incomplete and its sink must be discarded by the caller.
         """
+        return self._stream(messages, Retr, open_sink, cap)
+
+    def headers(
+        self,
+        messages: Sequence[RemoteMessage],
+        open_sink: Callable[[RemoteMessage], Sink],
+    ) -> Iterator[Retrieved]:
+        """``TOP n 0`` of each message: its header block (and the empty line after it) streamed
+        into ``open_sink(message)``, pipelined as :meth:`retrieve` is; a ``-ERR`` (no TOP, say)
+        is reported in its item. ``received`` is then the header's octets, not the message's.
+
+        Raises:
+            ConnectionClosed / ConnectError / ProtocolError: as :meth:`retrieve`.
+        """
+        return self._stream(messages, Top, open_sink, None)
+
+    def _stream(
+        self,
+        messages: Sequence[RemoteMessage],
+        command: type[Retr] | type[Top],
+        open_sink: Callable[[RemoteMessage], Sink],
+        cap: int | None,
+    ) -> Iterator[Retrieved]:
+        """RETR or TOP each message within the window, yielding each as its reply is read."""
         queue = collections.deque(messages)
         in_flight_bytes = 0
         while queue or self._in_flight:
@@ -562,23 +644,23 @@ class Pop3Client:
             # Refill only once the window is half empty: a few big writes instead of one
             # small one per message, for us and for the server.
             while queue and self._room(in_flight_bytes, refill=not batch):
-                retr = Retr(queue.popleft())
+                retr = command(queue.popleft())
                 batch.append(retr.command)
                 self._in_flight.append(retr)
-                in_flight_bytes += retr.message.size
+                in_flight_bytes += _weight(retr)
             if batch:
                 self._send(*batch)
             due = self._in_flight.popleft()
             if isinstance(due, Dele):
                 self._finish_delete(due)
                 continue
-            if not isinstance(due, Retr):  # pragma: no cover - the listing was read before
+            if not isinstance(due, command):  # pragma: no cover - the listing was read before
                 raise AssertionError(f"unexpected outstanding {type(due).__name__}")
             message = due.message
-            in_flight_bytes -= message.size
+            in_flight_bytes -= _weight(due)
             ok, text = self._status()
             if not ok:
-                yield Retrieved(message, 0, error=text or "RETR refused")
+                yield Retrieved(message, 0, error=text or f"{due.command.split()[0]} refused")
                 continue
             limit = retr_limit(message.size)
             if cap is not None and cap < limit:
@@ -595,36 +677,6 @@ class Pop3Client:
                     "message stays on the server, and what was saved before it is kept",
                 ) from None
             yield Retrieved(message, body.written, received=body.octets)
-
-    def headers(self, numbers: Sequence[int]) -> Iterator[tuple[int, bytes | None]]:
-        """``TOP n 0`` for each message: its header block (LF line ends), None if refused.
-
-        Nothing of a body is read. Sent in windows of WINDOW_COMMANDS with PIPELINING, one by
-        one without; call it with nothing else in flight. A header past TOP_LIMIT octets
-        ends the session (the rest of the reply is unread).
-        """
-        queue = collections.deque(numbers)
-        while queue:
-            window = [queue.popleft() for _ in range(min(len(queue), self._top_window()))]
-            self._send(*(f"TOP {n} 0" for n in window))
-            for number in window:
-                ok, _ = self._status()
-                if not ok:
-                    yield number, None
-                    continue
-                collected: list[bytes] = []
-                try:
-                    self._transport.read_body(collected.append, limit=TOP_LIMIT)
-                except codec.BodyTooLong:
-                    raise ProtocolError(
-                        f"the server's TOP reply for message {number} is longer than "
-                        f"{TOP_LIMIT:,} bytes, so it was not read to the end",
-                        hint="this is a server fault; nothing was downloaded or deleted",
-                    ) from None
-                yield number, b"".join(collected)
-
-    def _top_window(self) -> int:
-        return WINDOW_COMMANDS if self.pipelining else 1
 
     @property
     def awaiting_retr(self) -> bool:

@@ -1,5 +1,6 @@
-"""A POP3 connection's byte stream: connect (implicit TLS, or plaintext for STLS), the TLS
-upgrade, sending command lines, and reading reply lines and bodies from a receive buffer.
+"""A POP3 connection's byte stream: connect (implicit TLS, or plaintext for STLS; directly or
+through a SOCKS5 proxy, see ``socks``, between TCP and TLS), the TLS upgrade, sending command
+lines, and reading reply lines and bodies from a receive buffer.
 
 The one module of pop3s_fetch that imports ``poplib`` or touches its internals
 (``_create_socket``, ``_getline``, ``.sock``, ``.file``), so a Python upgrade is one file to audit.
@@ -24,6 +25,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 
+from pop3s_fetch import socks
 from pop3s_fetch.errors import ConnectError, ProtocolError, RemoteError, TLSError
 from pop3s_fetch.pop3 import codec
 
@@ -135,9 +137,20 @@ class _ReaderLines:
 
     reader: Reader | None
     sock: socket.socket
+    host: str
+    port: int
+    _proxy: socks.Proxy | None
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
+        return self._tcp(timeout)
+
+    def _tcp(self, timeout: float | None) -> socket.socket:
+        """The TCP connection, direct or through the SOCKS5 proxy (which resolves the name)."""
+        if self._proxy is not None:
+            assert timeout is not None  # Transport always passes the account's timeout
+            sock = socks.open_connection(self._proxy, self.host, self.port, timeout)
+        else:
+            sock = socket.create_connection((self.host, self.port), timeout)
         # Commands are batched by hand; Nagle would hold a batch sent while an earlier one is
         # unacknowledged for up to a round trip.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -173,8 +186,10 @@ class _ImplicitTLS(_ReaderLines, poplib.POP3_SSL):
         context: ssl.SSLContext,
         timeout: float,
         early: Callable[[], bytes] | None = None,
+        proxy: socks.Proxy | None = None,
     ) -> None:
         self.reader = None
+        self._proxy = proxy
         self._early = early
         self._tls_context = context
         self._handshaking = False
@@ -194,9 +209,9 @@ class _ImplicitTLS(_ReaderLines, poplib.POP3_SSL):
             raise
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        # poplib.POP3_SSL's two steps, apart, so that a timeout can say which one it hit.
-        tcp = socket.create_connection((self.host, self.port), timeout)
-        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see _ReaderLines
+        # poplib.POP3_SSL's two steps, apart, so that a timeout can say which one it hit; a
+        # proxy comes between them, and the certificate is still checked against self.host.
+        tcp = self._tcp(timeout)
         self._handshaking = True
         try:
             sock = self._tls_context.wrap_socket(tcp, server_hostname=self.host)
@@ -214,8 +229,11 @@ class _ImplicitTLS(_ReaderLines, poplib.POP3_SSL):
 class _Plaintext(_ReaderLines, poplib.POP3):
     """A plaintext connection that exists only to say STLS (RFC 2595) before anything else."""
 
-    def __init__(self, host: str, port: int, *, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, *, timeout: float, proxy: socks.Proxy | None = None
+    ) -> None:
         self.reader = None
+        self._proxy = proxy
         try:
             super().__init__(host, port, timeout=timeout)
         except BaseException:
@@ -255,17 +273,23 @@ class Transport:
         context: ssl.SSLContext,
         timeout: float,
         early: Callable[[], bytes] | None = None,
+        proxy: socks.Proxy | None = None,
     ) -> Transport:
-        """Connect, complete the TLS handshake, send ``early()`` if given, read the greeting.
+        """Connect (through ``proxy`` if given), complete the TLS handshake, send ``early()``
+        if given, read the greeting.
 
         Raises what socket, ssl and poplib raise; :func:`connect_error` translates it.
         """
-        return cls._adopt(_ImplicitTLS(host, port, context=context, timeout=timeout, early=early))
+        return cls._adopt(
+            _ImplicitTLS(host, port, context=context, timeout=timeout, early=early, proxy=proxy)
+        )
 
     @classmethod
-    def open_plaintext(cls, host: str, port: int, *, timeout: float) -> Transport:
+    def open_plaintext(
+        cls, host: str, port: int, *, timeout: float, proxy: socks.Proxy | None = None
+    ) -> Transport:
         """Connect without TLS and read the greeting: only for saying STLS next."""
-        return cls._adopt(_Plaintext(host, port, timeout=timeout))
+        return cls._adopt(_Plaintext(host, port, timeout=timeout, proxy=proxy))
 
     def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
         """The TLS handshake over the plaintext connection (after ``+OK`` to STLS)."""

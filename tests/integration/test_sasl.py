@@ -658,6 +658,12 @@ def test_exit_code_for(code: str | None, exit_code: ExitCode) -> None:
             "h refused the login for now: [IN-USE] Mailbox locked",
         ),
         (
+            "[LOGIN-DELAY] wait 15 minutes",
+            sasl.LoginDelayed,
+            ExitCode.TEMPFAIL,
+            "h refused the login for now: [LOGIN-DELAY] wait 15 minutes",
+        ),
+        (
             "[SYS/PERM] Account disabled",
             sasl.LoginUnavailable,
             ExitCode.UNAVAILABLE,

@@ -64,7 +64,7 @@ def other_ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server_cert(test_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> ServerCert:
     """A leaf for localhost, 127.0.0.1 and ::1 signed by :func:`test_ca`."""
-    leaf = test_ca.issue_cert(*SERVER_IDENTITIES)
+    leaf = test_ca.issue_cert(*SERVER_IDENTITIES, common_name="localhost")
     return write_server_cert(leaf, tmp_path_factory.mktemp("server-cert"))
 
 

@@ -207,12 +207,15 @@ def test_readme_exit_status_table_lists_every_exit_code() -> None:
 
 
 def sample_document() -> dict[str, object]:
-    """A --json document with one account that worked and one that failed."""
+    """A --json document with one account that worked, one that failed, one held back."""
     import datetime
+
+    from pop3s_fetch.serverpolicy import LoginDelay
 
     results = [
         AccountResult("ok", fetched=1, octets=10, on_server=3, skipped=2),
         AccountResult("bad", error=TLSError("refused", hint="pin it")),
+        AccountResult("later", login_delay=LoginDelay(900, 1.8e9)),
     ]
     started = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     document = report.json_document(results, started, 1.5)

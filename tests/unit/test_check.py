@@ -166,3 +166,13 @@ def test_json_document_check_and_dry_run() -> None:
     assert dry["exit_code"] == 1  # as a sync's: one of two failed
     assert dry["accounts"][0]["fetch"][0] == {"number": 2, "uidl": "x2", "size": 1500}
     assert dry["accounts"][0]["delete"][1] == {"number": 2, "uidl": "x2", "reason": ONCE_SAVED}
+
+
+def test_dry_run_and_check_run_no_filter() -> None:
+    """check and --dry-run never run the filter; what it skipped before is not new."""
+    known = Known(filtered={"b": "skip", "c": "delete"})
+    listing = {1: "a", 2: "b", 3: "c"}
+    assert plan(listing, known, keep=True, filter_deletes=True)[0] == [1]
+    assert [d.number for d in plan(listing, known, keep=True, filter_deletes=True)[1]] == [3]
+    assert plan(listing, known, keep=True, filter_deletes=False) == ([1], [])
+    assert plan(listing, known, keep=True) == ([1, 2, 3], [])  # no filter: its verdicts idle

@@ -24,6 +24,7 @@ from pop3s_fetch.daemon import (
     signals_handled,
 )
 from pop3s_fetch.errors import ConfigError, DeliveryError, Pop3sFetchError
+from pop3s_fetch.serverpolicy import LoginDelay
 from pop3s_fetch.sync import AccountResult
 
 
@@ -246,3 +247,20 @@ def test_real_signals_set_the_flags_and_cut_the_sleep_short() -> None:
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     finally:
         wakeup.close()
+
+
+def test_an_account_held_back_by_login_delay_is_no_failure_and_keeps_its_rounds() -> None:
+    """sync reports a LOGIN-DELAY skip as a note (no error): the loop must not back off."""
+    world = World(interval=60)
+    held = LoginDelay(900, 1900.0)
+
+    def run_round(due: Sequence[Job]) -> list[AccountResult]:
+        world.rounds.append((world.now - 1000.0, [job[0].name for job in due]))
+        world.on_round(len(world.rounds) - 1)
+        return [AccountResult(job[0].name, login_delay=held) for job in due]
+
+    world.daemon.run_round = run_round
+    world.stop_after_rounds(4)
+    assert world.daemon.run([_job("work")]) == 0
+    assert [t for t, _ in world.rounds] == [0, 60, 120, 180]
+    assert not [text for text in world.texts() if "next try" in text or "failure" in text]

@@ -11,7 +11,8 @@ durable in the destination and recorded as delivered.** The order for each batch
 
 A destination that delivers through a program (an MDA) takes one message per batch, so steps
 2-4 are journal, run the program, commit: a program cannot be asked afterwards whether it
-delivered, and a crash between its exit and commit #2 hands that one message over again.
+delivered, and a crash from the hand-over (the program runs on in its own session) until
+commit #2 hands that one message over again.
 A program's refusal of one message (:class:`MessageRefused`) forgets its journal entry, leaves
 it on the server and goes on with the others; the account then fails with that refusal.
 
@@ -395,21 +396,18 @@ class _AccountSync:
         if listed is not None:
             new = [listed[n] for n in sorted(listed)]
         else:
-            fresh = [n for n, uidl in uidls.items() if uidl not in delivered]
+            fresh = [
+                n for n, uidl in uidls.items() if uidl not in delivered and uidl not in verdicts
+            ]
             new = session.with_sizes(uidls, fresh)
-        self.result.skipped = len(uidls) - len(new)
+        set_aside = {n: uidl for n, uidl in uidls.items() if uidl in verdicts}
+        self.result.skipped = len(uidls) - len(new) - len(set_aside)
         if serverpolicy.announced(session.capabilities):
             before = session.capabilities
             if not session.capa():  # RFC 2449: once logged in, the values for this user
                 session.capabilities = before  # refused now: what was said before still holds
             self.store.remember_login(logged_in_at, serverpolicy.login_delay(session.capabilities))
             self._warn_about_expire(session.capabilities)
-        new = session.with_sizes(
-            uidls,
-            [n for n, uidl in uidls.items() if uidl not in delivered and uidl not in verdicts],
-        )
-        set_aside = {n: uidl for n, uidl in uidls.items() if uidl in verdicts}
-        self.result.skipped = len(uidls) - len(new) - len(set_aside)
         logger.info(
             "%s: %d messages on the server, %d new", self.account.name, len(uidls), len(new)
         )

@@ -5,8 +5,10 @@ so the maildrop is left as it was. The listing is compared with the account's st
 is read and never written: not created when missing (then every message is new), no journal
 settled, no server fact (PIPELINING, login method) remembered, and the account's lock is not
 taken, so a status bar polling ``check`` never makes a running sync wait or fail, nor the
-reverse. The destination is not opened at all. A delivery a killed run left in flight counts
-as new: only the next sync, which looks in the destination, can tell whether it landed.
+reverse. The destination is not opened (only looked into to judge a state from an older version,
+which names none: see ``destcheck``); one other than the state's is refused as sync refuses it.
+A delivery a killed run left in flight counts as new: only the next sync, which looks in the
+destination, can tell whether it landed.
 Neither runs a header ``filter`` (a program with a say over deletions has no place in a look
 that must change nothing, and a status bar polling ``check`` should not run it every minute):
 messages it skipped before are not new, and the rest count as new until a sync shows them to it.
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pop3s_fetch import __version__, policy
+from pop3s_fetch import __version__, destcheck, policy
 from pop3s_fetch.config import Account, format_duration
 from pop3s_fetch.connect import log_in, open_session
 from pop3s_fetch.errors import ExitCode, Pop3sFetchError
@@ -124,17 +126,24 @@ class Survey:
         return sum(message.size for message in [*self.fetch, *self.deferred])
 
 
-def read_known(path: Path, *, expire_before: float | None = None) -> Known:
+def read_known(
+    path: Path, account: Account | None = None, *, expire_before: float | None = None
+) -> Known:
     """The account's records, read without creating or changing anything.
 
+    With ``account``, refused as a sync would refuse it when its destination is not the one
+    the state's copies are in (a sync would report nothing new, wrongly).
     ``expire_before``: keep = "30d"'s cutoff; what was delivered by then is ``expired``.
 
     Raises:
         StateError: the file cannot be read, or cannot be trusted (as for a sync).
+        DestinationChanged: see :func:`pop3s_fetch.destcheck.check`.
     """
     if not os.path.lexists(path):
         return Known()  # never synced: everything is new, and nothing is created to say so
     with open_store(path) as store:
+        if account is not None:
+            destcheck.check(account, store, record=False)
         oversize = store.oversize()
         return Known(
             frozenset(store.delivered()),
@@ -221,7 +230,7 @@ def survey_account(
         cutoff = None
         if account.keep and account.delete_after is not None:
             cutoff = clock() - account.delete_after
-        known = read_known(state_dir / f"{account.name}.sqlite3", expire_before=cutoff)
+        known = read_known(state_dir / f"{account.name}.sqlite3", account, expire_before=cutoff)
         secret = password()
         context = context_factory(account) if context_factory else None
         with open_session(account, context=context) as session:

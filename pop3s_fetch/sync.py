@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pop3s_fetch import __version__, header_filter, hooks, policy, serverpolicy, trace
+from pop3s_fetch import __version__, destcheck, header_filter, hooks, policy, serverpolicy, trace
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
@@ -212,6 +212,7 @@ def sync_account(
         ):
             lock.acquire(options.wait)
             with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
+                destcheck.check(account, store)  # before the destination is even created
                 result.login_delay = _held_back(store, options)
                 if result.login_delay is not None:
                     raise _Skipped  # before anything is opened: the server would refuse

@@ -12,7 +12,7 @@ below it must not import it.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, cast
 
@@ -28,6 +28,7 @@ from pop3s_fetch.destinations.base import (
     RecordIntents,
     StagedMessage,
     Stored,
+    StoredCopy,
     staging_prefix,
 )
 
@@ -44,10 +45,13 @@ __all__ = [
     "RecordIntents",
     "StagedMessage",
     "Stored",
+    "StoredCopy",
+    "holds",
     "inventory",
     "open_destination",
     "read_messages",
     "staging_prefix",
+    "stored_copies",
     "stored_key",
     "stored_keys",
 ]
@@ -97,6 +101,24 @@ def read_messages(path: Path, kind: Kind) -> list[bytes]:
     An "mda" destination keeps nothing: what the program did with the mail is its own.
     """
     return _backend(kind).read_messages(path)
+
+
+def stored_copies(path: Path, kind: Kind) -> list[StoredCopy]:
+    """Every message in the destination at ``path`` with the placement that names it.
+
+    For rebuilding a lost state: each copy's placement is what a run that delivered it would
+    have journalled. It only reads; nothing if ``path`` does not exist; none for "mda".
+    """
+    return _backend(kind).stored_copies(path)
+
+
+def holds(path: Path, kind: Kind, placements: Sequence[Placement]) -> list[bool]:
+    """For each journalled placement, whether the destination at ``path`` holds it now.
+
+    Read only (no lock, nothing removed, unlike reconcile()): for telling whether a state
+    describes this destination. "mda" keeps nothing to look at: all False.
+    """
+    return _backend(kind).holds(path, placements)
 
 
 def inventory(path: Path, kind: Literal["maildir", "mbox"]) -> Iterator[Stored]:

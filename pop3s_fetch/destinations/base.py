@@ -99,6 +99,26 @@ class Tally:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """A message found in a destination, described as publish() would have journalled it.
+
+    ``placement`` is what a journal entry for it would hold (so reconcile() accepts it);
+    ``head`` its header block (LF line ends, mbox quoting undone); ``size`` and ``lines`` the
+    bytes and LF line ends of the message as it was handed over, so its size on the wire
+    (CRLF line ends, what LIST counts) is ``size + lines``.
+    """
+
+    placement: Placement
+    head: bytes
+    size: int
+    lines: int
+
+    @property
+    def wire_size(self) -> int:
+        return self.size + self.lines
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """A program that takes each message on stdin and delivers it itself (an MDA).
 
@@ -295,3 +315,9 @@ class Backend(Protocol):
 
     def read_messages(self, path: Path) -> list[bytes]:
         """The messages the destination holds, as delivered, in the order it keeps them."""
+
+    def stored_copies(self, path: Path) -> list[StoredCopy]:
+        """Every message the destination holds, with where it is; read only, no lock taken."""
+
+    def holds(self, path: Path, placements: Sequence[Placement]) -> list[bool]:
+        """For each placement, whether the destination holds it now; read only, no lock."""

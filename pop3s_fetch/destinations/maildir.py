@@ -37,6 +37,7 @@ from pop3s_fetch.destinations.base import (
     StagedMessage,
     StagingDestination,
     Stored,
+    StoredCopy,
     Tally,
     staging_prefix,
 )
@@ -335,6 +336,46 @@ def read_messages(path: Path) -> list[bytes]:
     if not path.exists():
         return []
     return [f.read_bytes() for sub in ("new", "cur") for f in sorted((path / sub).iterdir())]
+
+
+def stored_copies(path: Path) -> list[StoredCopy]:
+    """Every message in new/ and cur/: its base name (what publish() journals), head, size."""
+    copies: list[StoredCopy] = []
+    for sub in ("new", "cur"):
+        try:
+            names = sorted(os.listdir(path / sub))
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name.startswith("."):
+                continue  # not a message (a mail reader's own file)
+            try:
+                data = (path / sub / name).read_bytes()
+            except (IsADirectoryError, FileNotFoundError):
+                continue  # not a message, or a mail reader moved it meanwhile
+            base = name.split(":", 1)[0]
+            copies.append(
+                StoredCopy(
+                    Placement(base, 0, len(data), ""), _head(data), len(data), data.count(b"\n")
+                )
+            )
+    return copies
+
+
+def holds(path: Path, placements: Sequence[Placement]) -> list[bool]:
+    """Whether each journalled name is in new/, or in cur/ with flags appended."""
+    names: set[str] = set()
+    for sub in ("new", "cur"):
+        try:
+            names.update(entry.split(":", 1)[0] for entry in os.listdir(path / sub))
+        except FileNotFoundError:
+            continue
+    return [placement.target in names for placement in placements]
+
+
+def _head(data: bytes) -> bytes:
+    end = data.find(b"\n\n")
+    return data if end < 0 else data[: end + 1]
 
 
 def inventory(path: Path) -> Iterator[Stored]:

@@ -48,6 +48,7 @@ from pop3s_fetch.destinations.base import (
     StagedMessage,
     StagingDestination,
     Stored,
+    StoredCopy,
     Tally,
     staging_prefix,
 )
@@ -770,3 +771,82 @@ class _NoTally(Tally):
 
     def update(self, data: bytes) -> None:
         del data
+
+
+def stored_copies(path: Path) -> list[StoredCopy]:
+    """Every message in file order, each with the placement a run appending it would journal.
+
+    A message runs from its From line to the next one (or the end of the file); the
+    placement's digest covers what follows the From line, as :func:`_holds` checks it. The
+    size is of the message as handed over: one ">" less on each quoted From line, and
+    without the blank line that separates it from the next.
+    """
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed below, read line by line
+    except (FileNotFoundError, IsADirectoryError):
+        return []
+    copies: list[StoredCopy] = []
+    with file:
+        current: _Reading | None = None
+        position = 0
+        for line in file:
+            if line.startswith(b"From "):
+                if current is not None:
+                    copies.append(current.copy(position))
+                current = _Reading(position, len(line))
+            elif current is not None:
+                current.add(line)
+            position += len(line)
+        if current is not None:
+            copies.append(current.copy(position))
+    return copies
+
+
+class _Reading:
+    """One message of an mbox being read: its From line's offset and what follows."""
+
+    def __init__(self, offset: int, from_length: int) -> None:
+        self.offset = offset
+        self.from_length = from_length
+        self.digest = hashlib.sha256()
+        self.head = bytearray()
+        self.in_head = True
+        self.stored = 0
+        self.lines = 0
+        self.quoted = 0
+        self.last = b""
+
+    def add(self, line: bytes) -> None:
+        self.digest.update(line)
+        self.stored += len(line)
+        self.lines += line.count(b"\n")
+        if _QUOTED_FROM.match(line):
+            self.quoted += 1
+        if self.in_head:
+            if line == b"\n":
+                self.in_head = False
+            else:
+                self.head += _QUOTED_FROM.sub(rb"\1", line)
+        self.last = (self.last + line)[-2:]
+
+    def copy(self, end: int) -> StoredCopy:
+        separator = 1 if self.last == b"\n\n" else 0  # the blank line before the next From
+        return StoredCopy(
+            Placement("", self.offset, end - self.offset, self.digest.hexdigest()),
+            bytes(self.head),
+            self.stored - separator - self.quoted,
+            self.lines - separator,
+        )
+
+
+def holds(path: Path, placements: Sequence[Placement]) -> list[bool]:
+    """Whether each journalled (offset, length, digest) is in the mbox now, without a lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError):
+        return [False] * len(placements)
+    try:
+        size = os.fstat(fd).st_size
+        return [p.offset + p.length <= size and p.length > 0 and _holds(fd, p) for p in placements]
+    finally:
+        os.close(fd)

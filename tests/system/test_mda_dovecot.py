@@ -167,8 +167,7 @@ def test_exit_75_from_dovecot_lda_leaves_the_mail_for_the_next_run(
     assert lines[0].startswith("error: work: message 1 (UIDL ")
     assert f"not delivered: the MDA {mda[0]} asked to try again later (exit status 75)" in lines[0]
     assert lines[0].endswith(
-        "(and 2 more for the same reason) (left on the server; the next run hands them over "
-        "again)"
+        "(and 2 more for the same reason) (left on the server; the next run hands them over again)"
     )
     assert sorted(user.messages_on_server()) == sorted(messages)
     again = cli.run("sync")

@@ -7,6 +7,8 @@ safety, "never twice" and resuming an interrupted run are sync's. It then verifi
 every message on the server (UIDL and LIST size; STAT's totals must agree with the listing) is
 in the copy exactly once and its size matches (the copy read back through its destination's
 reader, which undoes mbox quoting, with LF line ends counted as CRLF as LIST counts them).
+The copy is streamed, a size and digest per message, never held in memory: a backup is as
+large as the mailbox.
 
 Its state lives in the state directory under ``backups/KEY/``, KEY being a hash of the host,
 port, user name and the target's absolute path. Not inside the backup: an mbox target is a
@@ -42,7 +44,7 @@ from typing import Literal
 from pop3s_fetch import config, credentials
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import log_in, open_session
-from pop3s_fetch.destinations import Placement, inventory, stored_key
+from pop3s_fetch.destinations import Placement, inventory, stored_key, stored_keys
 from pop3s_fetch.errors import ConfigError, CredentialError, ExitCode, Pop3sFetchError
 from pop3s_fetch.state import SEEDED_PREFIX, AccountLock, open_store
 from pop3s_fetch.sync import AccountResult, Reporter, SyncOptions, check_uidls, sync_account
@@ -309,7 +311,7 @@ def _forget_vanished(account: Account, location: Path, wait: float) -> int:
             if not recorded:
                 return 0
             assert account.destination is not None  # backups always have one
-            present = {key for key, _ in inventory(account.destination, fmt)}
+            present = set(stored_keys(account.destination, fmt))
             gone = [i.uidl for i in recorded if _key(fmt, i.target, i.offset) not in present]
             store.forget(gone)
             return len(gone)
@@ -407,22 +409,22 @@ def verify(plan: Plan, secret: str, location: Path, *, wait: float = 0.0) -> Ver
                     i.uidl: _key(fmt, i.target, i.offset) for i in store.delivered_intents()
                 }
         assert account.destination is not None
-        copy = inventory(account.destination, fmt)
-    by_key = {key: data for key, data in copy}
-    digests = {key: hashlib.sha256(data).hexdigest() for key, data in copy}
+        # Streamed: a size and a digest per message, never the copy's bytes in memory.
+        by_key = {stored.key: stored for stored in inventory(account.destination, fmt)}
+    digests = {key: stored.sha256 for key, stored in by_key.items()}
     times = Counter(digests.values())
     referenced: dict[str, str] = {}  # digest -> UIDL, for the copies a server message owns
     for message in listed:
         what = f"message {message.number} (UIDL {message.uidl}, {message.size:,} bytes)"
         key = recorded.get(message.uidl)
-        data = by_key.get(key) if key is not None else None
+        stored = by_key.get(key) if key is not None else None
         if key is None:
             verdict.missing.append(f"missing: {what} was never saved by this backup")
             continue
-        if data is None:
+        if stored is None:
             verdict.missing.append(f"missing: {what} was saved as {key}, which is gone")
             continue
-        octets_here = len(data) + data.count(b"\n")  # LF in the copy, CRLF on the wire
+        octets_here = stored.wire_size  # LF in the copy, CRLF on the wire
         if octets_here not in (message.size, message.size + 2):  # + a final line end added
             verdict.wrong_size.append(
                 f"another size: {what}: the copy ({key}) holds {octets_here:,} bytes"

@@ -8,11 +8,12 @@ with its exit code; anything else is a bug (exit 70), with a traceback only unde
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -23,6 +24,7 @@ from pop3s_fetch import __version__
 from pop3s_fetch.errors import ConfigError, CredentialError, ExitCode, Pop3sFetchError
 
 if TYPE_CHECKING:
+    from pop3s_fetch import matching, statetools
     from pop3s_fetch.config import Account, Config
     from pop3s_fetch.starter import Answers as Starter
     from pop3s_fetch.ui import Output
@@ -610,6 +612,153 @@ def state_prune(g: _Globals, dry_run: bool) -> None:
             continue
         state.remove_account_state(directory, account)
         _echo(f"removed the state of {account}")
+
+
+@contextlib.contextmanager
+def _speaking_for(g: _Globals, account: str) -> Iterator[None]:
+    """Report a failure as ``error: ACCOUNT: ...``, as sync does (a lock's names it itself)."""
+    from pop3s_fetch.errors import LockedError
+
+    try:
+        yield
+    except LockedError:
+        raise
+    except Pop3sFetchError as err:
+        _fail(err, account, debug=g.debug)
+
+
+@state_group.command("list")
+@click.argument("account", shell_complete=_complete_accounts)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.pass_obj
+def state_list(g: _Globals, account: str, as_json: bool) -> None:
+    """List what ACCOUNT's state records: UIDL, size, first delivered, and where."""
+    import datetime
+
+    from pop3s_fetch import statetools
+    from pop3s_fetch.state import state_dir
+
+    selected = _load_config(g).select([account])[0]
+    with _speaking_for(g, selected.name):
+        rows = statetools.list_state(selected, state_dir(os.environ))
+    if as_json:
+        import json
+
+        document = {
+            "schema": "pop3s-fetch.state/1",
+            "account": selected.name,
+            "messages": [row.as_json() for row in rows or []],
+        }
+        _echo(json.dumps(document, indent=2))
+        return
+    if rows is None:
+        _echo(f"{selected.name}: no state yet (nothing was delivered)", err=True)
+        return
+    for row in rows:
+        when = datetime.datetime.fromtimestamp(row.delivered_at).strftime("%Y-%m-%d %H:%M")
+        pending = " (pending: settled by the next sync)" if row.pending else ""
+        _echo(f"{row.uidl}  {row.size}  {when}  {row.where}{pending}")
+    noun = "message" if len(rows) == 1 else "messages"
+    _echo(f"{selected.name}: {len(rows)} {noun} recorded", err=True)
+
+
+@state_group.command("forget")
+@click.argument("account", shell_complete=_complete_accounts)
+@click.argument("uidls", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Forget every message of ACCOUNT.")
+@click.pass_obj
+def state_forget(g: _Globals, account: str, uidls: tuple[str, ...], everything: bool) -> None:
+    """Forget UIDLS (or --all): the next sync fetches them again.
+
+    Only those still on the server, of course. Exit status 1 when a UIDL named was not
+    recorded (the others are forgotten).
+    """
+    from pop3s_fetch import statetools
+    from pop3s_fetch.state import state_dir
+
+    if everything == bool(uidls):
+        raise click.UsageError("name the UIDLs to forget, or --all (not both)")
+    name = _load_config(g).select([account])[0].name
+    with _speaking_for(g, name):
+        removed, missing = statetools.forget(
+            state_dir(os.environ), name, None if everything else list(uidls)
+        )
+    noun = "message" if removed == 1 else "messages"
+    _echo(f"{name}: forgot {removed} {noun}; the next sync fetches them again if on the server")
+    if missing:
+        _echo(f"{name}: not in the state, so not forgotten: {' '.join(missing)}", err=True)
+        sys.exit(1)
+
+
+@state_group.command("seed")
+@click.argument("account", shell_complete=_complete_accounts)
+@click.pass_obj
+def state_seed(g: _Globals, account: str) -> None:
+    """Mark every message now on ACCOUNT's server as delivered, downloading nothing.
+
+    For "start from now": the next sync fetches only mail that arrives later.
+    """
+    from pop3s_fetch import credentials, statetools
+    from pop3s_fetch.state import state_dir
+
+    selected = _load_config(g).select([account])[0]
+    password = functools.partial(credentials.login_secret, selected)
+    with _speaking_for(g, selected.name):
+        added, on_server = statetools.seed(selected, password, state_dir(os.environ))
+    _echo(
+        f"{selected.name}: marked {added} of the {on_server} messages on the server as "
+        "delivered (nothing was downloaded); the next sync fetches only what arrives later"
+    )
+
+
+@state_group.command("rebuild")
+@click.argument("account", shell_complete=_complete_accounts)
+@click.pass_obj
+def state_rebuild(g: _Globals, account: str) -> None:
+    """Rebuild a lost state from the copies already in ACCOUNT's destination.
+
+    Matches each message on the server (by TOP: Message-ID, Date, From, and its size) with
+    the copies in the Maildir or mbox, downloading no body, and records the one-to-one
+    matches. The rest is fetched by the next sync; what is ambiguous is said.
+    """
+    from pop3s_fetch import credentials, destcheck, statetools
+    from pop3s_fetch.state import state_dir
+
+    selected = _load_config(g).select([account])[0]
+    password = functools.partial(credentials.login_secret, selected)
+    with _speaking_for(g, selected.name):
+        report = statetools.rebuild(selected, password, state_dir(os.environ))
+    for line in _rebuild_lines(selected.name, destcheck.where(selected).shown, report):
+        _echo(line)
+
+
+def _rebuild_lines(name: str, shown: str, report: statetools.Rebuilt) -> list[str]:
+    def some(messages: Sequence[matching.Listed]) -> str:
+        numbers = ", ".join(str(m.number) for m in messages[:10])
+        return numbers + (f" and {len(messages) - 10} more" if len(messages) > 10 else "")
+
+    lines = [
+        f"{name}: {report.on_server} messages on the server, {report.copies} copies in {shown}"
+        + (f", {report.known} already recorded (left as they were)" if report.known else ""),
+        f"{name}: recorded {report.matched} found in {shown} (by Message-ID, Date, From and "
+        "size; no body downloaded)",
+    ]
+    if report.to_fetch:
+        refused = (
+            f" ({report.no_headers} without headers: TOP refused)" if report.no_headers else ""
+        )
+        lines.append(
+            f"{name}: {len(report.to_fetch)} not found there{refused}: the next sync fetches "
+            f"them (messages {some(report.to_fetch)})"
+        )
+    else:
+        lines.append(f"{name}: nothing left to fetch")
+    if report.ambiguous:
+        lines.append(
+            f"{name}: {len(report.ambiguous)} ambiguous (alike to another message or copy), "
+            f"not recorded, so fetched again: messages {some(report.ambiguous)}"
+        )
+    return lines
 
 
 @cli.command("import")

@@ -147,6 +147,18 @@ class Intent:
     digest: str
 
 
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One message as ``state list`` shows it."""
+
+    uidl: str
+    size: int
+    status: str
+    target: str
+    offset: int
+    recorded_at: float
+
+
 class StateStore:
     """The UIDL store of one account. Use :func:`open_store`."""
 
@@ -242,6 +254,94 @@ class StateStore:
                 ],
             )
             return db.total_changes - before
+
+    # --- state tools (state list, forget, rebuild) and the destination this state describes
+
+    def rows(self) -> list[Row]:
+        """Every message row, oldest delivery first: for ``state list``."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT uidl, size, status, target, offset, recorded_at FROM messages"
+                " ORDER BY recorded_at, offset, uidl"
+            )
+            return [Row(*row) for row in rows]
+
+    def known(self) -> set[str]:
+        """Every UIDL with a row, pending or delivered."""
+        with self._transaction() as db:
+            return {uidl for (uidl,) in db.execute("SELECT uidl FROM messages")}
+
+    def record_found(self, found: Sequence[Intent], *, when: float) -> None:
+        """Record copies found in the destination (``state rebuild``) as delivered at ``when``.
+
+        Rows already present are left alone: the state knows better than a match by headers.
+        """
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO messages"
+                " (uidl, size, status, target, offset, length, digest, recorded_at)"
+                " VALUES (?, ?, 'delivered', ?, ?, ?, ?, ?)",
+                [(i.uidl, i.size, i.target, i.offset, i.length, i.digest, when) for i in found],
+            )
+
+    def forget_everywhere(self, uidls: Iterable[str] | None) -> int:
+        """``state forget``: drop every trace of these UIDLs (all of them for None).
+
+        Every table with a ``uidl`` column is cleared, found by looking rather than by a
+        list here, so a per-message table added later (held, absent, oversize, a filter's)
+        cannot keep a forgotten message from being fetched. Returns how many message rows went.
+        """
+        with self._transaction() as db:
+            tables = [
+                name
+                for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if any(col[1] == "uidl" for col in db.execute(f'PRAGMA table_info("{name}")'))
+            ]
+            before = db.total_changes
+            if uidls is None:
+                db.execute("DELETE FROM messages")
+                removed = db.total_changes - before
+                for table in tables:
+                    db.execute(f'DELETE FROM "{table}"')  # noqa: S608 - names from sqlite_master
+                db.execute("DELETE FROM server WHERE key = 'listed_delivered'")
+                return removed
+            chosen = [(uidl,) for uidl in uidls]
+            db.executemany("DELETE FROM messages WHERE uidl = ?", chosen)
+            removed = db.total_changes - before
+            for table in tables:
+                db.executemany(f'DELETE FROM "{table}" WHERE uidl = ?', chosen)  # noqa: S608
+            return removed
+
+    def copies(self) -> int:
+        """Rows that name a copy we made (pending or delivered; not seeded ones).
+
+        A scan of the table: only for the rare case where the destination seems to differ.
+        """
+        with self._transaction() as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM messages WHERE substr(target, 1, ?) != ?",
+                (len(SEEDED_PREFIX), SEEDED_PREFIX),
+            ).fetchone()
+        return int(count)
+
+    def recent_copies(self, limit: int) -> list[Intent]:
+        """The latest ``limit`` rows that name a copy we made, newest first."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT uidl, size, target, offset, length, digest FROM messages"
+                " WHERE substr(target, 1, ?) != ? ORDER BY recorded_at DESC, offset DESC"
+                " LIMIT ?",
+                (len(SEEDED_PREFIX), SEEDED_PREFIX, limit),
+            )
+            return [Intent(*row) for row in rows]
+
+    def destination(self) -> str | None:
+        """What :meth:`remember_destination` recorded (None: a state from before it did)."""
+        return self._server_fact("destination")
+
+    def remember_destination(self, identity: str) -> None:
+        """Record which destination this state's copies are in; written only when it changed."""
+        self._remember_server_fact("destination", identity)
 
     def delivered_before(self, cutoff: float) -> set[str]:
         """UIDLs delivered (first journalled) at or before ``cutoff``, for keep = "30d".

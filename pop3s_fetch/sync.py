@@ -11,7 +11,8 @@ durable in the destination and recorded as delivered.** The order for each batch
 
 A destination that delivers through a program (an MDA) takes one message per batch, so steps
 2-4 are journal, run the program, commit: a program cannot be asked afterwards whether it
-delivered, and a crash between its exit and commit #2 hands that one message over again.
+delivered, and a crash from the hand-over (the program runs on in its own session) until
+commit #2 hands that one message over again.
 A program's refusal of one message (:class:`MessageRefused`) forgets its journal entry, leaves
 it on the server and goes on with the others; the account then fails with that refusal.
 
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from pop3s_fetch import __version__, hooks, policy, serverpolicy
+from pop3s_fetch import __version__, destcheck, hooks, policy, serverpolicy
 from pop3s_fetch.config import Account
 from pop3s_fetch.connect import ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
@@ -218,6 +219,7 @@ def sync_account(
         ):
             lock.acquire(options.wait)
             with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
+                destcheck.check(account, store)  # before the destination is even created
                 result.login_delay = _held_back(store, options)
                 if result.login_delay is not None:
                     raise _Skipped  # before anything is opened: the server would refuse
@@ -405,14 +407,14 @@ class _AccountSync:
                 n for n, uidl in uidls.items() if uidl not in delivered and uidl not in verdicts
             ]
             new = session.with_sizes(uidls, fresh)
+        set_aside = {n: uidl for n, uidl in uidls.items() if uidl in verdicts}
+        self.result.skipped = len(uidls) - len(new) - len(set_aside)
         if serverpolicy.announced(session.capabilities):
             before = session.capabilities
             if not session.capa():  # RFC 2449: once logged in, the values for this user
                 session.capabilities = before  # refused now: what was said before still holds
             self.store.remember_login(logged_in_at, serverpolicy.login_delay(session.capabilities))
             self._warn_about_expire(session.capabilities)
-        set_aside = {n: uidl for n, uidl in uidls.items() if uidl in verdicts}
-        self.result.skipped = len(uidls) - len(new) - len(set_aside)
         logger.info(
             "%s: %d messages on the server, %d new", self.account.name, len(uidls), len(new)
         )
@@ -635,7 +637,7 @@ class _AccountSync:
                 fetch.append(message)
             elif verdict.action == "error":
                 self.filter_failed.append((message, verdict))
-                if len(self.filter_failed) > 1:
+                if verdict.problem != self.filter_failed[0][1].problem:
                     self._warn(self._filter_line(message, verdict))
             else:
                 decided[message.uidl] = (message.size, verdict.action)
@@ -662,11 +664,12 @@ class _AccountSync:
 
     def _filter_failure(self) -> FilterFailed:
         """One error for every message the filter could not judge: the first named, the rest
-        counted (they were warnings already)."""
-        count = len(self.filter_failed)
+        counted (those failing for another cause were warnings already)."""
         config = any(verdict.config for _, verdict in self.filter_failed)
         first = next((m, v) for m, v in self.filter_failed if v.config == config)
-        more = f" (and {count - 1} more, see the warnings)" if count > 1 else ""
+        if first is not self.filter_failed[0]:  # the one never shown as a warning
+            self._warn(self._filter_line(*self.filter_failed[0]))
+        more = _more_note([v.problem for _, v in self.filter_failed], first[1].problem)
         fix = (
             "set filter_may_delete = true to let it delete, or make it exit 1 to skip"
             if config
@@ -789,7 +792,7 @@ class _AccountSync:
             # Not delivered, and the destination says so: no doubt to settle later.
             self.store.forget(message.uidl for message, _ in batch)
             self.refused.extend((message, refusal) for message, _ in batch)
-            if len(self.refused) > 1:
+            if str(refusal) != str(self.refused[0][1]):  # the same cause again is only counted
                 self._warn(self._refusal_line(*self.refused[-1]))
             return
         self.store.mark_delivered(message.uidl for message, _ in batch)
@@ -814,14 +817,16 @@ class _AccountSync:
     def _refusal(self) -> MessageRefused:
         """One error for every message the MDA refused: the first named, the rest counted.
 
-        Temporary (exit 75) only if every refusal was; the later ones were warnings already.
+        Temporary (exit 75) only if every refusal was; those refused for another cause than
+        the first were warnings already.
         """
-        count = len(self.refused)
         temporary = all(refusal.temporary for _, refusal in self.refused)
         first_message, first = next(
             ((m, r) for m, r in self.refused if r.temporary == temporary), self.refused[0]
         )
-        more = f" (and {count - 1} more, see the warnings)" if count > 1 else ""
+        if first is not self.refused[0][1]:  # the one never shown as a warning
+            self._warn(self._refusal_line(*self.refused[0]))
+        more = _more_note([str(r) for _, r in self.refused], str(first))
         fix = "" if temporary else "fix the MDA or its rules, and "
         return MessageRefused(
             self._refusal_line(first_message, first) + more,
@@ -896,3 +901,20 @@ def _intent(uidl: str, size: int, placement: Placement) -> Intent:
     return Intent(
         uidl, size, placement.target, placement.offset, placement.length, placement.digest
     )
+
+
+def _more_note(causes: Sequence[str], shown: str) -> str:
+    """How an error naming one failed message counts the others (each cause in ``causes``).
+
+    Those that failed for the cause shown are only counted (seven identical lines tell the
+    user nothing more); the others were warnings as they happened.
+    """
+    rest = len(causes) - 1
+    same = causes.count(shown) - 1
+    if rest <= 0:
+        return ""
+    if same == rest:
+        return f" (and {rest} more for the same reason)"
+    if same == 0:
+        return f" (and {rest} more, see the warnings)"
+    return f" (and {rest} more: {same} for the same reason, the others in the warnings)"

@@ -12,6 +12,7 @@ below it must not import it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, cast
 
@@ -26,6 +27,8 @@ from pop3s_fetch.destinations.base import (
     Placement,
     RecordIntents,
     StagedMessage,
+    Stored,
+    StoredCopy,
     staging_prefix,
 )
 
@@ -41,11 +44,16 @@ __all__ = [
     "Placement",
     "RecordIntents",
     "StagedMessage",
+    "Stored",
+    "StoredCopy",
+    "holds",
     "inventory",
     "open_destination",
     "read_messages",
     "staging_prefix",
+    "stored_copies",
     "stored_key",
+    "stored_keys",
 ]
 
 Kind = Literal["maildir", "mbox", "mda"]
@@ -95,14 +103,43 @@ def read_messages(path: Path, kind: Kind) -> list[bytes]:
     return _backend(kind).read_messages(path)
 
 
-def inventory(path: Path, kind: Literal["maildir", "mbox"]) -> list[tuple[str, bytes]]:
-    """:func:`read_messages`, each message with the key :func:`stored_key` gives its Placement.
+def stored_copies(path: Path, kind: Kind) -> list[StoredCopy]:
+    """Every message in the destination at ``path`` with the placement that names it.
 
-    For checking a copy against a record of what was placed where (``backup`` verifies so).
+    For rebuilding a lost state: each copy's placement is what a run that delivered it would
+    have journalled. It only reads; nothing if ``path`` does not exist; none for "mda".
+    """
+    return _backend(kind).stored_copies(path)
+
+
+def holds(path: Path, kind: Kind, placements: Sequence[Placement]) -> list[bool]:
+    """For each journalled placement, whether the destination at ``path`` holds it now.
+
+    Read only (no lock, nothing removed, unlike reconcile()): for telling whether a state
+    describes this destination. "mda" keeps nothing to look at: all False.
+    """
+    return _backend(kind).holds(path, placements)
+
+
+def inventory(path: Path, kind: Literal["maildir", "mbox"]) -> Iterator[Stored]:
+    """What checking a copy against a record of what was placed where needs of each message
+    (``backup`` verifies so): its key (what :func:`stored_key` gives its Placement), and the
+    size and digest of the bytes :func:`read_messages` gives, in the same order.
+
+    Streamed: each message is read in pieces and forgotten, so a copy of any size, and a
+    message of any size, is checked in little memory.
     """
     module = importlib.import_module(BACKENDS[kind])
-    listed: list[tuple[str, bytes]] = module.inventory(path)
+    listed: Iterator[Stored] = module.inventory(path)
     return listed
+
+
+def stored_keys(path: Path, kind: Literal["maildir", "mbox"]) -> Iterator[str]:
+    """The keys :func:`inventory` gives, at the cost of a listing (Maildir) or of finding the
+    separator lines (mbox): for telling which recorded messages are still there."""
+    module = importlib.import_module(BACKENDS[kind])
+    keys: Iterator[str] = module.stored_keys(path)
+    return keys
 
 
 def stored_key(kind: Literal["maildir", "mbox"], placement: Placement) -> str:

@@ -14,6 +14,7 @@ configuration file: a destination is a path and a kind, and a message is bytes.
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,73 @@ class Placement:
     offset: int
     length: int
     digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One message a destination holds, as a check of the copy needs it, without its bytes.
+
+    ``key``: what :func:`pop3s_fetch.destinations.stored_key` gives its Placement.
+    ``wire_size``: its bytes as read back, each LF counted as CRLF (as POP3's LIST counts).
+    ``sha256``: hex digest of those bytes (before counting LF as CRLF).
+    """
+
+    key: str
+    wire_size: int
+    sha256: str
+
+
+class Tally:
+    """Digests and counts one message fed in pieces; small pieces are gathered first, because
+    a hash update per mbox line would cost more than the hashing."""
+
+    GATHER = 256 * 1024
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._gathered = bytearray()
+        self._size = 0
+        self._newlines = 0
+
+    def update(self, data: bytes) -> None:
+        if not self._gathered and len(data) >= self.GATHER:  # a block read from a file
+            self._digest.update(data)
+            self._size += len(data)
+            self._newlines += data.count(b"\n")
+            return
+        self._gathered += data
+        if len(self._gathered) >= self.GATHER:
+            self._flush()
+
+    def stored(self, key: str) -> Stored:
+        self._flush()
+        return Stored(key, self._size + self._newlines, self._digest.hexdigest())
+
+    def _flush(self) -> None:
+        self._digest.update(self._gathered)
+        self._size += len(self._gathered)
+        self._newlines += self._gathered.count(b"\n")
+        self._gathered.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """A message found in a destination, described as publish() would have journalled it.
+
+    ``placement`` is what a journal entry for it would hold (so reconcile() accepts it);
+    ``head`` its header block (LF line ends, mbox quoting undone); ``size`` and ``lines`` the
+    bytes and LF line ends of the message as it was handed over, so its size on the wire
+    (CRLF line ends, what LIST counts) is ``size + lines``.
+    """
+
+    placement: Placement
+    head: bytes
+    size: int
+    lines: int
+
+    @property
+    def wire_size(self) -> int:
+        return self.size + self.lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,3 +315,9 @@ class Backend(Protocol):
 
     def read_messages(self, path: Path) -> list[bytes]:
         """The messages the destination holds, as delivered, in the order it keeps them."""
+
+    def stored_copies(self, path: Path) -> list[StoredCopy]:
+        """Every message the destination holds, with where it is; read only, no lock taken."""
+
+    def holds(self, path: Path, placements: Sequence[Placement]) -> list[bool]:
+        """For each placement, whether the destination holds it now; read only, no lock."""

@@ -17,12 +17,13 @@ It must not know about other backends, POP3, UIDLs, the state store or the confi
 
 from __future__ import annotations
 
+import glob
 import itertools
 import os
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from pop3s_fetch.destinations.base import (
     RecordIntents,
     StagedMessage,
     StagingDestination,
+    Stored,
+    StoredCopy,
+    Tally,
     staging_prefix,
 )
 from pop3s_fetch.destinations.file_writers import FileJob, FileWriterPool
@@ -54,6 +58,8 @@ SUBDIRECTORIES = ("tmp", "new", "cur")
 # Creating, writing and fsyncing files blocks; two workers do it while the reading thread
 # decodes the next messages, and while one waits for an fsync the other writes.
 FILE_WORKERS = 2
+#: What :func:`inventory` reads of a message file at a time.
+READ_BLOCK = 256 * 1024
 
 _name_counter = itertools.count(1)
 _name_counter_lock = threading.Lock()
@@ -332,13 +338,77 @@ def read_messages(path: Path) -> list[bytes]:
     return [f.read_bytes() for sub in ("new", "cur") for f in sorted((path / sub).iterdir())]
 
 
-def inventory(path: Path) -> list[tuple[str, bytes]]:
-    """Each message with its key, the unique base name a Placement records (no ":2,flags",
-    which a mail reader may add on moving it to cur/), in :func:`read_messages` order."""
+def stored_copies(path: Path) -> list[StoredCopy]:
+    """Every message in new/ and cur/: its base name (what publish() journals), head, size."""
+    copies: list[StoredCopy] = []
+    for sub in ("new", "cur"):
+        try:
+            names = sorted(os.listdir(path / sub))
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name.startswith("."):
+                continue  # not a message (a mail reader's own file)
+            try:
+                data = (path / sub / name).read_bytes()
+            except (IsADirectoryError, FileNotFoundError):
+                continue  # not a message, or a mail reader moved it meanwhile
+            base = name.split(":", 1)[0]
+            copies.append(
+                StoredCopy(
+                    Placement(base, 0, len(data), ""), _head(data), len(data), data.count(b"\n")
+                )
+            )
+    return copies
+
+
+def holds(path: Path, placements: Sequence[Placement]) -> list[bool]:
+    """Whether each journalled name is in new/, or in cur/ with flags appended."""
+    names: set[str] = set()
+    for sub in ("new", "cur"):
+        try:
+            names.update(entry.split(":", 1)[0] for entry in os.listdir(path / sub))
+        except FileNotFoundError:
+            continue
+    return [placement.target in names for placement in placements]
+
+
+def _head(data: bytes) -> bytes:
+    end = data.find(b"\n\n")
+    return data if end < 0 else data[: end + 1]
+
+
+def inventory(path: Path) -> Iterator[Stored]:
+    """Each message's key, size and digest, in :func:`read_messages` order; each file is read
+    in blocks, so no message is ever whole in memory."""
+    for key, file in _files(path):
+        try:
+            stream = file.open("rb")
+        except FileNotFoundError:
+            # A mail reader moved it to cur/ (with flags) after the listing, or deleted it.
+            moved = sorted((path / "cur").glob(f"{glob.escape(key)}:*"))
+            if not moved:
+                continue  # gone: not in the copy
+            stream = moved[0].open("rb")
+        tally = Tally()
+        with stream:
+            while block := stream.read(READ_BLOCK):
+                tally.update(block)
+        yield tally.stored(key)
+
+
+def stored_keys(path: Path) -> Iterator[str]:
+    """The keys :func:`inventory` gives, from the directory listings alone."""
+    return (key for key, _ in _files(path))
+
+
+def _files(path: Path) -> Iterator[tuple[str, Path]]:
+    """Each message file with its key, the unique base name a Placement records (no
+    ":2,flags", which a mail reader may add on moving it to cur/), in read_messages order."""
     if not path.exists():
-        return []
-    return [
-        (f.name.split(":", 1)[0], f.read_bytes())
-        for sub in ("new", "cur")
-        for f in sorted((path / sub).iterdir())
-    ]
+        return
+    # Both listings first, as read_messages: a file moved from new/ to cur/ meanwhile is
+    # then not met twice.
+    files = [file for sub in ("new", "cur") for file in sorted((path / sub).iterdir())]
+    for file in files:
+        yield file.name.split(":", 1)[0], file

@@ -31,10 +31,11 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from pop3s_fetch.destinations.base import (
     DEFAULT_OWNER,
@@ -46,6 +47,9 @@ from pop3s_fetch.destinations.base import (
     RecordIntents,
     StagedMessage,
     StagingDestination,
+    Stored,
+    StoredCopy,
+    Tally,
     staging_prefix,
 )
 from pop3s_fetch.destinations.files import (
@@ -66,6 +70,8 @@ from pop3s_fetch.errors import DeliveryError, LockedError
 STALE_LOCK_AGE = 300.0
 LOCK_POLL_INTERVAL = 0.05
 COPY_BLOCK_SIZE = 1024 * 1024
+#: The longest piece of a line :func:`inventory` reads at once.
+SCAN_BLOCK = 64 * 1024
 
 # A line needing one more ">"; the lookahead lets re.sub insert it without copying the line.
 _NEEDS_QUOTE = re.compile(rb"^(?=>*From )", re.MULTILINE)
@@ -646,19 +652,201 @@ def read_messages(path: Path) -> list[bytes]:
         box.close()
 
 
-def inventory(path: Path) -> list[tuple[str, bytes]]:
-    """Each message with its key, the offset of its From line (what a Placement records), as
-    text; the messages are :func:`read_messages`'s, which splits at the same lines."""
-    messages = read_messages(path)
-    if not messages:
+def inventory(path: Path) -> Iterator[Stored]:
+    """Each message's key (the offset of its From line, as text: what a Placement records),
+    size and digest, of the bytes :func:`read_messages` gives, in one pass over the file.
+
+    No line is ever whole in memory (a message may be one 50 MB line): see :class:`_Scan`.
+    """
+    yield from _Scan(path, digests=True)
+
+
+def stored_keys(path: Path) -> Iterator[str]:
+    """The keys :func:`inventory` gives, without digesting anything."""
+    return (stored.key for stored in _Scan(path, digests=False))
+
+
+class _Unquoter:
+    """Undoes mboxrd quoting of one line fed in pieces: a line ``>+From `` loses one ">".
+
+    The decision needs the line's start up to the "From "; a run of ">" is passed on as it
+    comes but for its last ">", so at most five bytes are held back.
+    """
+
+    def __init__(self) -> None:
+        self._held = b""
+        self._deciding = False
+
+    def start_line(self) -> None:
+        self._held, self._deciding = b"", True
+
+    def feed(self, piece: bytes) -> bytes:
+        if not self._deciding:
+            return piece
+        data = self._held + piece
+        self._held = b""
+        if not data.startswith(b">"):
+            self._deciding = False
+            return data
+        rest = data.lstrip(b">")
+        run = len(data) - len(rest)
+        if rest.startswith(b"From "):
+            self._deciding = False
+            return data[1:]
+        if b"From ".startswith(rest):  # not decided yet: the line goes on in the next piece
+            self._held = data[run - 1 :]
+            return data[: run - 1]
+        self._deciding = False
+        return data
+
+    def flush(self) -> bytes:
+        """What is held back when the file ends inside an undecided line."""
+        held, self._held, self._deciding = self._held, b"", False
+        return held
+
+
+class _Scan:
+    """One pass over an mbox splitting it exactly as :func:`read_messages` (Python's mailbox
+    module) does, yielding a :class:`Stored` per message.
+
+    mailbox's rules, followed line by line: a line starting "From " is a separator and begins
+    a message, whose body starts on the next line; lines before the first separator belong to
+    no message; a message ends at the next separator or at the end of the file, less the
+    separating blank line (a lone LF) if the line just before that is one. So a blank line
+    is held back until the next line says whether it was the message's or the separator's.
+    Lines are read in pieces of at most ``SCAN_BLOCK`` bytes; a line's first piece has at
+    least five (or the whole line), which is enough to tell a separator.
+    """
+
+    def __init__(self, path: Path, *, digests: bool) -> None:
+        self._path = path
+        self._digests = digests
+
+    def __iter__(self) -> Iterator[Stored]:
+        try:
+            stream = self._path.open("rb")
+        except FileNotFoundError:
+            return
+        with stream:
+            yield from self._messages(stream)
+
+    def _messages(self, stream: BinaryIO) -> Iterator[Stored]:
+        unquoter = _Unquoter()
+        tally: Tally | None = None  # the message being read, if one has begun
+        key = ""
+        position = 0
+        at_line_start = True
+        in_body = False  # whether the current line's pieces belong to a message's body
+        blank_held = False
+        while piece := stream.readline(SCAN_BLOCK):
+            starts_line, at_line_start = at_line_start, piece.endswith(b"\n")
+            offset, position = position, position + len(piece)
+            if starts_line:
+                if piece.startswith(b"From "):
+                    if tally is not None:
+                        yield tally.stored(key)
+                    tally, key = (Tally() if self._digests else _NoTally()), str(offset)
+                    in_body = blank_held = False
+                    continue
+                in_body = tally is not None
+                if not in_body:
+                    continue
+                assert tally is not None
+                if blank_held:
+                    tally.update(b"\n")
+                blank_held = piece == b"\n"
+                if blank_held:
+                    continue
+                unquoter.start_line()
+            if in_body:
+                assert tally is not None
+                tally.update(unquoter.feed(piece))
+        if tally is not None:
+            tally.update(unquoter.flush())
+            yield tally.stored(key)
+
+
+class _NoTally(Tally):
+    """A Tally that keeps nothing, for when only the keys are wanted."""
+
+    def update(self, data: bytes) -> None:
+        del data
+
+
+def stored_copies(path: Path) -> list[StoredCopy]:
+    """Every message in file order, each with the placement a run appending it would journal.
+
+    A message runs from its From line to the next one (or the end of the file); the
+    placement's digest covers what follows the From line, as :func:`_holds` checks it. The
+    size is of the message as handed over: one ">" less on each quoted From line, and
+    without the blank line that separates it from the next.
+    """
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed below, read line by line
+    except (FileNotFoundError, IsADirectoryError):
         return []
-    offsets: list[int] = []
-    position = 0
-    with path.open("rb") as file:
-        for line in file:  # a line starting "From " is a separator: mboxrd quotes the rest
+    copies: list[StoredCopy] = []
+    with file:
+        current: _Reading | None = None
+        position = 0
+        for line in file:
             if line.startswith(b"From "):
-                offsets.append(position)
+                if current is not None:
+                    copies.append(current.copy(position))
+                current = _Reading(position, len(line))
+            elif current is not None:
+                current.add(line)
             position += len(line)
-    if len(offsets) != len(messages):  # pragma: no cover - changed while being read
-        raise DeliveryError(f"{path} changed while it was being read", hint="run the command again")
-    return [(str(offset), message) for offset, message in zip(offsets, messages, strict=True)]
+        if current is not None:
+            copies.append(current.copy(position))
+    return copies
+
+
+class _Reading:
+    """One message of an mbox being read: its From line's offset and what follows."""
+
+    def __init__(self, offset: int, from_length: int) -> None:
+        self.offset = offset
+        self.from_length = from_length
+        self.digest = hashlib.sha256()
+        self.head = bytearray()
+        self.in_head = True
+        self.stored = 0
+        self.lines = 0
+        self.quoted = 0
+        self.last = b""
+
+    def add(self, line: bytes) -> None:
+        self.digest.update(line)
+        self.stored += len(line)
+        self.lines += line.count(b"\n")
+        if _QUOTED_FROM.match(line):
+            self.quoted += 1
+        if self.in_head:
+            if line == b"\n":
+                self.in_head = False
+            else:
+                self.head += _QUOTED_FROM.sub(rb"\1", line)
+        self.last = (self.last + line)[-2:]
+
+    def copy(self, end: int) -> StoredCopy:
+        separator = 1 if self.last == b"\n\n" else 0  # the blank line before the next From
+        return StoredCopy(
+            Placement("", self.offset, end - self.offset, self.digest.hexdigest()),
+            bytes(self.head),
+            self.stored - separator - self.quoted,
+            self.lines - separator,
+        )
+
+
+def holds(path: Path, placements: Sequence[Placement]) -> list[bool]:
+    """Whether each journalled (offset, length, digest) is in the mbox now, without a lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError):
+        return [False] * len(placements)
+    try:
+        size = os.fstat(fd).st_size
+        return [p.offset + p.length <= size and p.length > 0 and _holds(fd, p) for p in placements]
+    finally:
+        os.close(fd)

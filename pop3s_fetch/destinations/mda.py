@@ -45,6 +45,7 @@ from pop3s_fetch.destinations.base import (
     RecordIntents,
     StagedMessage,
     StagingDestination,
+    StoredCopy,
 )
 from pop3s_fetch.destinations.files import DIRECTORY_MODE, delivery_error
 from pop3s_fetch.destinations.headers import (
@@ -302,3 +303,15 @@ def read_messages(path: Path) -> list[bytes]:
     """Nothing: the program keeps the mail wherever it delivers it."""
     del path
     return []
+
+
+def stored_copies(path: Path) -> list[StoredCopy]:
+    """None: what the program delivered is out of sight."""
+    del path
+    return []
+
+
+def holds(path: Path, placements: Sequence[Placement]) -> list[bool]:
+    """All False: the program keeps nothing pop3s-fetch can look at."""
+    del path
+    return [False] * len(placements)

@@ -32,8 +32,6 @@ _NO_EQUIVALENT = {
     "delete_bigger_than": 'has no equivalent: use max_message_size with oversize = "delete"',
     "message_log": "has no equivalent: pop3s-fetch reports each run on stderr (or --json)",
     "message_log_syslog": "has no equivalent: under systemd the journal keeps pop3s-fetch's lines",
-    "delivered_to": "has no equivalent: pop3s-fetch adds no header",
-    "received": "has no equivalent: pop3s-fetch adds no header",
     "verbose": "has no equivalent: use --quiet or -v",
     "ssl_version": "has no equivalent: pop3s-fetch uses TLS 1.2 or newer (tls_min_version)",
     "ssl_ciphers": "has no equivalent: pop3s-fetch uses Python's default ciphers",
@@ -43,8 +41,8 @@ _NO_EQUIVALENT = {
 }
 _BUILT_IN = {
     ("read_all", "false"): "pop3s-fetch fetches only messages it has not delivered",
-    ("delivered_to", "false"): "pop3s-fetch adds no header",
-    ("received", "false"): "pop3s-fetch adds no header",
+    ("delivered_to", "false"): "pop3s-fetch adds no header unless add_headers names it",
+    ("received", "false"): "pop3s-fetch adds no header unless add_headers names it",
     ("verbose", "0"): "pop3s-fetch says only what matters (--quiet: only errors)",
     ("verbose", "1"): "pop3s-fetch says only what matters (--quiet: only errors)",
 }
@@ -250,6 +248,7 @@ def _options(account: PeerAccount, parser: configparser.ConfigParser, at: _At) -
             number = _integer(account, options.pop(option), at("options", option))
             if number:
                 keys[key] = number
+    _trace_headers(account, options, at)
     for key, value in options.items():
         built_in = _BUILT_IN.get((key, value.strip().lower()))
         if built_in is not None:
@@ -282,3 +281,29 @@ def _literal(account: PeerAccount, text: str, line: int) -> list[str] | None:
         account.note(line, text, "is not a tuple of strings; left out")
         return None
     return [str(v) for v in value]
+
+
+def _trace_headers(account: PeerAccount, options: dict[str, str], at: _At) -> None:
+    """getmail's ``received`` and ``delivered_to`` (on unless set false) as ``add_headers``.
+
+    Only what the file says is translated: where it is silent, getmail's default (both on)
+    is named in a note instead, so the copy stays the server's bytes unless the user asks.
+    """
+    headers: list[str] = []
+    unset: list[str] = []
+    for option, header in (("received", "received"), ("delivered_to", "delivered-to")):
+        value = options.get(option)
+        if value is None:
+            unset.append(option)
+        elif value.strip().lower() in {"true", "1", "yes", "on"}:
+            del options[option]
+            headers.append(header)
+    if headers:
+        account.keys["add_headers"] = headers
+    if unset:
+        account.note(
+            account.line,
+            " and ".join(f"{option} (not set)" for option in unset),
+            "getmail adds that header by default; pop3s-fetch keeps the server's bytes unless"
+            " add_headers names it (received, delivered-to)",
+        )

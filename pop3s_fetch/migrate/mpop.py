@@ -27,7 +27,6 @@ from pop3s_fetch.migrate.model import (
 
 _ON = {"on", ""}  # mpop takes a bare "keep" as "keep on"
 _NO_EQUIVALENT = {
-    "received_header": "has no equivalent: pop3s-fetch adds no header",
     "filter": 'has no equivalent: filter in the MDA (format = "mda")',
     "pipelining": "needs no key: pop3s-fetch pipelines when the server offers PIPELINING",
     "only_new": "needs no key: pop3s-fetch fetches only messages it has not delivered",
@@ -268,12 +267,24 @@ def _translate(block: Block, path: Path, environ: Mapping[str, str]) -> PeerAcco
             account.uidls = found
             account.state_files.append(candidate)
             break
+    if "received_header" not in settings:
+        account.note(
+            account.line,
+            "received_header (not set)",
+            "mpop adds a Received header by default; pop3s-fetch keeps the server's bytes"
+            ' unless add_headers = ["received"]',
+        )
     for key, setting in sorted(settings.items(), key=lambda item: item[1].line):
         shown = f"{key} {setting.value}".strip()
         if key == "tls_certcheck" and setting.value in _ON:
             continue
         if key == "received_header" and setting.value == "off":
-            account.note(setting.line, shown, "needs no key: pop3s-fetch adds no header")
+            account.note(
+                setting.line, shown, "needs no key: pop3s-fetch adds no header unless asked"
+            )
+            continue
+        if key == "received_header" and setting.value in _ON:
+            account.keys["add_headers"] = ["received"]
             continue
         account.note(setting.line, shown, _NO_EQUIVALENT.get(key, "has no equivalent here"))
     return account

@@ -6,6 +6,9 @@ before; a plain run then finishes the job, and every message must be in the dest
 exactly once, byte for byte, with no temporary file, spool or lock left behind (and, with
 keep = false, nothing left on the server). The seed is printed with every failure; set
 ``POP3S_FETCH_CRASH_SEED`` to draw the same instants again (timing still varies a little).
+The same draw also runs with ``format = "mda"`` (procmail, where README allows exactly one
+duplicate: the message in the MDA's hands when the kill came) and with ``keep = "30d"``
+deleting mail delivered 31 days earlier while new mail arrives; each prints its figures.
 
 The deterministic tests kill, against the built-in server, at exact points the random ones
 hit only by luck: mid-download, holding the mbox dotlock, and stuck in QUIT after every
@@ -20,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import itertools
+import json
 import os
 import random
 import secrets
@@ -43,7 +47,7 @@ from tests.support.mail import corpus
 from tests.support.rig import BuiltinMaildrop, CliRig, Login, Maildrop, builtin_login, serve
 
 SEED_VARIABLE = "POP3S_FETCH_CRASH_SEED"
-TRIALS = 6  # per format x keep: 24 in all
+TRIALS = 6  # per mode: 24 for maildir/mbox x keep/delete, 12 with an MDA, 12 with retention
 ACCOUNT = "crash"
 PASSWORD = "crash-test-password"
 #: How long a test waits for the subprocess to reach a state it is expected to reach soon.
@@ -515,3 +519,369 @@ def test_killed_in_quit_after_delivery_deletes_without_downloading_again(
     assert session[-1] == "QUIT"
     check_complete(rig)
     assert rig.temporary_files() == []
+
+
+# --- random kills with an MDA, and with retention (issue 12) ---------------------------------
+#
+# The same draw of instants, against Dovecot, for the two ways issue 12 changes a sync: handing
+# each message to a real MDA (procmail, delivering into a Maildir of its own) and deleting by
+# age (keep = "30d") while new mail is fetched. Each test prints one line of figures (kills,
+# where they landed, lost, duplicated, time) for the closing note; ``pytest -s`` shows them.
+
+#: The wrapper pop3s-fetch runs as its MDA: it keeps the message it was given and the UIDL,
+#: runs procmail on it, and writes its exit status once procmail is done, all under its own pid.
+#: While a FIFO named ``hold`` exists, it waits for a line on it before running procmail.
+#: Named ``start.PID`` / ``end.PID`` so that an MDA orphaned by the kill and the next run's
+#: MDAs never write the same file. ``end`` appears by rename, so it is never read half-written.
+MDA_WRAPPER = """#!/bin/sh
+d="{directory}"
+u="$1"; shift
+cat > "$d/msg.$$"
+printf '%s\\n' "$u" > "$d/start.$$"
+[ -p "$d/hold" ] && read _ < "$d/hold"
+"$@" < "$d/msg.$$"; s=$?
+printf '%s\\n' "$s" > "$d/end.$$.part" && mv "$d/end.$$.part" "$d/end.$$"
+exit $s
+"""
+
+
+def need_program(name: str) -> str:
+    """The program's path; skipped when missing, unless the run requires every server."""
+    import shutil
+
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("POP3S_FETCH_REQUIRE_SERVERS"):
+            pytest.fail(f"{name} is not installed (apt-get install {name})")
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+@dataclass(frozen=True)
+class MdaCall:
+    """One run of the MDA wrapper: the message it was handed, its UIDL, its exit status."""
+
+    pid: int
+    uidl: str
+    message: bytes
+    status: int | None  # None: still running
+
+
+class MdaRig(CrashRig[DovecotUser]):
+    """Delivers through procmail (behind :data:`MDA_WRAPPER`) into a Maildir of its own."""
+
+    witness: Path
+
+    def calls(self) -> dict[int, MdaCall]:
+        """Every MDA run begun so far, by the wrapper's pid."""
+        found = {}
+        for start in self.witness.glob("start.*"):
+            pid = int(start.name.split(".")[1])
+            end = self.witness / f"end.{pid}"
+            status = int(end.read_text()) if end.exists() else None
+            message = (self.witness / f"msg.{pid}").read_bytes()
+            found[pid] = MdaCall(pid, start.read_text().strip(), message, status)
+        return found
+
+    def pending(self) -> set[str]:
+        """UIDLs journalled but not recorded as delivered: what the next run hands over again."""
+        if not self.state_file.exists():
+            return set()
+        uri = f"{self.state_file.as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=REACH_TIMEOUT)) as db:
+            try:
+                rows = db.execute("SELECT uidl FROM messages WHERE status = 'pending'")
+            except sqlite3.OperationalError:  # the table is not created yet
+                return set()
+            return {uidl for (uidl,) in rows}
+
+    def wait_for_orphans(self) -> None:
+        """Until every MDA begun has exited: a kill does not stop one (it has its own session)."""
+        deadline = time.monotonic() + REACH_TIMEOUT
+        while any(call.status is None for call in self.calls().values()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"an MDA was still running {REACH_TIMEOUT:g} s after the kill")
+            time.sleep(POLL_INTERVAL)  # another process's progress, with a deadline
+
+
+class RetentionRig(CrashRig[DovecotUser]):
+    """keep = "30d": what was delivered long ago goes from the server, the new mail stays."""
+
+    kept: list[bytes]
+
+    def expected_on_server(self) -> list[bytes]:
+        return sorted(self.kept)
+
+
+@pytest.fixture
+def mail_home() -> Iterator[Path]:
+    """A directory every user can reach (pytest's are 0700 for root), for procmail's Maildir."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="pop3s-fetch-crash-mda-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@dataclass
+class Figures:
+    """What the closing note quotes for one mode: one line, printed by the test."""
+
+    mode: str
+    trials: int = 0
+    kills: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    #: Duplicates of a message the MDA was still delivering when the kill came / had delivered.
+    duplicated_mda_running: int = 0
+    duplicated_mda_exited: int = 0
+    in_window: int = 0  # kills that left an MDA delivery in doubt (journalled, not recorded)
+    moments: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self, tally: Tally) -> str:
+        where = ", ".join(f"{count} {moment}" for moment, count in sorted(self.moments.items()))
+        return (
+            f"crash figures {self.mode}: {self.trials} trials, {self.kills} kills ({where}), "
+            f"kill instants uniform in [0, {tally.full_sync:.3f}] s, lost {self.lost}, "
+            f"duplicated {self.duplicated} (MDA still running at the kill: "
+            f"{self.duplicated_mda_running}, MDA exited, not yet recorded: "
+            f"{self.duplicated_mda_exited}; kills in that window: {self.in_window}), "
+            f"{time.monotonic() - self.started:.1f} s; {tally.header()}"
+        )
+
+
+class MdaRigs(DovecotRigs):
+    """Dovecot users holding the crash corpus, synced through procmail."""
+
+    def __init__(self, dovecot: DovecotServer, root: Path, keep: bool, mail_home: Path) -> None:
+        super().__init__(dovecot, root, "maildir", keep)
+        self.mail_home = mail_home
+        self.procmail = need_program("procmail")
+
+    def setup(self) -> MdaRig:
+        user = self.dovecot.add_user(CRASH_CORPUS)
+        self._homes += 1
+        home = self.mail_home / f"run{self._homes}"
+        home.mkdir(mode=0o755)
+        maildir = home / "Maildir"
+        rc = home / "procmailrc"
+        rc.write_text(f"DEFAULT={maildir}/\n")
+        witness = self.root / f"run{self._homes}" / "mda"
+        witness.mkdir(parents=True)
+        wrapper = witness.parent / "wrap"
+        wrapper.write_text(MDA_WRAPPER.format(directory=witness))
+        wrapper.chmod(0o755)
+        login = Login(
+            self.dovecot.host, self.dovecot.port, user.name, user.password, self.dovecot.ca_file
+        )
+        rig = MdaRig.configure(
+            witness.parent, user, CRASH_CORPUS, login, name=ACCOUNT, fmt="maildir",
+            keep=self.keep, destination=maildir,
+        )  # fmt: skip
+        rig.witness = witness
+        # JSON strings are TOML basic strings: paths with spaces or quotes stay one argument.
+        mda = [str(wrapper), "{uidl}", self.procmail, "-m", "-f", "{sender}", str(rc)]
+        rig.cli.write_config(
+            f"[accounts.{ACCOUNT}]\n"
+            f'host = "{login.host}"\nport = {login.port}\nusername = "{login.username}"\n'
+            f'ca_file = "{login.ca_file}"\ntimeout = 20\n'
+            f'format = "mda"\nmda = {json.dumps(mda)}\n'
+            f"mda_timeout = 60\nkeep = {'true' if self.keep else 'false'}\n"
+        )
+        return rig
+
+    def _moment(self, rig: CrashRig[DovecotUser]) -> str:
+        assert isinstance(rig, MdaRig)
+        if rig.pending():
+            return "with a delivery in the MDA's hands"
+        if digests(rig.landed_so_far()) == digests(rig.expected()):
+            return "after delivery"
+        return "while delivering" if rig.journal_rows() else "before delivering"
+
+
+#: The retention trials: delivered 31 days before the killed run, then mail that is new.
+AGED = CRASH_CORPUS[:20]
+FRESH = CRASH_CORPUS[20:]
+
+
+class RetentionRigs(DovecotRigs):
+    """A first sync of :data:`AGED` made 31 days old in the state, then :data:`FRESH` arrives."""
+
+    def setup(self) -> RetentionRig:
+        user = self.dovecot.add_user(AGED)
+        self._homes += 1
+        login = Login(
+            self.dovecot.host, self.dovecot.port, user.name, user.password, self.dovecot.ca_file
+        )
+        rig = RetentionRig.configure(
+            self.root / f"run{self._homes}", user, CRASH_CORPUS, login, name=ACCOUNT,
+            fmt=self.fmt, keep=True,
+        )  # fmt: skip
+        rig.kept = list(FRESH)
+        text = rig.cli.config_path.read_text().replace("keep = true", 'keep = "30d"')
+        rig.cli.write_config(text)
+        first = rig.sync()
+        assert first.code == 0, first.output
+        with contextlib.closing(sqlite3.connect(rig.state_file)) as db, db:
+            aged = db.execute("UPDATE messages SET recorded_at = recorded_at - 31 * 86400")
+            assert aged.rowcount == len(AGED)
+        user.add_messages(FRESH)
+        return rig
+
+    def _moment(self, rig: CrashRig[DovecotUser]) -> str:
+        landed = rig.landed_so_far()
+        if digests(landed) == digests(rig.expected()):
+            return "after delivery"
+        if len(landed) > len(AGED) or rig.temporary_files():
+            return "while downloading"
+        return "before downloading"
+
+
+def random_trials(
+    rigs: DovecotRigs,
+    tally: Tally,
+    figures: Figures,
+    rng: random.Random,
+    settle: Callable[[Trial, CrashRig[DovecotUser]], None],
+) -> None:
+    """The loop of the first random test, with ``settle`` judging each trial after its kill."""
+    window = tally.full_sync
+    for number in range(TRIALS):
+        trial = Trial(number, rng.uniform(0.0, window), window)
+        tally.trials.append(trial)
+        rig = rigs.setup()
+        rigs.kill_at(trial, rig)
+        assert trial.killed or trial.exit_code == 0, (
+            f"{tally.context(trial)}: the sync failed on its own: {rig.background_stderr()}"
+        )
+        if not trial.killed:
+            window = min(window, trial.ran_for)
+        figures.trials += 1
+        figures.kills += trial.killed
+        moment = trial.moment if trial.killed else "not killed (it had finished)"
+        figures.moments[moment] = figures.moments.get(moment, 0) + 1
+        settle(trial, rig)
+    print(figures.line(tally))
+    assert any(trial.killed for trial in tally.trials), (
+        f"no kill landed while the sync ran: {tally.summary()}"
+    )
+
+
+def multiset_difference(have: list[bytes], want: list[bytes]) -> list[bytes]:
+    """What ``have`` holds beyond ``want``, counting copies."""
+    from collections import Counter
+
+    return sorted((Counter(have) - Counter(want)).elements())
+
+
+@pytest.mark.dovecot
+@pytest.mark.slow
+def test_sigkill_with_an_mda_duplicates_only_what_was_in_the_mdas_hands(
+    dovecot: DovecotServer, tmp_path: Path, crash_seed: int, keep: bool, mail_home: Path
+) -> None:
+    """README's Guarantees for format = "mda": never lost; a duplicate only of the one message
+    journalled and handed to the MDA but not yet recorded as delivered when the kill came,
+    and only if that MDA went on to deliver it (it is not killed with us)."""
+    rng = random.Random(f"{crash_seed}:mda:{keep}")
+    rigs = MdaRigs(dovecot, tmp_path, keep, mail_home)
+    tally = Tally(crash_seed, "mda", keep, rigs.measure_full_sync())
+    figures = Figures(f"mda (procmail), keep={keep}")
+
+    def settle(trial: Trial, rig: CrashRig[DovecotUser]) -> None:
+        assert isinstance(rig, MdaRig)
+        context = tally.context(trial)
+        in_doubt = rig.pending()  # read once the run is dead: the state as the kill left it
+        at_kill = rig.calls()
+        assert len(in_doubt) <= 1, f"{context}: more than one delivery in doubt: {in_doubt}"
+        rig.wait_for_orphans()
+        finished = rig.calls()
+        # The one duplicate the README allows: a message in doubt that its MDA then delivered.
+        allowed = [
+            call.message
+            for pid, call in finished.items()
+            if pid in at_kill and call.uidl in in_doubt and call.status == 0
+        ]
+        figures.in_window += bool(in_doubt and any(c.uidl in in_doubt for c in at_kill.values()))
+        check_mda_recovery(context, rig, allowed, warned=bool(in_doubt))
+        running = [c for c in at_kill.values() if c.uidl in in_doubt and c.status is None]
+        figures.duplicated += len(allowed)
+        figures.duplicated_mda_running += len(allowed) if running else 0
+        figures.duplicated_mda_exited += 0 if running else len(allowed)
+
+    random_trials(rigs, tally, figures, rng, settle)
+
+
+def check_mda_recovery(context: str, rig: MdaRig, allowed: list[bytes], *, warned: bool) -> None:
+    """The run after the kill: every message, ``allowed`` twice and nothing else twice."""
+    finished = rig.recover(context)
+    assert finished.code == 0, f"{context}: the run after the kill failed: {finished.output}"
+    warning = "so they are handed over again (a duplicate is possible, a loss is not)"
+    assert (warning in finished.stderr) == warned, f"{context}: {finished.stderr!r}"
+    landed = rig.landed()
+    expected = rig.expected()
+    missing = multiset_difference(expected, landed)
+    extra = multiset_difference(landed, expected)
+    assert missing == [], f"{context}: {len(missing)} message(s) lost"
+    assert extra == sorted(allowed), (
+        f"{context}: {len(extra)} extra cop(ies), {len(allowed)} allowed by the window"
+    )
+    assert digests(rig.on_server()) == digests(rig.expected_on_server()), context
+    assert [p.name for p in rig.temporary_files()] == [], f"{context}: left in procmail's tmp/"
+
+
+@pytest.mark.dovecot
+@pytest.mark.slow
+def test_sigkill_while_retention_deletes_and_new_mail_arrives(
+    dovecot: DovecotServer, tmp_path: Path, crash_seed: int, fmt: str
+) -> None:
+    """keep = "30d" with the first 20 messages delivered 31 days ago and the rest new: after a
+    kill at any instant and a plain run, the old ones are gone from the server, the new ones
+    are there, and the destination holds every message exactly once."""
+    rng = random.Random(f"{crash_seed}:retention:{fmt}")
+    rigs = RetentionRigs(dovecot, tmp_path, fmt, True)
+    tally = Tally(crash_seed, fmt, True, rigs.measure_full_sync())
+    figures = Figures(f'retention keep="30d", {fmt}')
+
+    def settle(trial: Trial, rig: CrashRig[DovecotUser]) -> None:
+        context = tally.context(trial)
+        finished = rig.recover(context)
+        assert finished.code == 0, f"{context}: the run after the kill failed: {finished.output}"
+        landed, expected = rig.landed(), rig.expected()
+        figures.lost += len(multiset_difference(expected, landed))
+        figures.duplicated += len(multiset_difference(landed, expected))
+        assert digests(landed) == digests(expected), f"{context}: lost, damaged or twice"
+        assert digests(rig.on_server()) == digests(FRESH), (
+            f"{context}: the server should hold exactly the {len(FRESH)} new messages"
+        )
+        assert [p.name for p in rig.temporary_files()] == [], context
+
+    random_trials(rigs, tally, figures, rng, settle)
+
+
+@pytest.mark.dovecot
+def test_killed_while_the_mda_runs_the_mda_finishes_and_that_message_comes_twice(
+    dovecot: DovecotServer, tmp_path: Path, mail_home: Path
+) -> None:
+    """The start of README's window: the MDA has the message and pop3s-fetch is killed. The
+    MDA, in a session of its own, is not stopped with it and delivers; the next run cannot ask
+    it, so it hands that message over again: one duplicate, nothing lost."""
+    rig = MdaRigs(dovecot, tmp_path, False, mail_home).setup()
+    hold = rig.witness / "hold"
+    os.mkfifo(hold)
+    process = rig.start_sync()
+    wait_until(lambda: list(rig.witness.glob("start.*")), "the first MDA", process)
+    assert sigkill(process)
+    (call,) = rig.calls().values()
+    assert call.status is None, "the MDA should still be waiting"
+    assert rig.pending() == {call.uidl}
+    with hold.open("w") as release:  # the MDA, orphaned, goes on and delivers
+        hold.unlink()  # the later MDAs do not wait
+        release.write("go\n")
+    rig.wait_for_orphans()
+    assert rig.calls()[call.pid].status == 0
+    assert len(rig.landed()) == 1
+
+    check_mda_recovery("killed while the MDA ran", rig, [call.message], warned=True)

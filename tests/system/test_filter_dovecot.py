@@ -123,8 +123,8 @@ def test_a_broken_filter_fails_the_run_and_keeps_the_mail(
     assert result.code == 74, result.output
     assert re.search(
         r"^error: work: message 1 \(UIDL \S+\) not fetched: the filter spamcheck failed "
-        r"\(exit status 5\); it wrote: rules\.cf: line 3: unknown test \(and 2 more, see the "
-        r"warnings\) \(left on the server; fix the filter, and the next run shows them to the "
+        r"\(exit status 5\); it wrote: rules\.cf: line 3: unknown test \(and 2 more for the "
+        r"same reason\) \(left on the server; fix the filter, and the next run shows them to the "
         r"filter again\)$",
         result.stderr,
         re.MULTILINE,

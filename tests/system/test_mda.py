@@ -442,3 +442,31 @@ def test_a_run_killed_while_the_mda_had_a_message_hands_it_over_again(
         "a run was stopped while the MDA had 1 message(s) in hand; it cannot tell whether it "
         "delivered them, so they are handed over again (a duplicate is possible, a loss is not)"
     ]
+
+
+def test_refusals_for_one_cause_are_counted_and_another_cause_is_a_warning(
+    tmp_path: Path, maildrop: BuiltinMaildrop, ca_file: Path
+) -> None:
+    """Seven identical warnings told the user nothing more than the error: the same cause again
+    is only counted in the error, and a refusal for another cause still gets its own line."""
+    program = script(
+        tmp_path / "picky",
+        "body=$(cat)\n"
+        'case "$body" in *"Subject: three"*) echo "quota exceeded" >&2; exit 1;; esac\n'
+        'echo "no such folder" >&2\nexit 1\n',
+    )
+    account = mda_account(maildrop, ca_file, [str(program)], keep=True)
+    options = SyncOptions(state_dir=tmp_path / "state")
+
+    result = sync_account(account, lambda: PASSWORD, options, NullReporter())
+
+    assert result.fetched == 0
+    assert result.warnings == [
+        f"message 3 (UIDL {uidl_of(maildrop, CORPUS[2])}) not delivered: the MDA {program} "
+        "failed (exit status 1); it wrote: quota exceeded"
+    ]
+    assert str(result.error) == (
+        f"message 1 (UIDL {uidl_of(maildrop, CORPUS[0])}) not delivered: the MDA {program} "
+        "failed (exit status 1); it wrote: no such folder (and 2 more: 1 for the same reason, "
+        "the others in the warnings)"
+    )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from pop3s_fetch import backup
 from pop3s_fetch.config import Account
-from pop3s_fetch.destinations import inventory, open_destination
+from pop3s_fetch.destinations import inventory, open_destination, stored_keys
 from pop3s_fetch.errors import ExitCode
 
 
@@ -147,8 +148,13 @@ def test_inventory_keys_each_message_as_its_placement_recorded_it(tmp_path: Path
             writer.write(message)
             staged.append(writer.finish())
         placements = destination.publish(staged, lambda _: None)
-    listed = inventory(path, fmt)  # type: ignore[arg-type]
-    assert [key for key, _ in listed] == [stored_key(fmt, p) for p in placements]  # type: ignore[arg-type]
+    # Maildir names sort by file name, not always in delivery order: look each key up.
+    listed = {stored.key: stored for stored in inventory(path, fmt)}  # type: ignore[arg-type]
+    keys = [stored_key(fmt, p) for p in placements]  # type: ignore[arg-type]
+    assert sorted(listed) == sorted(keys)
+    assert sorted(stored_keys(path, fmt)) == sorted(keys)  # type: ignore[arg-type]
     # As handed over (the mbox adds the final line end a message lacks), quoting undone.
     last = messages[1] + (b"\n" if fmt == "mbox" else b"")
-    assert [data for _, data in listed] == [messages[0], last]
+    expected = [messages[0], last]
+    assert [listed[k].sha256 for k in keys] == [hashlib.sha256(m).hexdigest() for m in expected]
+    assert [listed[k].wire_size for k in keys] == [len(m) + m.count(b"\n") for m in expected]

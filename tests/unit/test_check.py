@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
@@ -11,18 +12,24 @@ import pytest
 from pop3s_fetch.check import (
     DELIVERED_EARLIER,
     ONCE_SAVED,
+    OVERRAN,
+    OVERSIZE_UNREAD,
     SCHEMA,
+    TOO_BIG,
     Deletion,
     Known,
+    Skip,
     Survey,
     check_exit_code,
     check_lines,
     dry_run_exit_code,
     json_document,
+    limit,
     plan,
     plan_lines,
     read_known,
 )
+from pop3s_fetch.config import Account
 from pop3s_fetch.errors import AuthError, ConnectError
 from pop3s_fetch.pop3 import RemoteMessage
 
@@ -37,11 +44,55 @@ def test_plan_keep_fetches_only_what_is_new_and_deletes_nothing() -> None:
 def test_plan_delete_removes_the_delivered_except_held_then_each_new_once_saved() -> None:
     new, deletions = plan(UIDLS, KNOWN, keep=False)
     assert new == [4]
-    assert deletions == [
-        Deletion(1, "a", DELIVERED_EARLIER),
-        Deletion(3, "c", DELIVERED_EARLIER),
-        Deletion(4, "d", ONCE_SAVED),
+    assert deletions == [Deletion(1, "a", DELIVERED_EARLIER), Deletion(3, "c", DELIVERED_EARLIER)]
+    listed = [RemoteMessage(4, "d", 10)]
+    _, _, later = limit(listed, KNOWN, account(keep=False))
+    assert later == [Deletion(4, "d", ONCE_SAVED)]
+
+
+def test_plan_retention_deletes_only_the_expired_and_never_the_held() -> None:
+    known = dataclasses.replace(KNOWN, expired=frozenset({"b", "c"}))
+    new, deletions = plan(UIDLS, known, keep=True, delete_after=30 * 86400)
+    assert new == [4]
+    assert deletions == [Deletion(3, "c", 'delivered over 30d ago (keep = "30d")')]
+    assert plan(UIDLS, known, keep=True) == ([4], [])  # keep = true: expired means nothing
+
+
+def account(**values: object) -> Account:
+    return Account(name="work", host="h", username="u", destination=Path("/m"), **values)  # type: ignore[arg-type]
+
+
+LISTED = [
+    RemoteMessage(1, "n1", 100),
+    RemoteMessage(2, "big", 5000),
+    RemoteMessage(3, "n3", 100),
+    RemoteMessage(4, "ran", 50),
+    RemoteMessage(5, "n5", 100),
+    RemoteMessage(6, "n6", 100),
+]
+LIMITED = Known(oversize=frozenset({"ran"}), overran=frozenset({"ran"}))
+
+
+def test_limit_skips_oversize_and_defers_past_max_messages() -> None:
+    plan_, skipped, later = limit(
+        LISTED, LIMITED, account(max_message_size=1000, max_messages=2, keep=False)
+    )
+    assert [m.uidl for m in plan_.fetch] == ["n1", "n3"]
+    assert [m.uidl for m in plan_.deferred] == ["n5", "n6"]
+    assert skipped == [
+        Skip(2, "big", 5000, TOO_BIG, reported=False),
+        Skip(4, "ran", 50, OVERRAN, reported=True),
     ]
+    # Deleted once saved: only what this run fetches; the skipped and deferred stay.
+    assert later == [Deletion(1, "n1", ONCE_SAVED), Deletion(3, "n3", ONCE_SAVED)]
+
+
+def test_limit_oversize_delete_deletes_unread_but_never_one_that_overran() -> None:
+    _, skipped, later = limit(
+        LISTED, LIMITED, account(max_message_size=1000, oversize="delete", max_bytes=250)
+    )
+    assert skipped == [Skip(4, "ran", 50, OVERRAN, reported=True)]
+    assert later == [Deletion(2, "big", OVERSIZE_UNREAD)]
 
 
 def test_plan_with_no_state_everything_is_new() -> None:
@@ -157,6 +208,7 @@ def test_json_document_check_and_dry_run() -> None:
         "new": 2,
         "bytes": 1520,
         "on_server": 3,
+        "oversize": 0,
         "duration": 0.0,
         "errors": [],
     }
@@ -176,3 +228,49 @@ def test_dry_run_and_check_run_no_filter() -> None:
     assert [d.number for d in plan(listing, known, keep=True, filter_deletes=True)[1]] == [3]
     assert plan(listing, known, keep=True, filter_deletes=False) == ([1], [])
     assert plan(listing, known, keep=True) == ([1, 2, 3], [])  # no filter: its verdicts idle
+
+
+def limited() -> Survey:
+    return Survey(
+        "work",
+        on_server=5,
+        fetch=[RemoteMessage(1, "n1", 100)],
+        deferred=[RemoteMessage(3, "n3", 200)],
+        skipped=[Skip(2, "big", 5000, TOO_BIG, reported=True)],
+        delete=[Deletion(4, "old", 'delivered over 30d ago (keep = "30d")')],
+    )
+
+
+def test_plan_lines_list_deferred_skipped_and_expired() -> None:
+    summary = (
+        "work: would fetch 1 message (100 bytes), leave 1 new for a later run "
+        "(max_messages/max_bytes), skip 1 over max_message_size and delete 1 from the server, "
+        "of 5 on the server (dry run: nothing was written or deleted)"
+    )
+    assert plan_lines(limited(), terminal=False) == [
+        "work: fetch message 1 (100 bytes, UIDL n1)",
+        "work: defer message 3 (200 bytes, UIDL n3, max_messages/max_bytes: a later run)",
+        "work: skip message 2 (5000 bytes, UIDL big, over max_message_size, left on the "
+        "server (reported earlier))",
+        'work: delete message 4 (UIDL old, delivered over 30d ago (keep = "30d"))',
+        summary,
+    ]
+    assert plan_lines(limited(), terminal=True) == [
+        summary,
+        "          message       size  UIDL",
+        "  fetch         1  100 bytes  n1",
+        "  defer         3  200 bytes  n3    max_messages/max_bytes: a later run",
+        "  skip          2     5.0 kB  big   over max_message_size, left on the server "
+        "(reported earlier)",
+        '  delete        4             old   delivered over 30d ago (keep = "30d")',
+    ]
+
+
+def test_check_counts_deferred_as_new_and_oversize_apart() -> None:
+    assert limited().new == 2
+    assert check_lines([limited()]) == [
+        "work: 2 new messages (300 bytes), 5 on server, 1 over max_message_size"
+    ]
+    only_big = Survey("work", on_server=1, skipped=[Skip(1, "big", 5000, TOO_BIG, False)])
+    assert check_exit_code([only_big]) == 1  # nothing a sync will download: no new mail
+    assert check_lines([only_big]) == ["work: no new mail, 1 on server, 1 over max_message_size"]

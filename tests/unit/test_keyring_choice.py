@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import keyring  # noqa: F401  # before the fixture empties sys.path: keyring.core is re-imported
+import keyring.core
 import pytest
+from keyring.backends import null
 
 from pop3s_fetch import credentials
 
@@ -100,9 +101,8 @@ def test_a_third_party_backend_installed(environ: dict[str, str], tmp_path: Path
 def test_keyring_already_set_up_in_this_process(
     environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import keyring.core
-    from keyring.backends import null
-
+    # Imported at the top: the fixture empties sys.path, so an import here would fail when
+    # this test runs alone.
     monkeypatch.setitem(sys.modules, "keyring.core", keyring.core)
     monkeypatch.setattr(keyring.core, "_keyring_backend", null.Keyring())
     assert not chooses(environ)

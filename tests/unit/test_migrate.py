@@ -304,3 +304,45 @@ def test_plan_says_which_value_would_not_load(tmp_path: Path) -> None:
     rc.write_text("account a\nhost bad host name\nuser u\n")
     with pytest.raises(ConfigError, match="would not load"):
         importer.plan("mpop", [rc], tmp_path / "config.toml", {"HOME": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    ("options", "headers", "default_note"),
+    [
+        ("received = true\ndelivered_to = yes\n", ["received", "delivered-to"], False),
+        ("received = false\n", None, True),  # delivered_to unset: getmail's default is on
+        ("", None, True),
+    ],
+)
+def test_getmail_trace_headers_become_add_headers_only_where_set(
+    tmp_path: Path, options: str, headers: list[str] | None, default_note: bool
+) -> None:
+    """What the file sets is translated; getmail's silent default (on) is a note, so a switched
+    user's copies stay byte for byte the server's unless they ask."""
+    rc = tmp_path / "getmailrc"
+    rc.write_text(
+        "[retriever]\ntype = SimplePOP3SSLRetriever\nserver = h\nusername = u\n"
+        f"[destination]\ntype = Maildir\npath = ~/Mail/\n[options]\n{options}"
+    )
+    account = getmail.parse(rc.read_text(), rc)
+    assert account.keys.get("add_headers") == headers
+    notes = " ".join(str(n) for n in account.notes)
+    assert ("getmail adds that header by default" in notes) == default_note
+    if "received = false" in options:
+        assert "`received = false` needs no key" in notes
+
+
+@pytest.mark.parametrize(
+    ("line", "headers", "default_note"),
+    [("received_header on\n", ["received"], False), ("received_header off\n", None, False),
+     ("", None, True)],
+)  # fmt: skip
+def test_mpop_received_header(
+    tmp_path: Path, line: str, headers: list[str] | None, default_note: bool
+) -> None:
+    path = tmp_path / ".mpoprc"
+    text = f"account a\nhost h\nuser u\n{line}"
+    (account,) = mpop.accounts(mpop.parse_config(text, path), path, {"HOME": str(tmp_path)})
+    assert account.keys.get("add_headers") == headers
+    notes = " ".join(str(n) for n in account.notes)
+    assert ("mpop adds a Received header by default" in notes) == default_note

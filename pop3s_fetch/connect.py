@@ -146,6 +146,8 @@ class Connecting:
     ) -> None:
         self._account = account
         self._last_method = hints.login_method
+        # scramp is imported meanwhile, instead of between CAPA and AUTH.
+        sasl.preload_in_background(account.auth, oauth=account.oauth2 is not None)
         # A server that pipelined last time gets CAPA with the handshake, and, when it took
         # SCRAM last time and the secret is ready by then, the AUTH too.
         self._early_capa = hints.pipelines

@@ -8,7 +8,7 @@ OAUTHBEARER) as byte-level state machines, the RFC 5034 framing of one ``AUTH`` 
 
 It does no I/O and must not know sockets, configuration files, keyrings or token endpoints:
 the caller hands in a username and a secret (password or OAuth access token) and moves lines.
-SCRAM uses the standard library's PBKDF2 and HMAC; only the RFC's message format is here.
+SCRAM is delegated to ``scramp`` so that no hand-rolled SCRAM crypto lives here.
 
 Secrets (passwords, tokens) never appear in exception text or in ``repr()``.
 """
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
-import os
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from pop3s_fetch.errors import (
@@ -208,65 +209,44 @@ class CramMd5(_Base):
 
 
 class Scram(_Base):
-    """RFC 5802/7677 SCRAM-SHA-1 and SCRAM-SHA-256 without channel binding (``n,,``).
+    """RFC 5802/7677 SCRAM-SHA-1 and SCRAM-SHA-256 without channel binding, through scramp.
 
     The server must prove it knows the password (the server signature, ``v=``), either as the
     last challenge or with the +OK; :meth:`done` refuses a success that came without that proof.
-    The crypto is the standard library's (PBKDF2, HMAC, the digests); this class only strings
-    the RFC's messages together (importing scramp for it cost ~90 ms of every start: its
-    ``importlib.metadata`` version lookup and asn1crypto for channel binding). The tests hold
-    it to the RFC example exchanges and to scramp's own server.
     """
 
-    __slots__ = (
-        "_auth_message",
-        "_digest",
-        "_first_bare",
-        "_nonce",
-        "_password",
-        "_server_key",
-        "_step",
-        "_verified",
-        "name",
-    )
+    __slots__ = ("_client", "_step", "_verified", "name")
 
     def __init__(
         self, name: str, username: str, password: str, *, client_nonce: str | None = None
     ) -> None:
         super().__init__(username)
         self.name = name
-        self._digest = _SCRAM_DIGESTS[name]
         self._step = 0
         self._verified = False
-        self._server_key = b""
-        self._auth_message = b""
+        # Imported here: scramp pulls in asn1crypto, which costs start-up time and memory
+        # that only SCRAM logins should pay.
+        from scramp import ScramClient  # type: ignore[import-untyped]
+        from scramp.utils import ScramException  # type: ignore[import-untyped]
+
         try:
-            user = _saslprep(username)
-            self._password = _saslprep(password).encode()
-        except ValueError as err:
-            # The texts name the offending character class, never the characters.
+            self._client = ScramClient([name], username, password, c_nonce=client_nonce)
+        except ScramException as err:
+            # scramp's texts name the offending character class, never the characters.
             raise CredentialError(
                 f"{name} cannot carry this username or password: {err}",
                 hint='choose another mechanism with auth = "plain" or change the password',
             ) from err
-        if not user:
-            raise CredentialError(
-                f"{name} cannot carry this username or password: the username is empty",
-                hint='choose another mechanism with auth = "plain" or change the password',
-            )
-        if client_nonce is None:  # secrets.token_urlsafe(24) without importing random (~10 ms)
-            client_nonce = base64.urlsafe_b64encode(os.urandom(24)).decode("ascii")
-        self._nonce = client_nonce
-        escaped = user.replace("=", "=3D").replace(",", "=2C")
-        self._first_bare = f"n={escaped},r={self._nonce}".encode()
 
     def initial_response(self) -> bytes:
-        return b"n,," + self._first_bare
+        return str(self._client.get_client_first()).encode()
 
     def respond(self, challenge: bytes) -> bytes:
         self._step += 1
         if self._step == 1:
-            return self._client_final(challenge)
+            message = self._server_message(challenge, "first")
+            self._feed(self._client.set_server_first, message, "first")
+            return str(self._client.get_client_final()).encode()
         if self._step == 2:
             self._verify(challenge)
             return b""
@@ -287,121 +267,34 @@ class Scram(_Base):
                 hint="this is a server fault or an impostor; nothing was downloaded",
             )
 
-    def _client_final(self, server_first: bytes) -> bytes:
-        fields = self._fields(server_first, "first")
-        nonce, salt_text, count_text = fields.get("r"), fields.get("s"), fields.get("i")
-        if nonce is None or salt_text is None or count_text is None:
-            raise self._refused("first", "it lacks r=, s= or i=")
-        if not nonce.startswith(self._nonce) or len(nonce) <= len(self._nonce):
-            raise self._refused("first", "its nonce does not extend the client's")
-        if not count_text.isascii() or not count_text.isdigit() or count_text.startswith("0"):
-            raise self._refused("first", "the iteration count is not a number")
-        count = int(count_text)
-        if not SCRAM_MIN_ITERATIONS <= count <= SCRAM_MAX_ITERATIONS:
-            raise self._refused(
-                "first",
-                f"the iteration count {count} is outside "
-                f"{SCRAM_MIN_ITERATIONS}..{SCRAM_MAX_ITERATIONS}",
-            )
-        try:
-            salt = base64.b64decode(salt_text, validate=True)
-        except binascii.Error as err:
-            raise self._refused("first", "the salt is not base64") from err
-        salted = hashlib.pbkdf2_hmac(self._digest, self._password, salt, count)
-        client_key = hmac.digest(salted, b"Client Key", self._digest)
-        stored_key = hashlib.new(self._digest, client_key).digest()
-        without_proof = b"c=biws,r=" + nonce.encode()
-        self._auth_message = b",".join((self._first_bare, server_first, without_proof))
-        signature = hmac.digest(stored_key, self._auth_message, self._digest)
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        self._server_key = hmac.digest(salted, b"Server Key", self._digest)
-        return without_proof + b",p=" + base64.b64encode(proof)
-
     def _verify(self, final: bytes) -> None:
-        if not self._server_key:
-            raise self._refused("final", "it came before the server-first message")
-        given = self._fields(final, "final").get("v")
-        if given is None:
-            raise self._refused("final", "it has no server signature (v=)")
-        expected = hmac.digest(self._server_key, self._auth_message, self._digest)
-        if not hmac.compare_digest(given.encode(), base64.b64encode(expected)):
-            raise self._refused("final", "the server signature doesn't match")
+        message = self._server_message(final, "final")
+        self._feed(self._client.set_server_final, message, "final")
         self._verified = True
 
-    def _fields(self, data: bytes, stage: str) -> dict[str, str]:
+    def _server_message(self, data: bytes, stage: str) -> str:
         try:
             message = data.decode("utf-8")
         except UnicodeDecodeError as err:
             raise SaslError(f"{self.name}: the server-{stage} message is not UTF-8") from err
         if message.startswith("e="):
-            # The server ends with -ERR next; its reason is kept for that error.
+            # scramp cannot report a server's e= itself; the server ends with -ERR next.
             self.error_detail = f"{self.name} server error: {_printable(message[2:])}"
             raise SaslError(f"{self.name}: the server reported {_printable(message[2:])}")
-        fields: dict[str, str] = {}
-        for part in message.split(","):
-            key, equals, value = part.partition("=")
-            if len(key) == 1 and equals:
-                fields.setdefault(key, value)
-        return fields
+        return message
 
-    def _refused(self, stage: str, why: str) -> SaslError:
-        return SaslError(
-            f"{self.name}: the server-{stage} message was refused: {why}",
-            hint="the server did not prove it knows the password; nothing was downloaded"
-            if stage == "final"
-            else None,
-        )
+    def _feed(self, setter: Callable[[str], object], message: str, stage: str) -> None:
+        from scramp.utils import ScramException
 
-
-_SCRAM_DIGESTS = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
-#: RFC 7677 asks for at least 4096; the upper bound stops a hostile server from making
-#: the client spin in PBKDF2 for minutes.
-SCRAM_MIN_ITERATIONS = 4096
-SCRAM_MAX_ITERATIONS = 10_000_000
-
-
-def _saslprep(text: str) -> str:
-    """RFC 4013 SASLprep (stored-string profile: unassigned code points refused).
-
-    Raises:
-        ValueError: naming the class of character refused, never the character.
-    """
-    if text.isascii() and all(" " <= c <= "~" for c in text):
-        return text  # printable ASCII maps to itself and is never prohibited
-    import stringprep
-    import unicodedata
-
-    mapped = "".join(
-        " " if stringprep.in_table_c12(c) else c for c in text if not stringprep.in_table_b1(c)
-    )
-    data = unicodedata.ucd_3_2_0.normalize("NFKC", mapped)
-    if not data:
-        return ""
-    prohibited = (
-        (stringprep.in_table_a1, "unassigned code points are forbidden"),
-        (stringprep.in_table_c12, "non-ASCII spaces are forbidden"),
-        (stringprep.in_table_c21_c22, "control characters are forbidden"),
-        (stringprep.in_table_c3, "private use characters are forbidden"),
-        (stringprep.in_table_c4, "non-character code points are forbidden"),
-        (stringprep.in_table_c5, "surrogate codes are forbidden"),
-        (stringprep.in_table_c6, "non-plain-text characters are forbidden"),
-        (stringprep.in_table_c7, "non-canonical characters are forbidden"),
-        (stringprep.in_table_c8, "display-changing or deprecated characters are forbidden"),
-        (stringprep.in_table_c9, "tagging characters are forbidden"),
-    )
-    for char in data:
-        for test, why in prohibited:
-            if test(char):
-                raise ValueError(why)
-    # RFC 3454 section 6: right-to-left text must not mix in left-to-right characters and
-    # must begin and end with a right-to-left character.
-    right_to_left = any(stringprep.in_table_d1(c) for c in data)
-    if right_to_left and (
-        any(stringprep.in_table_d2(c) for c in data)
-        or not (stringprep.in_table_d1(data[0]) and stringprep.in_table_d1(data[-1]))
-    ):
-        raise ValueError("malformed bidirectional text")
-    return data
+        try:
+            setter(message)
+        except ScramException as err:
+            raise SaslError(
+                f"{self.name}: the server-{stage} message was refused: {err}",
+                hint="the server did not prove it knows the password; nothing was downloaded"
+                if stage == "final"
+                else None,
+            ) from err
 
 
 class XOAuth2(_Base):
@@ -618,6 +511,22 @@ def may_start_early(auth: str, last_method: str | None) -> bool:
     if last_method not in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
         return False
     return auth == "auto" or _NAMED.get(auth) == last_method
+
+
+def preload_in_background(auth: str, *, oauth: bool) -> None:
+    """Start importing scramp in a thread if the login may well use SCRAM.
+
+    The import costs tens of milliseconds; started before connecting, it is done while the
+    handshake's round trips are waited for, instead of between CAPA and AUTH. (Python's import
+    lock makes the login's own import wait for this one, never run twice.)
+    """
+    if not oauth and auth in ("auto", "scram-sha-256", "scram-sha-1"):
+        threading.Thread(target=_import_scramp, name="preload-scramp", daemon=True).start()
+
+
+def _import_scramp() -> None:
+    with contextlib.suppress(ImportError):  # reported, if ever needed, by the login itself
+        import scramp  # noqa: F401
 
 
 def choose(auth: str, offered: Sequence[str], *, oauth: bool, apop_possible: bool) -> str:

@@ -37,10 +37,10 @@ from pop3s_fetch import __version__, destcheck, policy
 from pop3s_fetch.config import Account, format_duration
 from pop3s_fetch.connect import log_in, open_session
 from pop3s_fetch.errors import ExitCode, Pop3sFetchError
-from pop3s_fetch.pop3 import RemoteMessage
+from pop3s_fetch.pop3 import NoUidl, RemoteMessage
 from pop3s_fetch.report import PARTIAL_FAILURE, error_record
 from pop3s_fetch.state import open_store
-from pop3s_fetch.sync import check_uidls
+from pop3s_fetch.sync import NO_UIDL_PREFIX, check_uidls, refused_without_uidl
 from pop3s_fetch.ui import human_bytes
 
 if TYPE_CHECKING:
@@ -236,7 +236,16 @@ def survey_account(
         with open_session(account, context=context) as session:
             session.prefetch_sizes = not known.delivered  # every message is new: one LIST
             log_in(session, account, secret, then_list=True)
-            uidls = session.unique_ids()
+            sizes: dict[int, int] | None = None
+            try:
+                uidls = session.unique_ids()
+            except NoUidl as err:
+                if account.keep:
+                    raise refused_without_uidl(account, err) from None
+                # keep = false: a sync fetches and deletes each message in one session, so
+                # every message is new; keyed by number, for this look only.
+                sizes = session.sizes()
+                uidls = {number: f"{NO_UIDL_PREFIX}{number}" for number in sizes}
             check_uidls(uidls)
             filter_deletes = account.filter_may_delete if account.filter else None
             new, survey.delete = plan(
@@ -248,9 +257,12 @@ def survey_account(
             )
             survey.filtered = account.filter is not None
             survey.on_server = len(uidls)
-            fetch_plan, survey.skipped, later = limit(
-                session.with_sizes(uidls, new), known, account
+            listed = (
+                session.with_sizes(uidls, new)
+                if sizes is None
+                else [RemoteMessage(n, uidls[n], sizes[n]) for n in new]
             )
+            fetch_plan, survey.skipped, later = limit(listed, known, account)
             survey.fetch, survey.deferred = fetch_plan.fetch, fetch_plan.deferred
             survey.delete += later
             survey.interrupted = known.pending & {uidls[n] for n in new}

@@ -532,14 +532,7 @@ class _AccountSync:
         messages again on every run.
         """
         if self.account.keep:
-            wish = "keep = true" if self.account.delete_after is None else "keep with a duration"
-            raise NoUidl(
-                err.message,
-                hint=f"without UIDL, messages cannot be told apart between runs, so {wish} "
-                "cannot work; nothing was downloaded or deleted. To fetch from this server "
-                "anyway set keep = false: each message is then deleted in the session that "
-                "fetched it",
-            ) from None
+            raise refused_without_uidl(self.account, err) from None
         sizes = session.sizes()
         stale = {uidl for uidl in delivered if uidl.startswith(NO_UIDL_PREFIX)}
         if stale:
@@ -900,6 +893,18 @@ def _placement(intent: Intent) -> Placement:
 def _intent(uidl: str, size: int, placement: Placement) -> Intent:
     return Intent(
         uidl, size, placement.target, placement.offset, placement.length, placement.digest
+    )
+
+
+def refused_without_uidl(account: Account, err: NoUidl) -> NoUidl:
+    """The error for a server without UIDL when the account keeps mail, naming the way out."""
+    wish = "keep = true" if account.delete_after is None else "keep with a duration"
+    return NoUidl(
+        err.message,
+        hint=f"without UIDL, messages cannot be told apart between runs, so {wish} "
+        "cannot work; nothing was downloaded or deleted. To fetch from this server "
+        "anyway set keep = false: each message is then deleted in the session that "
+        "fetched it",
     )
 
 

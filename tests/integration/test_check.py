@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pop3s_fetch.check import DELIVERED_EARLIER, ONCE_SAVED, Deletion, survey_account
-from pop3s_fetch.demo.server import wire_size
+from pop3s_fetch.demo.server import Faults, wire_size
 from tests.support.mail import corpus
 from tests.support.rig import InProcessRig, in_process_rig, serve
 
@@ -185,3 +185,24 @@ def test_a_failing_hook_is_a_warning_and_the_mail_stays_delivered(
     assert rig.landed() == rig.expected()
     assert rig.on_server() == rig.expected_on_server()
     assert rig.sync().fetched == 0  # delivered, recorded: never fetched again
+
+
+def test_a_server_without_uidl_is_all_new_with_keep_false_and_the_clear_error_otherwise(
+    rig: InProcessRig,
+) -> None:
+    """As a sync decides: with keep = false every message is fetched and deleted in one
+    session, so all are new and each is deleted once saved; keeping is refused with the fix."""
+    rig.server.faults = Faults(no_uidl=True)
+    found = survey(rig)
+    assert verbs(rig.sessions()[-1]).count("RETR") == 0
+    assert "DELE" not in verbs(rig.sessions()[-1])
+    if rig.keep:
+        assert found.error is not None
+        assert found.error.exit_code == 76
+        assert "set keep = false" in (found.error.hint or "")
+        return
+    assert found.error is None
+    assert found.new == found.on_server == len(rig.originals)
+    assert found.octets == sum(wire_size(m) for m in rig.originals)
+    assert [d.reason for d in found.delete] == [ONCE_SAVED] * len(rig.originals)
+    assert rig.on_server() == sorted(rig.originals)

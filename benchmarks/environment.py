@@ -115,8 +115,8 @@ def running_secret_service(scratch: Path) -> Iterator[str]:
     missing = [program for program in REQUIRED_PROGRAMS if shutil.which(program) is None]
     if missing:
         raise SystemExit(f"benchmarks: the keyring scenario needs {', '.join(missing)}")
-    root = scratch / "secret-service"
-    root.mkdir()
+    # A directory per use: several scenarios start their own (keyidle, big100k, daemon).
+    root = Path(tempfile.mkdtemp(prefix="secret-service-", dir=scratch))
     service = SecretService(root)
     service.start()
     try:

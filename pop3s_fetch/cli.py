@@ -13,10 +13,10 @@ import functools
 import os
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
@@ -137,6 +137,21 @@ def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(err), ctx, param) from None
 
 
+_Command = TypeVar("_Command", bound=Callable[..., object])
+
+
+def _jobs_option(done: str) -> Callable[[_Command], _Command]:
+    """``-j/--jobs``, one definition for the commands that work on accounts side by side."""
+    return click.option(
+        "-j",
+        "--jobs",
+        type=click.IntRange(min=1, max=64),
+        default=8,
+        show_default=True,
+        help=f"Accounts {done} at the same time.",
+    )
+
+
 @cli.command()
 @click.argument("accounts", nargs=-1, shell_complete=_complete_accounts)
 @click.option(
@@ -154,14 +169,7 @@ def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     metavar="SECONDS",
     help="If another run holds an account, wait this long for it before giving up (exit 75).",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1, max=64),
-    default=8,
-    show_default=True,
-    help="Accounts synced at the same time.",
-)
+@_jobs_option("synced")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only (for cron).")
 @click.option("--no-progress", is_flag=True, help="No progress display, even on a terminal.")
 @click.option(
@@ -319,14 +327,7 @@ def _sync_every(
 
 @cli.command()
 @click.argument("accounts", nargs=-1, shell_complete=_complete_accounts)
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1, max=64),
-    default=8,
-    show_default=True,
-    help="Accounts checked at the same time.",
-)
+@_jobs_option("checked")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only; the exit status answers.")
 @click.option(
     "--json",

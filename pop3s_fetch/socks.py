@@ -16,9 +16,11 @@ accounts or the configuration file; it imports only ``errors``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pop3s_fetch.errors import ConnectError
@@ -193,10 +195,12 @@ class _Exchange:
             "is connected; retry later, or raise timeout",
         )
 
-    def send(self, data: bytes) -> None:
+    @contextlib.contextmanager
+    def _talking(self) -> Iterator[None]:
+        """One send or receive, within what is left of the deadline; socket errors named."""
         self._sock.settimeout(self._remaining())
         try:
-            self._sock.sendall(data)
+            yield
         except TimeoutError as err:
             raise self._too_slow() from err
         except OSError as err:
@@ -204,19 +208,16 @@ class _Exchange:
                 f"the connection to it was lost: {err.strerror or err}", "retry later"
             ) from err
 
+    def send(self, data: bytes) -> None:
+        with self._talking():
+            self._sock.sendall(data)
+
     def read(self, count: int, what: str) -> bytes:
         """Exactly ``count`` bytes (one recv may return fewer), within the deadline."""
         data = bytearray()
         while len(data) < count:
-            self._sock.settimeout(self._remaining())
-            try:
+            with self._talking():
                 chunk = self._sock.recv(count - len(data))
-            except TimeoutError as err:
-                raise self._too_slow() from err
-            except OSError as err:
-                raise self.error(
-                    f"the connection to it was lost: {err.strerror or err}", "retry later"
-                ) from err
             if not chunk:
                 raise self.broken(f"it closed the connection before {what} was complete")
             data += chunk

@@ -278,13 +278,16 @@ def _sync_every(
     ignore_login_delay: bool,
 ) -> int:
     """Daemon mode: the loop is pop3s_fetch.daemon's; here it is only wired to the world."""
-    from pop3s_fetch import credentials, daemon
+    from pop3s_fetch import connect, credentials, daemon
     from pop3s_fetch.state import state_dir
     from pop3s_fetch.sync import AccountResult, SyncOptions, sync_accounts
     from pop3s_fetch.ui import ProgressReporter, summary_line
 
+    contexts = connect.KeptContexts()  # made once per server; TLS sessions resumed
+
     def load() -> list[daemon.Job]:
         selected = _load_config(g).select(list(names))
+        contexts.clear()  # a re-read configuration re-reads CA files and client certificates
         return [(a, functools.partial(credentials.login_secret, a)) for a in selected]
 
     first = load()  # a broken configuration at the start is fatal (78), as for one sync
@@ -296,6 +299,7 @@ def _sync_every(
         wait=wait,
         stop_requested=wakeup.stop_requested,
         ignore_login_delay=ignore_login_delay,
+        context_factory=contexts,
     )
 
     def run_round(due: Sequence[daemon.Job]) -> list[AccountResult]:

@@ -14,6 +14,7 @@ hints), or the ui (no Reporter, no output).
 from __future__ import annotations
 
 import contextvars
+import logging
 import ssl
 import threading
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from pop3s_fetch import sasl, tls
 from pop3s_fetch.config import Account
 from pop3s_fetch.errors import AuthError, TLSError
 from pop3s_fetch.pop3 import Pop3Client
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,10 @@ def open_session(
         except BaseException:
             session.close()
             raise
+    if session.tls_resumed:
+        logger.debug(
+            "%s:%d: the TLS session of the last connection was resumed", account.host, account.port
+        )
     return session
 
 
@@ -285,6 +292,38 @@ class _InBackground:
             session = self._session
         if session is not None:
             session.close()
+
+
+class KeptContexts:
+    """SSL contexts for a process that connects to the same servers again (``sync --every``).
+
+    A ``context_factory``: one context per server (host, port, proxy and TLS settings), made
+    once, so that CA files are not parsed again at each poll; a verifying one resumes its last
+    TLS session with that server (:func:`tls.resume_sessions`). Pinned contexts are made
+    afresh each time and never resume: the pin is the trust, checked on a full handshake.
+    :meth:`clear` forgets them all, for a re-read configuration (CA files may have changed).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # sync --jobs opens accounts from several threads
+        self._contexts: dict[object, ssl.SSLContext] = {}
+
+    def __call__(self, account: Account) -> ssl.SSLContext:
+        settings = account.tls
+        if settings.fingerprint is not None:
+            return tls.client_context(settings)
+        key = (account.host, account.port, account.proxy, settings)
+        with self._lock:
+            context = self._contexts.get(key)
+        if context is None:
+            context = tls.resume_sessions(tls.client_context(settings), account.host)
+            with self._lock:
+                context = self._contexts.setdefault(key, context)
+        return context
+
+    def clear(self) -> None:
+        with self._lock:
+            self._contexts.clear()
 
 
 def _fix_for_refused_secret(account: Account) -> str:

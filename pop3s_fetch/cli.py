@@ -320,7 +320,10 @@ def _sync_every(
         wakeup=wakeup,
     )
     try:
-        with daemon.signals_handled(wakeup, output.notice_from_signal_handler):
+        with (
+            credentials.secret_service_kept_open(),
+            daemon.signals_handled(wakeup, output.notice_from_signal_handler),
+        ):
             return loop.run(first)
     except KeyboardInterrupt:  # a second SIGTERM or SIGINT: as Ctrl-C without --every
         for line in reporter.interrupted_lines():

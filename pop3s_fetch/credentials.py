@@ -39,7 +39,8 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -50,7 +51,9 @@ from pop3s_fetch.programs import exit_status, stop_group
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from jeepney.io.blocking import DBusConnection  # type: ignore[import-untyped]
     from keyring.backend import KeyringBackend
+    from secretstorage.dhcrypto import Session as SecretSession
 
     from pop3s_fetch.config import Account
 
@@ -439,30 +442,171 @@ def _read_from_secret_service(account: str, item: _Item, environ: Mapping[str, s
     except ImportError:
         return None
     query = {_USERNAME_ATTRIBUTE: account, _SERVICE_ATTRIBUTE: item.service}
-    failure: str
     try:
-        with contextlib.closing(secretstorage.dbus_init()) as connection:
-            collection = secretstorage.Collection(connection)  # the "default" alias, as keyring
-            if collection.is_locked():
-                failure = "the default collection is locked"
-            else:
-                found = list(collection.search_items(query))
-                if len(found) != 1:
-                    failure = f"{len(found)} items match"
-                elif found[0].is_locked():
-                    failure = "the item is locked"
-                else:
-                    secret = found[0].get_secret().decode("utf-8")
-                    logger.debug(
-                        "the %s for account %s was read from the Secret Service directly",
-                        item.noun,
-                        _quoted(account),
-                    )
-                    return secret
+        if _kept.holders:
+            secret, failure = _kept.read(secretstorage.dbus_init, query, environ)
+        else:
+            from secretstorage.util import open_session
+
+            with contextlib.closing(secretstorage.dbus_init()) as connection:
+                secret, failure = _read_item(connection, open_session(connection), query)
     except Exception as err:  # D-Bus and secretstorage errors, UnicodeDecodeError: keyring's turn
-        failure = type(err).__name__
+        secret, failure = None, type(err).__name__
+    if secret is not None:
+        logger.debug(
+            "the %s for account %s was read from the Secret Service directly",
+            item.noun,
+            _quoted(account),
+        )
+        return secret
     logger.debug("reading the Secret Service directly: %s; asking keyring", failure)
     return None
+
+
+def _read_item(
+    connection: DBusConnection, session: SecretSession, query: dict[str, str]
+) -> tuple[str | None, str]:
+    """(the secret, "") in the plain case, else (None, why not); D-Bus errors are raised.
+
+    Two calls: SearchItems in the default collection (keyring's), GetSecret of the one item
+    found. A locked collection or item answers GetSecret with IsLocked; it is never unlocked
+    here (unlocking may prompt).
+    """
+    from secretstorage.collection import COLLECTION_IFACE, DEFAULT_COLLECTION
+    from secretstorage.defines import SS_PREFIX
+    from secretstorage.item import ITEM_IFACE
+    from secretstorage.util import DBusAddressWrapper
+
+    collection = DBusAddressWrapper(DEFAULT_COLLECTION, COLLECTION_IFACE, connection)
+    (found,) = collection.call("SearchItems", "a{ss}", query)
+    if len(found) != 1:
+        return None, f"{len(found)} items match"
+    item = DBusAddressWrapper(found[0], ITEM_IFACE, connection)
+    try:
+        (secret,) = item.call("GetSecret", "o", session.object_path)
+    except Exception as err:
+        if getattr(err, "name", None) == SS_PREFIX + "Error.IsLocked":
+            return None, "the item is locked"
+        raise
+    return _decrypted(session, secret).decode("utf-8"), ""
+
+
+def _decrypted(session: SecretSession, secret: tuple[str, bytes, bytes, str]) -> bytes:
+    """The value of a Secret Service ``Secret`` struct, decrypted with the session's key."""
+    _, parameters, value, _ = secret
+    if not session.encrypted:
+        return bytes(value)
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    assert session.aes_key is not None
+    decryptor = Cipher(algorithms.AES(session.aes_key), modes.CBC(bytes(parameters))).decryptor()
+    padded = decryptor.update(bytes(value)) + decryptor.finalize()
+    pad = padded[-1] if padded else 0
+    if not 1 <= pad <= 16 or padded[-pad:] != bytes([pad]) * pad:  # PKCS #7
+        raise ValueError("the Secret Service sent a secret that does not decrypt")
+    return padded[:-pad]
+
+
+class _KeptLink:
+    """One D-Bus connection and Secret Service session, shared by the reads of a daemon.
+
+    Opening them costs more than the read itself (a connection, and a Diffie-Hellman key
+    exchange in Python for the session). The secret is still read afresh each time, so a
+    ``password set`` takes effect at the next read. The link is opened again, once per read,
+    when the bus address changed, the Secret Service is another process than the one the
+    session belongs to (the keyring was restarted), or a call on the kept link failed.
+    """
+
+    def __init__(self) -> None:
+        self.holders = 0  # kept_open() blocks running; none: each read opens its own link
+        self._lock = threading.Lock()  # jeepney's blocking connection is one caller's at a time
+        self._connection: DBusConnection | None = None
+        self._session: SecretSession | None = None
+        self._address = ""
+        self._owner = ""  # the Secret Service's unique bus name when the session was opened
+
+    def read(
+        self,
+        connect: Callable[[], DBusConnection],
+        query: dict[str, str],
+        environ: Mapping[str, str],
+    ) -> tuple[str | None, str]:
+        with self._lock:
+            address = environ.get("DBUS_SESSION_BUS_ADDRESS", "")
+            try:
+                if not self._usable(address):
+                    self._open(connect, address)
+                return self._read(query)
+            except Exception as err:  # the bus or the keyring went away: a new link, once
+                logger.debug(
+                    "the kept Secret Service link failed (%s); opening it again", type(err).__name__
+                )
+                self._open(connect, address)
+                return self._read(query)
+
+    def _usable(self, address: str) -> bool:
+        """Open on this bus, to the Secret Service process that the session belongs to."""
+        if self._connection is None or self._address != address:
+            return False
+        if self._service_owner() != self._owner:
+            logger.debug("the Secret Service was restarted; opening a new session with it")
+            return False
+        return True
+
+    def _read(self, query: dict[str, str]) -> tuple[str | None, str]:
+        assert self._connection is not None
+        assert self._session is not None
+        return _read_item(self._connection, self._session, query)
+
+    def _open(self, connect: Callable[[], DBusConnection], address: str) -> None:
+        from secretstorage.util import open_session
+
+        self.close_unlocked()
+        self._connection = connect()
+        self._address = address
+        self._session = open_session(self._connection)
+        self._owner = self._service_owner()
+        logger.debug("opened a Secret Service session to keep while running")
+
+    def _service_owner(self) -> str:
+        from jeepney.bus_messages import message_bus  # type: ignore[import-untyped]
+
+        assert self._connection is not None
+        reply = self._connection.send_and_get_reply(message_bus.GetNameOwner(_SECRETS_BUS_NAME))
+        (owner,) = reply.body
+        return str(owner)
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_unlocked()
+
+    def close_unlocked(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(OSError):
+                self._connection.close()
+        self._connection, self._session, self._owner = None, None, ""
+
+
+_SECRETS_BUS_NAME = "org.freedesktop.secrets"
+_kept = _KeptLink()
+
+
+@contextlib.contextmanager
+def secret_service_kept_open() -> Iterator[None]:
+    """Within this block, reads from the Secret Service share one connection and session.
+
+    For a process that reads the same secrets again and again (``sync --every``); closed when
+    the last block ends. Never prompts: a locked keyring is left to keyring, as elsewhere.
+    """
+    with _kept._lock:
+        _kept.holders += 1
+    try:
+        yield
+    finally:
+        with _kept._lock:
+            _kept.holders -= 1
+            if not _kept.holders:
+                _kept.close_unlocked()
 
 
 def _secret_service_is_keyring_choice(environ: Mapping[str, str]) -> bool:

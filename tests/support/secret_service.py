@@ -55,6 +55,8 @@ class SecretService:
         }
         self._root = root
         self._daemons: list[subprocess.Popen[bytes]] = []
+        self._keyring: subprocess.Popen[bytes] | None = None
+        self._unlock_password = secrets.token_urlsafe(18)  # the login keyring's, this instance's
 
     def subprocess_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The current environment plus :attr:`env`, without keyring backend overrides."""
@@ -89,6 +91,17 @@ class SecretService:
             kill_session_leftovers(process.pid, STOP_TIMEOUT)
             if process.stdout is not None:
                 process.stdout.close()
+
+    def restart_keyring(self) -> None:
+        """Stop gnome-keyring and start it again on the same bus, with the same keyrings."""
+        old = self._keyring
+        assert old is not None, "start() first"
+        old.terminate()
+        old.wait(timeout=STOP_TIMEOUT)
+        kill_session_leftovers(old.pid, STOP_TIMEOUT)
+        self._daemons.remove(old)
+        self._start_keyring_daemon()
+        self._wait_for_bus_name(SECRETS_BUS_NAME)
 
     def _start_bus(self) -> str:
         """Start ``dbus-daemon --session`` on a socket of our own; return its address."""
@@ -133,9 +146,10 @@ class SecretService:
                 start_new_session=True,
             )
         self._daemons.append(process)
+        self._keyring = process
         assert process.stdin is not None
         with process.stdin:
-            process.stdin.write(secrets.token_urlsafe(18).encode())
+            process.stdin.write(self._unlock_password.encode())
 
     def _wait_for_bus_name(self, name: str) -> None:
         """Poll the bus until ``name`` has an owner: the daemon registers asynchronously."""

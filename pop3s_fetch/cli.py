@@ -283,7 +283,7 @@ def _sync_every(
     from pop3s_fetch.sync import AccountResult, SyncOptions, sync_accounts
     from pop3s_fetch.ui import ProgressReporter, summary_line
 
-    contexts = connect.KeptContexts()  # made once per server; TLS sessions resumed
+    contexts = connect.KeptContexts()  # made once per server, not at each poll
 
     def load() -> list[daemon.Job]:
         selected = _load_config(g).select(list(names))

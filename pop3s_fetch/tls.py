@@ -29,8 +29,6 @@ from pop3s_fetch import socks
 from pop3s_fetch.errors import ConnectError, TLSError
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
-
     from pop3s_fetch.config import TlsSettings
 
 FINGERPRINT_PREFIX = "sha256:"
@@ -204,80 +202,6 @@ def _load_client_certificate(context: ssl.SSLContext, cert: Path | None, key: Pa
         raise TLSError(
             f"cannot load the client certificate from {files}: {detail}", hint=hint
         ) from err
-
-
-# -- resumption -------------------------------------------------------------------------------
-
-
-class ResumingContext(ssl.SSLContext):
-    """A client context that offers the server the TLS session of its last connection.
-
-    For a process that connects to one server again and again (``sync --every``): a resumed
-    handshake skips the certificate chain and its signatures on both sides. Made only by
-    :func:`resume_sessions`, from a context that verifies the chain and the host name. The
-    session is offered only to the host it was verified for, and only through this context
-    (the trust it was verified under); the caller keeps one context per host and port.
-    """
-
-    _resume_host: str
-    _resume_session: ssl.SSLSession | None
-
-    def wrap_socket(
-        self,
-        sock: socket.socket,
-        server_side: bool = False,
-        do_handshake_on_connect: bool = True,
-        suppress_ragged_eofs: bool = True,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLSocket:
-        if session is None and not server_side and server_hostname == self._resume_host:
-            session = self._resume_session
-        return super().wrap_socket(
-            sock,
-            server_side=server_side,
-            do_handshake_on_connect=do_handshake_on_connect,
-            suppress_ragged_eofs=suppress_ragged_eofs,
-            server_hostname=server_hostname,
-            session=session,
-        )
-
-
-class _SessionNotingSocket(ssl.SSLSocket):
-    """Hands its session to its :class:`ResumingContext` at the first read after the handshake.
-
-    Not at the handshake: a TLS 1.3 server sends its session tickets after it, and they are
-    taken in with the first record read (the greeting).
-    """
-
-    def read(self, len: int = 1024, buffer: WriteableBuffer | None = None) -> bytes:
-        data = super().read(len, buffer)
-        if not self.__dict__.get("_noted"):
-            self._noted = True
-            context = self.context
-            if isinstance(context, ResumingContext) and self.server_hostname == (
-                context._resume_host
-            ):
-                context._resume_session = self.session
-        return data
-
-
-def resume_sessions(context: ssl.SSLContext, host: str) -> ResumingContext:
-    """Make ``context`` (from :func:`client_context`, verifying) resume sessions with ``host``.
-
-    Raises:
-        ValueError: ``context`` does not check the chain and the host name (a pinned one).
-    """
-    if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
-        raise ValueError("only a context that verifies the server may resume its sessions")
-    # The same object, its class swapped for a subclass that adds behaviour and no state
-    # layout: the trust store and settings client_context gave it stay exactly as they are.
-    context.__class__ = ResumingContext
-    assert isinstance(context, ResumingContext)
-    context._resume_host = host
-    context._resume_session = None
-    context.sslsocket_class = _SessionNotingSocket
-    return context
 
 
 # -- certificate summaries --------------------------------------------------------------------

@@ -300,10 +300,6 @@ class Pop3Client:
         return self._transport.tls_version
 
     @property
-    def tls_resumed(self) -> bool:
-        return self._transport.tls_resumed
-
-    @property
     def cipher(self) -> str:
         return self._transport.cipher
 

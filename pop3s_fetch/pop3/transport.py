@@ -328,11 +328,6 @@ class Transport:
         return self._sock.version() or "unknown"
 
     @property
-    def tls_resumed(self) -> bool:
-        """The handshake resumed an earlier TLS session (``tls.ResumingContext`` offered it)."""
-        return isinstance(self._sock, ssl.SSLSocket) and self._sock.session_reused is True
-
-    @property
     def cipher(self) -> str:
         cipher = self._sock.cipher() if isinstance(self._sock, ssl.SSLSocket) else None
         return cipher[0] if cipher else "none"

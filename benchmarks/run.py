@@ -63,6 +63,8 @@ class Scenario:
     #: Daemon: pop3s-fetch ``sync --every 1s`` stays up for this many idle polls; mpop's cold
     #: idle runs are the yardstick.
     polls: int = 0
+    #: Daemon: seconds between polls (``--interval``; under 1 s only for the memory check).
+    interval: float = 1.0
 
 
 def _scenarios() -> dict[str, Scenario]:
@@ -333,7 +335,7 @@ def _run_scenario(
                 result.runs.append(_run_once(client, command, run_dir, result, "idle run"))
         for (client, command, _, _), result in zip(filled, results, strict=True):
             if _daemon(scenario, client):
-                _daemon_polls(command, scenario.polls, result)
+                _daemon_polls(command, scenario.polls, result, scenario.interval)
     for (_, _, _, accounts), result in zip(filled, results, strict=True):
         result.verification = _verify(mailboxes, accounts, "maildir")
         _progress(result)
@@ -349,26 +351,34 @@ def _daemon(scenario: Scenario, client: Client) -> bool:
     return scenario.polls > 0 and isinstance(client, Pop3sFetch)
 
 
-#: The daemon scenario's interval: the shortest ``--every`` accepts.
+#: The daemon scenario's interval: the shortest ``--every`` accepts (``--interval`` changes it).
 POLL_INTERVAL = 1.0
 
 
-def _daemon_polls(command: Command, polls: int, result: ClientResult) -> None:
-    """Run ``sync --every 1s`` for ``polls`` + 1 rounds; record each poll after the first.
+def _daemon_polls(
+    command: Command, polls: int, result: ClientResult, interval: float = POLL_INTERVAL
+) -> None:
+    """Run ``sync --every INTERVAL`` for ``polls`` + 1 rounds; record each poll after the first.
 
     The loop sleeps ``interval`` after a round ends, so a poll's wall time is the gap between
     two summary lines less the interval. CPU is read from /proc (10 ms ticks: each poll is
     given the average over all of them); RSS after each poll is kept in ``result.rss_trace``.
+    An interval under the CLI's 1 s minimum (for a memory check over many polls) runs the CLI
+    through ``benchmarks._short_interval``, which only lets ``--every`` take it.
     """
     import os
     import signal
     import subprocess
 
-    argv = [a for a in command.argv if a != "--quiet"] + ["--every", f"{POLL_INTERVAL:.0f}s"]
+    argv = [a for a in command.argv if a != "--quiet"] + ["--every", f"{interval:g}s"]
+    env = dict(command.env)
+    if interval < POLL_INTERVAL:
+        argv = [sys.executable, "-m", "benchmarks._short_interval", *argv[1:]]
+        env["PYTHONPATH"] = str(REPO_ROOT)
     tick = os.sysconf("SC_CLK_TCK")
     process = subprocess.Popen(
         argv,
-        env=dict(command.env),
+        env=env,
         cwd=command.cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -400,7 +410,7 @@ def _daemon_polls(command: Command, polls: int, result: ClientResult) -> None:
         return
     cpu_each = (marks[-1][1] - marks[0][1]) / polls
     for (t0, _, _), (t1, _, rss) in itertools.pairwise(marks):
-        result.runs.append(Measurement(t1 - t0 - POLL_INTERVAL, cpu_each, rss, 0))
+        result.runs.append(Measurement(t1 - t0 - interval, cpu_each, rss, 0))
     result.rss_trace = [rss for _, _, rss in marks]
 
 
@@ -636,6 +646,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=None,
         help="idle polls of the daemon scenarios (default: daemon 200, quick-daemon 3)",
     )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        help="seconds between the daemon scenarios' polls (default 1, the CLI's minimum; less "
+        "runs the CLI through benchmarks._short_interval, e.g. --polls 1000 --interval 0.05 "
+        "for the memory check)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--keep-scratch", action="store_true", help="keep the run directories")
     return parser.parse_args(argv)
@@ -679,6 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             scenario = catalogue[name]
             if scenario.polls and args.polls:
                 scenario = replace(scenario, polls=args.polls)
+            if scenario.polls and args.interval is not None:
+                scenario = replace(scenario, interval=args.interval)
             runs = (
                 scenario.repeat if scenario.repeat and not (args.repeat or args.quick) else repeat
             )

@@ -90,6 +90,15 @@ def test_quick_benchmark_runs_and_verifies_pop3s_fetch() -> None:
 
 
 @pytest.mark.dovecot
+def test_the_daemon_scenario_polls_faster_than_the_cli_allows_for_the_memory_check() -> None:
+    done = run_benchmark(
+        "benchmarks.run", "--scenario", "quick-daemon", "--polls", "20", "--interval", "0.05"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RSS flat over 20 polls" in done.stdout, done.stdout
+
+
+@pytest.mark.dovecot
 def test_timeline_names_every_step_of_a_sync_in_order() -> None:
     done = run_benchmark("benchmarks.timeline", "--runs", "1")
     assert done.returncode == 0, done.stdout + done.stderr

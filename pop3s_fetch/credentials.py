@@ -25,7 +25,9 @@ token, and this module never writes one anywhere but the keyring.
 discovers backends and that slows down ``pop3s-fetch --help``. Reading a secret skips keyring
 altogether where keyring would use the Secret Service anyway (see
 :func:`_read_from_secret_service`): importing it and probing every platform's backend costs
-more than the rest of an idle run.
+more than the rest of an idle run. Within :func:`secret_service_kept_open` (``sync --every``)
+those reads share one D-Bus connection and Secret Service session instead of opening their
+own; the secret is still read each time.
 
 Must not know: click, rich, poplib, the configuration file format (it reads the validated
 :class:`~pop3s_fetch.config.Account` only), OAuth2 HTTP, or how mail is fetched.

@@ -520,7 +520,7 @@ class _KeptLink:
     """
 
     def __init__(self) -> None:
-        self.holders = 0  # kept_open() blocks running; none: each read opens its own link
+        self.holders = 0  # secret_service_kept_open() blocks running; 0: each read opens a link
         self._lock = threading.Lock()  # jeepney's blocking connection is one caller's at a time
         self._connection: DBusConnection | None = None
         self._session: SecretSession | None = None
@@ -563,7 +563,7 @@ class _KeptLink:
     def _open(self, connect: Callable[[], DBusConnection], address: str) -> None:
         from secretstorage.util import open_session
 
-        self.close_unlocked()
+        self.close()
         self._connection = connect()
         self._address = address
         self._session = open_session(self._connection)
@@ -571,18 +571,17 @@ class _KeptLink:
         logger.debug("opened a Secret Service session to keep while running")
 
     def _service_owner(self) -> str:
+        """The unique bus name of the Secret Service's process; raises if none owns it."""
         from jeepney.bus_messages import message_bus  # type: ignore[import-untyped]
+        from jeepney.wrappers import unwrap_msg  # type: ignore[import-untyped]
 
         assert self._connection is not None
         reply = self._connection.send_and_get_reply(message_bus.GetNameOwner(_SECRETS_BUS_NAME))
-        (owner,) = reply.body
+        (owner,) = unwrap_msg(reply)  # a D-Bus error (no owner) raises
         return str(owner)
 
     def close(self) -> None:
-        with self._lock:
-            self.close_unlocked()
-
-    def close_unlocked(self) -> None:
+        """Close the link (the caller holds the lock)."""
         if self._connection is not None:
             with contextlib.suppress(OSError):
                 self._connection.close()
@@ -608,7 +607,7 @@ def secret_service_kept_open() -> Iterator[None]:
         with _kept._lock:
             _kept.holders -= 1
             if not _kept.holders:
-                _kept.close_unlocked()
+                _kept.close()
 
 
 def _secret_service_is_keyring_choice(environ: Mapping[str, str]) -> bool:

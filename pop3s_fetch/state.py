@@ -112,6 +112,25 @@ CREATE TABLE IF NOT EXISTS filtered (
     recorded_at REAL NOT NULL
 )
 """
+# The quiet-listing shortcut (see StateStore.quiet_listing) must never outlive a change to what
+# it summarises. This program drops it in every transaction that writes a per-message table;
+# these triggers drop it too for any other writer (an older pop3s-fetch, the sqlite3 shell) on
+# every change that could make a listed message undelivered or alter what a run does with it.
+# None fires on the bulk paths (a new row, a flip to delivered), where a trigger costs ~2 us a
+# row: a row added can only make a message count as delivered, as a full run would too.
+_QUIET_KEY = "quiet_listing"
+_FORGET_QUIET = "DELETE FROM server WHERE key = 'quiet_listing'"  # _QUIET_KEY
+_QUIET_TRIGGERS = {
+    "quiet_messages_delete": f"AFTER DELETE ON messages BEGIN {_FORGET_QUIET}; END",
+    "quiet_messages_update": "AFTER UPDATE ON messages WHEN NEW.status != 'delivered' "
+    f"OR NEW.uidl != OLD.uidl BEGIN {_FORGET_QUIET}; END",
+    **{
+        f"quiet_{table}_{event.lower()}": f"AFTER {event} ON {table} BEGIN {_FORGET_QUIET}; END"
+        for table in ("held", "absent", "oversize", "filtered")
+        for event in ("INSERT", "UPDATE", "DELETE")
+    },
+}
+
 #: A delivered UIDL missing from this many complete listings in a row...
 FORGET_AFTER_LISTINGS = 3
 #: ...spread over at least this long is taken to be gone for good, and forgotten.
@@ -183,6 +202,13 @@ class StateStore:
         except sqlite3.Error as err:
             raise _state_error(self.path, err) from err
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that writes per-message rows: it drops the quiet-listing shortcut."""
+        with self._transaction() as db:
+            db.execute(_FORGET_QUIET)
+            yield db
+
     def delivered(self) -> set[str]:
         """UIDLs whose messages are durable in the destination.
 
@@ -216,7 +242,7 @@ class StateStore:
     def record_intents(self, intents: Sequence[Intent], *, now: float | None = None) -> None:
         """Journal deliveries about to become visible, in one durable commit (at ``now``)."""
         now = time.time() if now is None else now
-        with self._transaction() as db:
+        with self._changing() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO messages"
                 " (uidl, size, status, target, offset, length, digest, recorded_at)"
@@ -226,7 +252,7 @@ class StateStore:
 
     def mark_delivered(self, uidls: Iterable[str]) -> None:
         """Flip journalled deliveries to delivered, in one durable commit."""
-        with self._transaction() as db:
+        with self._changing() as db:
             db.executemany(
                 "UPDATE messages SET status = 'delivered' WHERE uidl = ?",
                 [(uidl,) for uidl in uidls],
@@ -242,7 +268,7 @@ class StateStore:
         Rows already present are left alone. Returns how many were added.
         """
         now = time.time()
-        with self._transaction() as db:
+        with self._changing() as db:
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO messages"
@@ -276,7 +302,7 @@ class StateStore:
 
         Rows already present are left alone: the state knows better than a match by headers.
         """
-        with self._transaction() as db:
+        with self._changing() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO messages"
                 " (uidl, size, status, target, offset, length, digest, recorded_at)"
@@ -291,7 +317,7 @@ class StateStore:
         list here, so a per-message table added later (held, absent, oversize, a filter's)
         cannot keep a forgotten message from being fetched. Returns how many message rows went.
         """
-        with self._transaction() as db:
+        with self._changing() as db:
             tables = [
                 name
                 for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -364,7 +390,7 @@ class StateStore:
     def remember_oversize(self, sizes: Mapping[str, int], *, overran: bool = False) -> None:
         """Note messages left on the server for their size (reported once, then quietly)."""
         now = time.time()
-        with self._transaction() as db:
+        with self._changing() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO oversize (uidl, size, overran, recorded_at)"
                 " VALUES (?, ?, ?, ?)",
@@ -378,7 +404,7 @@ class StateStore:
         """
         gone = [(uidl,) for uidl in set(self.oversize()) - uidls]
         if gone:
-            with self._transaction() as db:
+            with self._changing() as db:
                 db.executemany("DELETE FROM oversize WHERE uidl = ?", gone)
 
     def filtered(self) -> dict[str, str]:
@@ -395,7 +421,7 @@ class StateStore:
         """Record the filter's verdicts (UIDL -> (LIST size, "skip" | "delete")) in one
         durable commit: a "delete" is recorded before its DELE is sent."""
         now = time.time()
-        with self._transaction() as db:
+        with self._changing() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO filtered (uidl, size, verdict, recorded_at)"
                 " VALUES (?, ?, ?, ?)",
@@ -412,7 +438,7 @@ class StateStore:
             (uidl,) for uidl, v in self.filtered().items() if v == "skip" and uidl not in present
         ]
         if gone:
-            with self._transaction() as db:
+            with self._changing() as db:
                 db.executemany("DELETE FROM filtered WHERE uidl = ?", gone)
 
     def server_pipelines(self) -> bool:
@@ -504,7 +530,7 @@ class StateStore:
     def forget(self, uidls: Iterable[str]) -> None:
         """Drop rows: failed intents, messages this run deleted, or ones long gone."""
         rows = [(uidl,) for uidl in uidls]
-        with self._transaction() as db:
+        with self._changing() as db:
             db.executemany("DELETE FROM messages WHERE uidl = ?", rows)
             db.executemany("DELETE FROM held WHERE uidl = ?", rows)
             db.executemany("DELETE FROM absent WHERE uidl = ?", rows)
@@ -512,7 +538,7 @@ class StateStore:
 
     def hold(self, uidl: str, listed: int, received: int) -> None:
         """Never delete this delivered message from the server: its size disagreed."""
-        with self._transaction() as db:
+        with self._changing() as db:
             db.execute(
                 "INSERT OR REPLACE INTO held (uidl, listed, received, recorded_at)"
                 " VALUES (?, ?, ?, ?)",
@@ -547,7 +573,7 @@ class StateStore:
         if not gone and not back and listed == previous:
             # The everyday idle run: nothing to note, so no commit and no fsync.
             return 0
-        with self._transaction() as db:
+        with self._changing() as db:
             db.executemany("DELETE FROM absent WHERE uidl = ?", [(u,) for u in back])
             if listed < previous * SHRUNK_LISTING_SHARE:
                 return 0  # an empty or collapsed listing is an outage until shown otherwise
@@ -570,6 +596,46 @@ class StateStore:
         if expired:
             self.forget(expired)
         return len(expired)
+
+    def delivered_count(self) -> int:
+        """How many messages are delivered: a count, not a set of their UIDLs."""
+        with self._transaction() as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM messages WHERE status = 'delivered'"
+            ).fetchone()
+        return int(count)
+
+    def quiet_listing(self) -> str | None:
+        """The fingerprint of the last complete listing that left nothing to do (see
+        :meth:`remember_quiet_listing`), or None. Any write to a per-message table drops it."""
+        return self._server_fact(_QUIET_KEY)
+
+    def remember_quiet_listing(self, fingerprint: str, listed: int) -> bool:
+        """Record ``fingerprint`` for a complete listing of ``listed`` unique UIDLs, each of
+        them delivered, if the state holds exactly those and nothing else of note.
+
+        The caller vouches that every listed UIDL is delivered; this checks, in the same
+        transaction as the write, that there is no other row (so the delivered set *is* the
+        listing), no held, absent, oversize or filter row, and that the last listing's count
+        of delivered messages is this one's (so ``forget_absent`` would do nothing). A later
+        run handed the same fingerprint may then skip the per-message work: it would decide
+        nothing else. Returns whether it was recorded.
+        """
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT (SELECT count(*) FROM messages),"
+                " (SELECT count(*) FROM messages WHERE status = 'delivered'),"
+                " (SELECT count(*) FROM held) + (SELECT count(*) FROM absent)"
+                " + (SELECT count(*) FROM oversize) + (SELECT count(*) FROM filtered),"
+                " (SELECT value FROM server WHERE key = 'listed_delivered')"
+            ).fetchone()
+            if tuple(row) != (listed, listed, 0, str(listed)):
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO server (key, value) VALUES (?, ?)",
+                (_QUIET_KEY, fingerprint),
+            )
+        return True
 
 
 def open_store(path: Path) -> StateStore:
@@ -603,14 +669,8 @@ def open_store(path: Path) -> StateStore:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
         if (
             version != SCHEMA_VERSION
-            or not {
-                "messages",
-                "server",
-                "held",
-                "absent",
-                "oversize",
-            }
-            <= tables
+            or not {"messages", "server", "held", "absent", "oversize", "filtered"} <= tables
+            or not _QUIET_TRIGGERS.keys() <= tables
         ):
             # Only then: a write here would cost every run a durable commit, an fsync.
             with db:
@@ -620,6 +680,8 @@ def open_store(path: Path) -> StateStore:
                 db.execute(_ABSENT_SCHEMA)
                 db.execute(_OVERSIZE_SCHEMA)
                 db.execute(_FILTERED_SCHEMA)
+                for name, body in _QUIET_TRIGGERS.items():
+                    db.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {body}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("SELECT count(*) FROM messages").fetchone()
     except sqlite3.Error as err:

@@ -92,6 +92,29 @@ class NoUidl(ProtocolError):
     """
 
 
+@dataclass(frozen=True, slots=True)
+class UidlReply:
+    """A UIDL reply's bytes as decoded (LF line ends), before any parsing.
+
+    Parsed only on demand: an idle run over a big mailbox that matches the bytes of a listing
+    it already settled against its state need not build an object per message.
+    """
+
+    body: bytes
+
+    def count(self) -> int:
+        """How many lines (messages) it holds; meaningful for a reply that parses."""
+        return self.body.count(b"\n")
+
+    def pairs(self) -> dict[int, str]:
+        """Message number -> UIDL.
+
+        Raises:
+            ProtocolError: malformed lines, a repeated number, too many messages.
+        """
+        return codec.parse_pairs(codec.text_lines([self.body]), "UIDL")
+
+
 def retr_limit(listed: int) -> int:
     """The most octets RETR may send for a message LIST gave as ``listed``.
 
@@ -362,6 +385,10 @@ class Pop3Client:
     def _lines(self, verb: str, limit: int) -> list[str]:
         """A multi-line text reply, read up to ``limit`` octets: beyond it the server is broken
         or hostile, and the connection is unusable (the rest of the reply is unread)."""
+        return codec.text_lines([self._body(verb, limit)])
+
+    def _body(self, verb: str, limit: int) -> bytes:
+        """A multi-line reply's decoded bytes (LF line ends), read as :meth:`_lines` says."""
         collected: list[bytes] = []
         try:
             self._transport.read_body(collected.append, limit=limit)
@@ -372,7 +399,7 @@ class Pop3Client:
                 hint="this is a server fault (or an attack before TLS); nothing was "
                 "downloaded or deleted",
             ) from None
-        return codec.text_lines(collected)
+        return b"".join(collected)
 
     def capa(self) -> dict[str, list[str]]:
         """Ask for capabilities (RFC 2449); an RFC 1939-only server gets an empty set."""
@@ -528,19 +555,28 @@ class Pop3Client:
         Raises:
             ProtocolError: no UIDL support, or malformed replies.
         """
+        return self.uidl_reply().pairs()
+
+    def uidl_reply(self) -> UidlReply:
+        """UIDL's reply as it came, not yet parsed: a caller that has seen these very bytes
+        before may need nothing more of them than a fingerprint (see :class:`UidlReply`).
+
+        Raises:
+            NoUidl: the server refused UIDL.
+            ProtocolError: the reply ran past :data:`LISTING_LIMIT`.
+        """
         if self._due(Uidl) is None:
             listing = self._listing()
             self._send(*(c.command for c in listing))
             self._in_flight.extend(listing[1:])  # UIDL's reply is read now
         ok, text = self._status()
-        lines = self._lines("UIDL", LISTING_LIMIT) if ok else []
         if not ok:
             raise NoUidl(
                 f"the server does not support UIDL ({text})",
                 hint="without UIDL, messages cannot be told apart between runs; "
                 "pop3s-fetch refuses to guess, and deleted nothing",
             )
-        return codec.parse_pairs(lines, "UIDL")
+        return UidlReply(self._body("UIDL", LISTING_LIMIT))
 
     def sizes(self) -> dict[int, int]:
         """LIST of every message: number -> size (the one sent ahead with UIDL, if it was).

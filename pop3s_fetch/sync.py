@@ -399,6 +399,7 @@ class _AccountSync:
         self.reporter.started(self.account.name, "listing")
         listed: dict[int, RemoteMessage] | None = None  # set when the server has no UIDL
         fingerprint: str | None = None
+        uidls: Mapping[int, str]
         try:
             reply = session.uidl_reply()
         except NoUidl as err:

@@ -4,7 +4,9 @@ One SQLite file per account under ``$XDG_STATE_HOME/pop3s-fetch/`` (mode 0600, d
 A row is written *before* a message becomes visible in the destination (status ``pending``,
 with the exact target) and flipped to ``delivered`` once it is durable; a run that died in
 between leaves ``pending`` rows that the next run reconciles against the destination before it
-talks to the server. This store knows nothing of POP3 or of mailbox formats: targets are opaque.
+talks to the server. It also keeps an opaque fingerprint of the last listing that left nothing
+to do (see :meth:`StateStore.quiet_listing`), dropped by any change to the per-message tables.
+This store knows nothing of POP3 or of mailbox formats: targets are opaque.
 
 SQLite runs in WAL mode with ``synchronous=FULL``, so a returned commit survives a power cut;
 callers batch many messages per commit (group commit) because each commit costs an fsync.

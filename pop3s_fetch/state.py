@@ -30,7 +30,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,6 +243,8 @@ class StateStore:
 
     def record_intents(self, intents: Sequence[Intent], *, now: float | None = None) -> None:
         """Journal deliveries about to become visible, in one durable commit (at ``now``)."""
+        if not intents:
+            return
         now = time.time() if now is None else now
         with self._changing() as db:
             db.executemany(
@@ -254,11 +256,11 @@ class StateStore:
 
     def mark_delivered(self, uidls: Iterable[str]) -> None:
         """Flip journalled deliveries to delivered, in one durable commit."""
+        rows = [(uidl,) for uidl in uidls]
+        if not rows:
+            return  # no commit, no fsync
         with self._changing() as db:
-            db.executemany(
-                "UPDATE messages SET status = 'delivered' WHERE uidl = ?",
-                [(uidl,) for uidl in uidls],
-            )
+            db.executemany("UPDATE messages SET status = 'delivered' WHERE uidl = ?", rows)
 
     def seed(self, sizes: Mapping[str, int], *, origin: str, when: Mapping[str, float]) -> int:
         """Mark messages delivered with no copy made by us: "start from now", or a peer's state.
@@ -532,6 +534,8 @@ class StateStore:
     def forget(self, uidls: Iterable[str]) -> None:
         """Drop rows: failed intents, messages this run deleted, or ones long gone."""
         rows = [(uidl,) for uidl in uidls]
+        if not rows:
+            return  # the everyday idle run: no commit, no fsync
         with self._changing() as db:
             db.executemany("DELETE FROM messages WHERE uidl = ?", rows)
             db.executemany("DELETE FROM held WHERE uidl = ?", rows)
@@ -553,7 +557,11 @@ class StateStore:
             return {uidl for (uidl,) in db.execute("SELECT uidl FROM held")}
 
     def forget_absent(
-        self, present: set[str], delivered: set[str] | None = None, *, now: float | None = None
+        self,
+        present: Collection[str],
+        delivered: set[str] | None = None,
+        *,
+        now: float | None = None,
     ) -> int:
         """Forget delivered messages gone from the server for good, so the store stays small.
 
@@ -566,12 +574,14 @@ class StateStore:
         """
         now = time.time() if now is None else now
         known = self.delivered() if delivered is None else delivered
-        gone = known - present
-        listed = len(known) - len(gone)  # len(known & present), one set operation fewer
+        # ``present`` (unique UIDLs) is only iterated, never copied into a set: at 100,000
+        # messages each such set took 4 MiB. Most runs find every delivered one listed.
+        listed = sum(map(known.__contains__, present))
+        gone = known.difference(present) if listed < len(known) else set()
         previous = int(self._server_fact("listed_delivered") or 0)
         with self._transaction() as db:
             noted = {uidl for (uidl,) in db.execute("SELECT uidl FROM absent")}
-        back = noted & present
+        back = noted.intersection(present) if noted else set()
         if not gone and not back and listed == previous:
             # The everyday idle run: nothing to note, so no commit and no fsync.
             return 0

@@ -482,7 +482,10 @@ class _AccountSync:
         refused = {message.uidl for message in session.refused_deletes}
         deleted = self.deleting - refused
         self.store.forget(deleted)
-        self.store.forget_absent(set(uidls.values()) - deleted, delivered - deleted)
+        if deleted:
+            self.store.forget_absent(set(uidls.values()) - deleted, delivered - deleted)
+        else:  # no copy of the listing or of the delivered set (4 MiB each at 100,000)
+            self.store.forget_absent(uidls.values(), delivered)
         if self.size_mismatches:
             self._warn_size_mismatches()
         if delete_errors:

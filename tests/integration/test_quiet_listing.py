@@ -143,3 +143,14 @@ def test_a_changed_setting_lists_again(
     parsed = work.parsed
     run(rig, **setting)
     assert work.parsed == parsed + 1
+
+
+def test_a_quiet_run_writes_nothing_to_the_state(rig: InProcessRig) -> None:
+    settle(rig)
+    watcher = sqlite3.connect(rig.options.state_dir / "test.sqlite3")
+    before = watcher.execute("PRAGMA data_version").fetchone()[0]
+    run(rig)
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] == before
+    run(rig, max_messages=5)  # a full run (another fingerprint) does write
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] != before
+    watcher.close()

@@ -115,3 +115,19 @@ def test_a_state_file_from_before_gets_the_triggers(tmp_path: Path) -> None:
     other.close()
     with open_store(path) as store:
         assert store.quiet_listing() is None
+
+
+def test_writing_nothing_commits_nothing_and_keeps_it(tmp_path: Path) -> None:
+    """An idle run forgets, journals and marks nothing: that must cost no commit (an fsync)."""
+    path = tmp_path / "s.sqlite3"
+    with settled(path) as store:
+        assert store.remember_quiet_listing("fp", 3)
+        other = sqlite3.connect(path)
+        before = other.execute("PRAGMA data_version").fetchone()[0]
+        store.forget([])
+        store.mark_delivered([])
+        store.record_intents([])
+        store.forget_absent(set(UIDLS))
+        assert other.execute("PRAGMA data_version").fetchone()[0] == before
+        other.close()
+        assert store.quiet_listing() == "fp"

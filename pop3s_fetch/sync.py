@@ -68,7 +68,7 @@ from pop3s_fetch.pop3 import (
     UidlReply,
 )
 from pop3s_fetch.sasl import LoginDelayed
-from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
+from pop3s_fetch.state import AccountLock, Intent, QuietListing, StateStore, open_store
 
 if TYPE_CHECKING:
     from pop3s_fetch import header_filter
@@ -321,6 +321,7 @@ class _AccountSync:
         self.refused: list[tuple[RemoteMessage, MessageRefused]] = []  # by an MDA: stay there
         self.filter_deleting: list[RemoteMessage] = []  # DELE sent on the filter's word
         self.filter_failed: list[tuple[RemoteMessage, header_filter.Verdict]] = []
+        self.quiet: QuietListing | None = None  # the listing the last complete run settled
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
@@ -338,7 +339,8 @@ class _AccountSync:
             self.result.recovered = self.reconcile()
             # Read while the connection opens, unless the last listing settled everything:
             # then it is likely to match again, and the set (~10 MiB at 100,000) is not needed.
-            delivered = self.store.delivered() if self.store.quiet_listing() is None else None
+            self.quiet = self.store.quiet_listing()
+            delivered = self.store.delivered() if self.quiet is None else None
         except BaseException:
             connecting.discard()
             raise
@@ -383,7 +385,7 @@ class _AccountSync:
 
     def _run_session(self, session: Pop3Client, secret: str, delivered: set[str] | None) -> None:
         self.store.remember_pipelining(session.pipelining)
-        known = len(delivered) if delivered is not None else self.store.delivered_count()
+        known = len(delivered) if delivered is not None else self._quiet_count()
         session.prefetch_sizes = known <= PREFETCH_LIST_UP_TO
         try:
             method = log_in(session, self.account, secret, then_list=True)
@@ -408,7 +410,7 @@ class _AccountSync:
             uidls = {number: message.uidl for number, message in listed.items()}
         else:
             fingerprint = self._fingerprint(reply)
-            if fingerprint is not None and fingerprint == self.store.quiet_listing():
+            if self.quiet is not None and fingerprint == self.quiet.fingerprint:
                 self._quiet_run(session, reply.count(), logged_in_at)
                 return
             uidls = reply.pairs()
@@ -507,6 +509,11 @@ class _AccountSync:
             # Every listed message is delivered now (by an earlier run or this one) and none
             # was deleted: the state checks it holds exactly those and nothing else of note.
             self.store.remember_quiet_listing(fingerprint, len(uidls))
+
+    def _quiet_count(self) -> int:
+        """The delivered count when only the settled listing was read (it is that count)."""
+        assert self.quiet is not None
+        return self.quiet.messages
 
     def _capa_after_login(self, session: Pop3Client, logged_in_at: float) -> None:
         """CAPA again after login when the server said its values may change then."""

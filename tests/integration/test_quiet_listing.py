@@ -154,3 +154,30 @@ def test_a_quiet_run_writes_nothing_to_the_state(rig: InProcessRig) -> None:
     run(rig, max_messages=5)  # a full run (another fingerprint) does write
     assert watcher.execute("PRAGMA data_version").fetchone()[0] != before
     watcher.close()
+
+
+def test_a_quiet_run_reads_no_table_whole(
+    rig: InProcessRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every statement of a quiet run is an index search or touches a small table: a scan of
+    the messages (opening the store, looking for pending deliveries) grows with the mailbox."""
+    settle(rig)
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: object, **kwargs: object) -> sqlite3.Connection:
+        db = connect(*args, **kwargs)  # type: ignore[arg-type]
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    run(rig)
+    monkeypatch.undo()
+    planner = sqlite3.connect(rig.options.state_dir / "test.sqlite3")
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "messages" in s]
+    assert reads  # the pending deliveries were looked for
+    for statement in reads:
+        plan = " | ".join(row[3] for row in planner.execute(f"EXPLAIN QUERY PLAN {statement}"))
+        stops_at_once = statement.rstrip().endswith("LIMIT 1")
+        assert stops_at_once or "SCAN messages" not in plan, (statement, plan)
+    planner.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pop3s_fetch.state import Intent, StateStore, open_store
+from pop3s_fetch.state import Intent, QuietListing, StateStore, open_store
 
 UIDLS = ["a", "b", "c"]
 
@@ -28,7 +28,7 @@ def test_recorded_only_when_the_state_is_exactly_the_listing(tmp_path: Path) -> 
         assert store.quiet_listing() is None
         assert not store.remember_quiet_listing("fp", 4)  # one listed is not in the state
         assert store.remember_quiet_listing("fp", 3)
-        assert store.quiet_listing() == "fp"
+        assert store.quiet_listing() == QuietListing("fp", 3)
         store.record_intents([Intent("d", 10, "new/d", 0, 10, "")])
         assert store.quiet_listing() is None
         assert not store.remember_quiet_listing("fp", 3)  # a pending row of another message
@@ -130,4 +130,4 @@ def test_writing_nothing_commits_nothing_and_keeps_it(tmp_path: Path) -> None:
         store.forget_absent(set(UIDLS))
         assert other.execute("PRAGMA data_version").fetchone()[0] == before
         other.close()
-        assert store.quiet_listing() == "fp"
+        assert store.quiet_listing() == QuietListing("fp", 3)

@@ -69,7 +69,7 @@ _wrap(ssl.SSLContext, "wrap_socket", after="TLS handshake done")
 _wrap(Transport, "open_tls", after="greeting read")
 _wrap(Transport, "open_plaintext", after="greeting read")
 _wrap(sync, "log_in", after="logged in")
-_wrap(Pop3Client, "unique_ids", after="UIDL listing read")
+_wrap(Pop3Client, "uidl_reply", after="UIDL listing read")
 _wrap(
     maildir.Maildir, "publish", before="last publish starts", after="last publish done", once=False
 )

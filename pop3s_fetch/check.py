@@ -236,7 +236,7 @@ def survey_account(
         with open_session(account, context=context) as session:
             session.prefetch_sizes = not known.delivered  # every message is new: one LIST
             log_in(session, account, secret, then_list=True)
-            sizes: dict[int, int] | None = None
+            sizes: Mapping[int, int] | None = None
             try:
                 uidls = session.unique_ids()
             except NoUidl as err:

@@ -36,6 +36,7 @@ keyring and TOML: callers pass an Account, a password getter and a Reporter.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 import time
@@ -58,9 +59,16 @@ from pop3s_fetch.destinations import (
 )
 from pop3s_fetch.errors import ConnectError, ExitCode, Pop3sFetchError, ProtocolError
 from pop3s_fetch.logcontext import speaking_for
-from pop3s_fetch.pop3 import MessageTooLarge, NoUidl, Pop3Client, RemoteMessage, Retrieved
+from pop3s_fetch.pop3 import (
+    MessageTooLarge,
+    NoUidl,
+    Pop3Client,
+    RemoteMessage,
+    Retrieved,
+    UidlReply,
+)
 from pop3s_fetch.sasl import LoginDelayed
-from pop3s_fetch.state import AccountLock, Intent, StateStore, open_store
+from pop3s_fetch.state import AccountLock, Intent, QuietListing, StateStore, open_store
 
 if TYPE_CHECKING:
     from pop3s_fetch import header_filter
@@ -313,6 +321,7 @@ class _AccountSync:
         self.refused: list[tuple[RemoteMessage, MessageRefused]] = []  # by an MDA: stay there
         self.filter_deleting: list[RemoteMessage] = []  # DELE sent on the filter's word
         self.filter_failed: list[tuple[RemoteMessage, header_filter.Verdict]] = []
+        self.quiet: QuietListing | None = None  # the listing the last complete run settled
 
     def run(self, password: Callable[[], str]) -> None:
         self.reporter.started(self.account.name, "connecting")
@@ -328,7 +337,10 @@ class _AccountSync:
             secret = password()
             connecting.offer_secret(secret)
             self.result.recovered = self.reconcile()
-            delivered = self.store.delivered()
+            # Read while the connection opens, unless the last listing settled everything:
+            # then it is likely to match again, and the set (~10 MiB at 100,000) is not needed.
+            self.quiet = self.store.quiet_listing()
+            delivered = self.store.delivered() if self.quiet is None else None
         except BaseException:
             connecting.discard()
             raise
@@ -371,9 +383,10 @@ class _AccountSync:
         )
         return len(made_it)
 
-    def _run_session(self, session: Pop3Client, secret: str, delivered: set[str]) -> None:
+    def _run_session(self, session: Pop3Client, secret: str, delivered: set[str] | None) -> None:
         self.store.remember_pipelining(session.pipelining)
-        session.prefetch_sizes = len(delivered) <= PREFETCH_LIST_UP_TO
+        known = len(delivered) if delivered is not None else self._quiet_count()
+        session.prefetch_sizes = known <= PREFETCH_LIST_UP_TO
         try:
             method = log_in(session, self.account, secret, then_list=True)
         except LoginDelayed as too_soon:
@@ -387,11 +400,22 @@ class _AccountSync:
         self.store.remember_login_method(method)
         self.reporter.started(self.account.name, "listing")
         listed: dict[int, RemoteMessage] | None = None  # set when the server has no UIDL
+        fingerprint: str | None = None
+        uidls: Mapping[int, str]
         try:
-            uidls = session.unique_ids()
+            reply = session.uidl_reply()
         except NoUidl as err:
+            delivered = self.store.delivered() if delivered is None else delivered
             listed = self.without_uidl(session, err, delivered)
             uidls = {number: message.uidl for number, message in listed.items()}
+        else:
+            fingerprint = self._fingerprint(reply)
+            if self.quiet is not None and fingerprint == self.quiet.fingerprint:
+                self._quiet_run(session, reply.count(), logged_in_at)
+                return
+            uidls = reply.pairs()
+            del reply  # the bytes, ~2.5 MiB at 100,000 messages: parsed now
+        delivered = self.store.delivered() if delivered is None else delivered
         check_uidls(uidls)
         self.result.on_server = len(uidls)
         # The filter's verdicts hold only while there is a filter: without one, nothing is
@@ -409,12 +433,7 @@ class _AccountSync:
             new = session.with_sizes(uidls, fresh)
         set_aside = {n: uidl for n, uidl in uidls.items() if uidl in verdicts}
         self.result.skipped = len(uidls) - len(new) - len(set_aside)
-        if serverpolicy.announced(session.capabilities):
-            before = session.capabilities
-            if not session.capa():  # RFC 2449: once logged in, the values for this user
-                session.capabilities = before  # refused now: what was said before still holds
-            self.store.remember_login(logged_in_at, serverpolicy.login_delay(session.capabilities))
-            self._warn_about_expire(session.capabilities)
+        self._capa_after_login(session, logged_in_at)
         logger.info(
             "%s: %d messages on the server, %d new", self.account.name, len(uidls), len(new)
         )
@@ -465,7 +484,10 @@ class _AccountSync:
         refused = {message.uidl for message in session.refused_deletes}
         deleted = self.deleting - refused
         self.store.forget(deleted)
-        self.store.forget_absent(set(uidls.values()) - deleted, delivered - deleted)
+        if deleted:
+            self.store.forget_absent(set(uidls.values()) - deleted, delivered - deleted)
+        else:  # no copy of the listing or of the delivered set (4 MiB each at 100,000)
+            self.store.forget_absent(uidls.values(), delivered)
         if self.size_mismatches:
             self._warn_size_mismatches()
         if delete_errors:
@@ -483,6 +505,71 @@ class _AccountSync:
                 f"the server refused to send {len(retr_errors)} message(s): {retr_errors[0]}",
                 hint="the others were downloaded; the next run tries these again",
             )
+        if fingerprint is not None and not set_aside and self.result.fetched == len(new):
+            # Every listed message is delivered now (by an earlier run or this one) and none
+            # was deleted: the state checks it holds exactly those and nothing else of note.
+            self.store.remember_quiet_listing(fingerprint, len(uidls))
+
+    def _quiet_count(self) -> int:
+        """The delivered count when only the settled listing was read (it is that count)."""
+        assert self.quiet is not None
+        return self.quiet.messages
+
+    def _capa_after_login(self, session: Pop3Client, logged_in_at: float) -> None:
+        """CAPA again after login when the server said its values may change then."""
+        if serverpolicy.announced(session.capabilities):
+            before = session.capabilities
+            if not session.capa():  # RFC 2449: once logged in, the values for this user
+                session.capabilities = before  # refused now: what was said before still holds
+            self.store.remember_login(logged_in_at, serverpolicy.login_delay(session.capabilities))
+            self._warn_about_expire(session.capabilities)
+
+    def _fingerprint(self, reply: UidlReply) -> str | None:
+        """What makes a run over this listing a quiet one, if it was last time: the listing's
+        bytes and every setting that could decide otherwise. None where time alone changes
+        the outcome (keep = "30d") or mail is deleted (keep = false): never a shortcut then.
+        """
+        account = self.account
+        if not account.keep or account.delete_after is not None:
+            return None
+        settings = (
+            __version__,
+            account.host,
+            account.port,
+            account.username,
+            str(account.destination),
+            account.format,
+            account.keep,
+            account.delete_after,
+            account.max_message_size,
+            account.oversize,
+            account.max_messages,
+            account.max_bytes,
+            account.filter,
+            account.filter_may_delete,
+        )
+        digest = hashlib.sha256(repr(settings).encode())
+        digest.update(b"\0")
+        digest.update(reply.body)
+        return digest.hexdigest()
+
+    def _quiet_run(self, session: Pop3Client, count: int, logged_in_at: float) -> None:
+        """The listing is byte for byte the one the last complete run settled, and the state
+        has not changed since (any write to it drops the fingerprint): every listed message
+        is delivered, none is held, oversize, absent or filtered, and keep = true. A full run
+        would fetch, delete and record nothing, so nothing is parsed or read per message."""
+        session.with_sizes({}, [])  # a LIST sent ahead with UIDL is read, and not needed
+        self.result.on_server = self.result.skipped = count
+        self._capa_after_login(session, logged_in_at)
+        logger.info(
+            "%s: %d messages on the server, 0 new (the listing the last run settled)",
+            self.account.name,
+            count,
+        )
+        self.reporter.listed(self.account.name, 0, 0)
+        self._fetch(session, [])
+        session.quit()
+        self.quit_sent = True
 
     def _login_refused(self, session: Pop3Client, refused: LoginDelayed) -> None:
         """``-ERR [LOGIN-DELAY]``: remembered, so the next run waits, and a note, not an error.

@@ -6,7 +6,14 @@ each other and by tests that exercise one layer. Must not know: storage, state, 
 credentials or the UI.
 """
 
-from pop3s_fetch.pop3.client import MessageTooLarge, NoUidl, Pop3Client, RemoteMessage, Retrieved
+from pop3s_fetch.pop3.client import (
+    MessageTooLarge,
+    NoUidl,
+    Pop3Client,
+    RemoteMessage,
+    Retrieved,
+    UidlReply,
+)
 from pop3s_fetch.pop3.codec import Sink
 from pop3s_fetch.pop3.transport import ConnectionClosed
 
@@ -18,4 +25,5 @@ __all__ = [
     "RemoteMessage",
     "Retrieved",
     "Sink",
+    "UidlReply",
 ]

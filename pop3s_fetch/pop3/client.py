@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import logging
 import ssl
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -90,6 +90,33 @@ class NoUidl(ProtocolError):
     The listing commands sent behind it (a LIST) are still due; :meth:`Pop3Client.sizes`
     reads them, for a caller that can do without UIDLs.
     """
+
+
+@dataclass(frozen=True, slots=True)
+class UidlReply:
+    """A UIDL reply's bytes as decoded (LF line ends), before any parsing.
+
+    Parsed only on demand: an idle run over a big mailbox that matches the bytes of a listing
+    it already settled against its state need not build an object per message.
+    """
+
+    body: bytes
+
+    def count(self) -> int:
+        """How many lines (messages) it holds; meaningful for a reply that parses."""
+        return self.body.count(b"\n")
+
+    def pairs(self) -> Mapping[int, str]:
+        """Message number -> UIDL (a :class:`codec.Numbered` for the usual 1 to N).
+
+        Raises:
+            ProtocolError: malformed lines, a repeated number, too many messages.
+        """
+        return codec.parse_listing(self.body, "UIDL")
+
+
+def _disagree() -> ProtocolError:
+    return ProtocolError("the server's UIDL and LIST replies name different messages")
 
 
 def retr_limit(listed: int) -> int:
@@ -362,6 +389,10 @@ class Pop3Client:
     def _lines(self, verb: str, limit: int) -> list[str]:
         """A multi-line text reply, read up to ``limit`` octets: beyond it the server is broken
         or hostile, and the connection is unusable (the rest of the reply is unread)."""
+        return codec.text_lines([self._body(verb, limit)])
+
+    def _body(self, verb: str, limit: int) -> bytes:
+        """A multi-line reply's decoded bytes (LF line ends), read as :meth:`_lines` says."""
         collected: list[bytes] = []
         try:
             self._transport.read_body(collected.append, limit=limit)
@@ -372,7 +403,7 @@ class Pop3Client:
                 hint="this is a server fault (or an attack before TLS); nothing was "
                 "downloaded or deleted",
             ) from None
-        return codec.text_lines(collected)
+        return b"".join(collected)
 
     def capa(self) -> dict[str, list[str]]:
         """Ask for capabilities (RFC 2449); an RFC 1939-only server gets an empty set."""
@@ -521,28 +552,37 @@ class Pop3Client:
             raise ProtocolError(f"the server's STAT reply is malformed: {text[:80]!r}")
         return int(fields[0]), int(fields[1])
 
-    def unique_ids(self) -> dict[int, str]:
+    def unique_ids(self) -> Mapping[int, str]:
         """UIDL: message number -> unique-id. LIST is left for :meth:`with_sizes`, because on
         a large mailbox with nothing new it is the server's costliest reply (sizes with CRLF).
 
         Raises:
             ProtocolError: no UIDL support, or malformed replies.
         """
+        return self.uidl_reply().pairs()
+
+    def uidl_reply(self) -> UidlReply:
+        """UIDL's reply as it came, not yet parsed: a caller that has seen these very bytes
+        before may need nothing more of them than a fingerprint (see :class:`UidlReply`).
+
+        Raises:
+            NoUidl: the server refused UIDL.
+            ProtocolError: the reply ran past :data:`LISTING_LIMIT`.
+        """
         if self._due(Uidl) is None:
             listing = self._listing()
             self._send(*(c.command for c in listing))
             self._in_flight.extend(listing[1:])  # UIDL's reply is read now
         ok, text = self._status()
-        lines = self._lines("UIDL", LISTING_LIMIT) if ok else []
         if not ok:
             raise NoUidl(
                 f"the server does not support UIDL ({text})",
                 hint="without UIDL, messages cannot be told apart between runs; "
                 "pop3s-fetch refuses to guess, and deleted nothing",
             )
-        return codec.parse_pairs(lines, "UIDL")
+        return UidlReply(self._body("UIDL", LISTING_LIMIT))
 
-    def sizes(self) -> dict[int, int]:
+    def sizes(self) -> Mapping[int, int]:
         """LIST of every message: number -> size (the one sent ahead with UIDL, if it was).
 
         Raises:
@@ -553,13 +593,13 @@ class Pop3Client:
         ok, text = self._status()
         if not ok:
             raise ProtocolError(f"the server refused LIST: {text}")
-        return codec.parse_sizes(self._lines("LIST", LISTING_LIMIT))
+        return codec.parse_listing_sizes(self._body("LIST", LISTING_LIMIT))
 
     def _listing(self) -> tuple[Uidl] | tuple[Uidl, ListAll]:
         """The listing commands: UIDL, and LIST behind it when sizes are wanted ahead."""
         return (Uidl(), ListAll()) if self.prefetch_sizes and self.pipelining else (Uidl(),)
 
-    def with_sizes(self, uidls: dict[int, str], numbers: Sequence[int]) -> list[RemoteMessage]:
+    def with_sizes(self, uidls: Mapping[int, str], numbers: Sequence[int]) -> list[RemoteMessage]:
         """The LIST sizes of ``numbers``: one ``LIST n`` each, pipelined, when they are a few
         of many; one whole LIST otherwise (or the one sent with UIDL, whose reply is due).
 
@@ -569,14 +609,16 @@ class Pop3Client:
         sent_ahead = self._due(ListAll)
         if sent_ahead is not None:  # read it whether or not it is needed: it is next
             list_ok, list_text = self._status()
-            list_lines = self._lines("LIST", LISTING_LIMIT) if list_ok else []
+            list_body = self._body("LIST", LISTING_LIMIT) if list_ok else b""
         if not numbers:
             return []
         wanted = sorted(numbers)
+        sizes: Mapping[int, int]
         if sent_ahead is not None:
             if not list_ok:
                 raise ProtocolError(f"the server refused LIST: {list_text}")
-            sizes = codec.parse_sizes(list_lines)
+            sizes = codec.parse_listing_sizes(list_body)
+            del list_body
         elif self.pipelining and len(wanted) * 4 < len(uidls):
             self._send(*(f"LIST {n}" for n in wanted))
             replies = [self._status() for _ in wanted]
@@ -589,9 +631,14 @@ class Pop3Client:
             ok, text = self._status()
             if not ok:
                 raise ProtocolError(f"the server refused LIST: {text}")
-            sizes = codec.parse_sizes(self._lines("LIST", LISTING_LIMIT))
-        if not set(wanted) <= sizes.keys() or not sizes.keys() <= uidls.keys():
-            raise ProtocolError("the server's UIDL and LIST replies name different messages")
+            sizes = codec.parse_listing_sizes(self._body("LIST", LISTING_LIMIT))
+        if isinstance(uidls, codec.Numbered) and isinstance(sizes, codec.Numbered):
+            # Both 1 to N: compared by their ends, and joined without a lookup per message.
+            if not sizes.covers(wanted) or len(sizes) > len(uidls):
+                raise _disagree()
+            return list(map(RemoteMessage, wanted, uidls.pick(wanted), sizes.pick(wanted)))
+        if not set(wanted) <= sizes.keys() or not set(sizes) <= set(uidls):
+            raise _disagree()
         return [RemoteMessage(n, uidls[n], sizes[n]) for n in wanted]
 
     def retrieve(

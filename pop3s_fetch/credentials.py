@@ -37,7 +37,6 @@ import contextlib
 import functools
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -136,6 +135,8 @@ def run_password_command(
         CredentialError: the command is missing, cannot run, times out, fails, or prints
             nothing on its first line, something that is not UTF-8, or a line too long.
     """
+    import subprocess  # only a password_command pays for it (and selectors, below)
+
     what = f"password_command for account {_quoted(account)} ({_quoted(argv[0])})"
     failure: CredentialError
     try:
@@ -183,7 +184,8 @@ def _run_capped(argv: tuple[str, ...], timeout: float) -> tuple[int, bytes, byte
         subprocess.TimeoutExpired: it ran past ``timeout`` (its process group was killed).
         OSError: it could not be started.
     """
-    import selectors  # only a password_command pays for it
+    import selectors
+    import subprocess
     import time
 
     process = subprocess.Popen(

@@ -36,12 +36,11 @@ Must not know: click, rich, keyring, poplib, the state format, or how mail is de
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from pathlib import Path
@@ -682,7 +681,7 @@ def _expect_size(value: object, _base: Path) -> int:
     number, unit = match["number"], match["unit"].lower() or "b"
     if unit not in SIZE_UNITS:
         close = _SIZE_ALIASES.get(unit) or _SIZE_ALIASES.get(unit.rstrip("s"))
-        close = close or next(iter(difflib.get_close_matches(unit, _SIZE_NAMES, n=1)), None)
+        close = close or _closest(unit, _SIZE_NAMES)
         guess = f' (did you mean "{number}{_SIZE_NAMES[close]}"?)' if close else ""
         raise _Invalid(f"{expected}, got {_toml_value(value)}{guess}")
     octets = int(float(number) * SIZE_UNITS[unit])
@@ -773,9 +772,9 @@ def _expect_trace_headers(value: object, _base: Path) -> tuple[str, ...]:
     names = [name.lower() for name in value]
     for name in names:
         if name not in TRACE_HEADERS:
-            close = difflib.get_close_matches(name, TRACE_HEADERS, n=1)
+            close = _closest(name, TRACE_HEADERS)
             known = ", ".join(f'"{n}"' for n in TRACE_HEADERS)
-            advice = f"did you mean {_toml_string(close[0])}?" if close else f"known: {known}"
+            advice = f"did you mean {_toml_string(close)}?" if close else f"known: {known}"
             raise _Invalid(f"unknown header {_toml_string(name)} ({advice})")
     if len(set(names)) < len(names):
         raise _Invalid("names a header more than once")
@@ -795,9 +794,9 @@ def _expect_program(value: object, example: str) -> tuple[str, ...]:
     for index, arg in enumerate(value):
         for name in _PLACEHOLDER.findall(arg):
             if name not in MDA_PLACEHOLDERS:
-                close = difflib.get_close_matches(name, MDA_PLACEHOLDERS, n=1)
+                close = _closest(name, MDA_PLACEHOLDERS)
                 known = ", ".join(f"{{{p}}}" for p in MDA_PLACEHOLDERS)
-                advice = f"did you mean {{{close[0]}}}?" if close else f"known: {known}"
+                advice = f"did you mean {{{close}}}?" if close else f"known: {known}"
                 raise _Invalid(f"unknown placeholder {{{name}}} in argument {index + 1} ({advice})")
     if "{" in value[0]:
         raise _Invalid("the program (the first argument) cannot hold a placeholder")
@@ -968,12 +967,19 @@ _PEER_KEYS = {
 }
 
 
+def _closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice most like ``word``, if one is close: for "did you mean" in a mistake."""
+    import difflib  # only a configuration with a mistake pays for it
+
+    return next(iter(difflib.get_close_matches(word, list(choices), n=1)), None)
+
+
 def _unknown_key_message(key: str, known: Sequence[str]) -> str:
     if key in _PEER_KEYS:
         return f"unknown key (did you mean {_PEER_KEYS[key]}?)"
-    close = difflib.get_close_matches(key, known, n=1)
+    close = _closest(key, known)
     if close:
-        return f"unknown key (did you mean {_toml_string(close[0])}?)"
+        return f"unknown key (did you mean {_toml_string(close)}?)"
     return f"unknown key; known keys: {', '.join(known)}"
 
 

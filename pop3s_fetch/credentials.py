@@ -39,7 +39,6 @@ import contextlib
 import functools
 import logging
 import os
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -141,6 +140,8 @@ def run_password_command(
         CredentialError: the command is missing, cannot run, times out, fails, or prints
             nothing on its first line, something that is not UTF-8, or a line too long.
     """
+    import subprocess  # only a password_command pays for it (and selectors, below)
+
     what = f"password_command for account {_quoted(account)} ({_quoted(argv[0])})"
     failure: CredentialError
     try:
@@ -188,7 +189,8 @@ def _run_capped(argv: tuple[str, ...], timeout: float) -> tuple[int, bytes, byte
         subprocess.TimeoutExpired: it ran past ``timeout`` (its process group was killed).
         OSError: it could not be started.
     """
-    import selectors  # only a password_command pays for it
+    import selectors
+    import subprocess
     import time
 
     process = subprocess.Popen(

@@ -16,7 +16,6 @@ Must not know: POP3, how mail is delivered, the state store, or the UI (the call
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,6 +59,8 @@ def run_on_new_mail(
     argv = account.on_new_mail
     if not argv or messages <= 0:
         return None
+    import subprocess  # only a run with a hook to call pays for it
+
     env = hook_environment(account, messages, octets, os.environ if environ is None else environ)
     what = f"on_new_mail ({printable(Path(argv[0]).name)})"
     timeout = account.on_new_mail_timeout

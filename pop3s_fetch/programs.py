@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import selectors
-import signal
-import subprocess
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 #: How much of a program's stderr run_capped keeps (the rest is read and dropped).
 STDERR_CAP = 4096
@@ -28,6 +29,8 @@ _POLL = 0.1
 
 def exit_status(returncode: int) -> str:
     """``exit status 3`` or ``killed by SIGTERM``, as a user reads it."""
+    import signal  # here and below: an idle sync runs no program, so it does not pay for these
+
     if returncode < 0:
         try:
             return f"killed by {signal.Signals(-returncode).name}"
@@ -38,6 +41,8 @@ def exit_status(returncode: int) -> str:
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:
     """Kill the program and every process it started in its session, then reap it."""
+    import signal
+
     # It may have ended on its own meanwhile, or (setuid) be beyond our reach.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
@@ -60,6 +65,9 @@ def run_capped(
         OSError: it could not be started (FileNotFoundError, PermissionError, ...).
         subprocess.TimeoutExpired: it ran past ``timeout``.
     """
+    import selectors
+    import subprocess
+
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import hmac
 import re
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
@@ -518,8 +519,12 @@ def preload_in_background(auth: str, *, oauth: bool) -> None:
 
     The import costs tens of milliseconds; started before connecting, it is done while the
     handshake's round trips are waited for, instead of between CAPA and AUTH. (Python's import
-    lock makes the login's own import wait for this one, never run twice.)
+    lock makes the login's own import wait for this one, never run twice.) Once scramp is
+    imported (a daemon's second poll on), no thread is started: one costs a clone and a GIL
+    hand-off at each poll, for nothing.
     """
+    if "scramp" in sys.modules:
+        return
     if not oauth and auth in ("auto", "scram-sha-256", "scram-sha-1"):
         threading.Thread(target=_import_scramp, name="preload-scramp", daemon=True).start()
 

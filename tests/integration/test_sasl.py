@@ -11,7 +11,9 @@ import base64
 import contextlib
 import json
 import re
+import sys
 from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 from scramp import ScramMechanism  # type: ignore[import-untyped]
@@ -697,3 +699,29 @@ def test_only_a_scram_login_the_setting_allows_may_start_before_capa(
     auth: str, last: str | None, early: bool
 ) -> None:
     assert sasl.may_start_early(auth, last) is early
+
+
+class _RecordedThread:
+    """Stands in for threading.Thread: records what would start, runs nothing."""
+
+    started: ClassVar[list[str]] = []
+
+    def __init__(self, *, target: Callable[[], None], name: str, daemon: bool) -> None:
+        self.name = name
+
+    def start(self) -> None:
+        _RecordedThread.started.append(self.name)
+
+
+def test_preload_starts_no_thread_once_scramp_is_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A daemon's polls after the first: a thread each time would only cost a GIL hand-off.
+    monkeypatch.setattr(sasl.threading, "Thread", _RecordedThread)
+    monkeypatch.setattr(_RecordedThread, "started", [])
+    assert "scramp" in sys.modules  # imported at the top of this file
+    sasl.preload_in_background("auto", oauth=False)
+    assert _RecordedThread.started == []
+    monkeypatch.delitem(sys.modules, "scramp")  # restored afterwards
+    sasl.preload_in_background("auto", oauth=False)
+    assert _RecordedThread.started == ["preload-scramp"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +112,23 @@ def test_an_unexpected_failure_in_a_worker_is_reported_not_hung_on(
         job.wait()
     assert caught.value.errno == errno.EIO
     assert os.listdir(tmp_path) == []
+
+
+def test_workers_start_with_the_first_file_not_before(tmp_path: Path) -> None:
+    # A daemon's idle poll opens its Maildir and writes nothing: no thread to start and stop.
+    def workers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("lazy-writer")]
+
+    idle = FileWriterPool(2, thread_name="lazy-writer")
+    assert workers() == []
+    idle.shutdown()
+
+    busy = FileWriterPool(2, thread_name="lazy-writer")
+    job = busy.adopt(*new_file(tmp_path, "f"))
+    assert sorted(workers()) == ["lazy-writer-0", "lazy-writer-1"]
+    busy.write(job, b"mail\n")
+    busy.finish(job)
+    assert job.wait() == job.path
+    busy.shutdown()
+    assert workers() == []
+    assert Path(job.path).read_bytes() == b"mail\n"

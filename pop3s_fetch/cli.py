@@ -320,10 +320,12 @@ def _sync_every(
     from pop3s_fetch.ui import ProgressReporter, summary_line
 
     contexts = connect.KeptContexts()  # made once per server, not at each poll
+    hints = connect.KeptHints()  # so that a poll connects before it opens the state
 
     def load() -> list[daemon.Job]:
         selected = _load_config(g).select(list(names))
         contexts.clear()  # a re-read configuration re-reads CA files and client certificates
+        hints.clear()  # and its first poll reads the hints from the state again
         return [(a, functools.partial(credentials.login_secret, a)) for a in selected]
 
     first = load()  # a broken configuration at the start is fatal (78), as for one sync
@@ -336,6 +338,7 @@ def _sync_every(
         stop_requested=wakeup.stop_requested,
         ignore_login_delay=ignore_login_delay,
         context_factory=contexts,
+        server_hints=hints,
     )
 
     def run_round(due: Sequence[daemon.Job]) -> list[AccountResult]:

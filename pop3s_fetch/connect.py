@@ -320,6 +320,48 @@ class KeptContexts:
             self._contexts.clear()
 
 
+class KeptHints:
+    """What each account's last run in this process learnt of its server (``sync --every``).
+
+    With them a daemon's poll starts connecting as soon as the account is locked, so that the
+    TCP and TLS handshakes overlap opening the state and the destination, instead of waiting
+    for the hints to be read from the state. The caller keeps only what a clean run left (and
+    nothing for a server with a LOGIN-DELAY: that poll reads the state before it opens
+    anything). Keyed by the account's name and every setting that picks the server or the
+    login, so an edited configuration starts afresh; :meth:`clear` forgets all (SIGHUP).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # sync --jobs runs accounts in several threads
+        self._hints: dict[object, ServerHints] = {}
+
+    @staticmethod
+    def _key(account: Account) -> object:
+        return (
+            account.name,
+            account.host,
+            account.port,
+            account.proxy,
+            account.tls,
+            account.auth,
+            account.username,
+            account.oauth2 is not None,
+        )
+
+    def take(self, account: Account) -> ServerHints | None:
+        """The hints for ``account``, forgotten until :meth:`remember` puts them back."""
+        with self._lock:
+            return self._hints.pop(self._key(account), None)
+
+    def remember(self, account: Account, hints: ServerHints) -> None:
+        with self._lock:
+            self._hints[self._key(account)] = hints
+
+    def clear(self) -> None:
+        with self._lock:
+            self._hints.clear()
+
+
 def _fix_for_refused_secret(account: Account) -> str:
     source = account.secret_source
     if source == "oauth2":

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from pop3s_fetch import __version__, destcheck, hooks, policy, serverpolicy
 from pop3s_fetch.config import Account
-from pop3s_fetch.connect import ServerHints, log_in, open_in_background
+from pop3s_fetch.connect import Connecting, KeptHints, ServerHints, log_in, open_in_background
 from pop3s_fetch.destinations import (
     Command,
     Destination,
@@ -182,6 +182,9 @@ class SyncOptions:
     stop_requested: Callable[[], bool] = lambda: False
     #: Log in even within the LOGIN-DELAY remembered from the server (sync --ignore-login-delay).
     ignore_login_delay: bool = False
+    #: A process that syncs again (sync --every): each account's server hints from its last
+    #: clean run, so that the next one connects before the state is opened.
+    server_hints: KeptHints | None = None
 
 
 def sync_accounts(
@@ -226,30 +229,41 @@ def sync_account(
             AccountLock(options.state_dir / f"{account.name}.lock", account.name) as lock,
         ):
             lock.acquire(options.wait)
-            with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
-                destcheck.check(account, store)  # before the destination is even created
-                result.login_delay = _held_back(store, options)
-                if result.login_delay is not None:
-                    raise _Skipped  # before anything is opened: the server would refuse
-                destination = _open_destination(account, options)
-                completed = False
-                run = _AccountSync(account, store, destination, options, reporter, result)
-                try:
-                    run.run(password)
-                    completed = True
-                except KeyboardInterrupt:
-                    # Ctrl-C: what is complete was published on the way out; until QUIT no
-                    # DELE counts. Say so, then let the interrupt end the program.
-                    result.interrupted = True
-                    if not run.quit_sent:
-                        result.deleted = 0
-                    result.duration = time.monotonic() - started
-                    reporter.finished(result)
-                    raise
-                finally:
-                    destination.close()
-                    if (not completed or result.login_delay) and result.fetched == 0:
-                        destination.remove_if_unused()  # no empty ~/Mail/wrongpw left behind
+            # A daemon's poll after a clean one: the connection opens meanwhile the state and
+            # the destination are (nothing is sent that depends on them: see _AccountSync.run).
+            early = _connect_early(account, options)
+            try:
+                with open_store(options.state_dir / f"{account.name}.sqlite3") as store:
+                    destcheck.check(account, store)  # before the destination is even created
+                    result.login_delay = _held_back(store, options)
+                    if result.login_delay is not None:
+                        raise _Skipped  # before logging in: the server would refuse
+                    destination = _open_destination(account, options)
+                    completed = False
+                    run = _AccountSync(
+                        account, store, destination, options, reporter, result, early
+                    )
+                    early = None  # run() takes it or discards it
+                    try:
+                        run.run(password)
+                        completed = True
+                        _keep_hints(account, store, options)
+                    except KeyboardInterrupt:
+                        # Ctrl-C: what is complete was published on the way out; until QUIT
+                        # no DELE counts. Say so, then let the interrupt end the program.
+                        result.interrupted = True
+                        if not run.quit_sent:
+                            result.deleted = 0
+                        result.duration = time.monotonic() - started
+                        reporter.finished(result)
+                        raise
+                    finally:
+                        destination.close()
+                        if (not completed or result.login_delay) and result.fetched == 0:
+                            destination.remove_if_unused()  # no empty ~/Mail/wrongpw left
+            finally:
+                if early is not None:  # failed before the run began: nothing was sent
+                    early.discard()
     except _Skipped:
         pass
     except Pop3sFetchError as err:
@@ -266,6 +280,26 @@ def sync_account(
 
 class _Skipped(Exception):
     """The account is not synced in this run (LOGIN-DELAY): leave its lock and store."""
+
+
+def _connect_early(account: Account, options: SyncOptions) -> Connecting | None:
+    """Start connecting now if this process's last clean run of the account left its hints."""
+    kept = options.server_hints
+    hints = kept.take(account) if kept is not None else None  # kept again after a clean run
+    if hints is None:
+        return None
+    return open_in_background(account, hints, context_factory=options.context_factory)
+
+
+def _keep_hints(account: Account, store: StateStore, options: SyncOptions) -> None:
+    """After a clean run: what the next run in this process may connect with at once."""
+    kept = options.server_hints
+    if kept is None:
+        return
+    delay, _, refused_at = store.login_delay()
+    if delay is not None or refused_at is not None:
+        return  # a LOGIN-DELAY: the next run reads the state before it opens anything
+    kept.remember(account, ServerHints(store.server_pipelines(), store.last_login_method()))
 
 
 def _held_back(store: StateStore, options: SyncOptions) -> serverpolicy.LoginDelay | None:
@@ -302,8 +336,10 @@ class _AccountSync:
         options: SyncOptions,
         reporter: Reporter,
         result: AccountResult,
+        connecting: Connecting | None = None,
     ) -> None:
         self.account = account
+        self._connecting = connecting  # opened before the state, with remembered hints
         self.store = store
         self.destination = destination
         self.options = options
@@ -324,16 +360,19 @@ class _AccountSync:
         self.quiet: QuietListing | None = None  # the listing the last complete run settled
 
     def run(self, password: Callable[[], str]) -> None:
-        self.reporter.started(self.account.name, "connecting")
-        # Opened meanwhile, with what the last session learnt; its round trips overlap the
-        # local work (the password, which may be a keyring round trip of its own, and
-        # reconcile), and nothing that depends on the state is sent before that is done.
-        connecting = open_in_background(
-            self.account,
-            ServerHints(self.store.server_pipelines(), self.store.last_login_method()),
-            context_factory=self.options.context_factory,
-        )
+        # Opened meanwhile (unless already opening), with what the last session learnt; its
+        # round trips overlap the local work (the password, which may be a keyring round trip
+        # of its own, and reconcile), and nothing that depends on the state is sent before
+        # that is done: the handshake, CAPA, and a login's first line once the secret is in.
+        connecting = self._connecting
         try:
+            self.reporter.started(self.account.name, "connecting")
+            if connecting is None:
+                connecting = open_in_background(
+                    self.account,
+                    ServerHints(self.store.server_pipelines(), self.store.last_login_method()),
+                    context_factory=self.options.context_factory,
+                )
             secret = password()
             connecting.offer_secret(secret)
             self.result.recovered = self.reconcile()
@@ -342,7 +381,8 @@ class _AccountSync:
             self.quiet = self.store.quiet_listing()
             delivered = self.store.delivered() if self.quiet is None else None
         except BaseException:
-            connecting.discard()
+            if connecting is not None:
+                connecting.discard()
             raise
         try:
             session = connecting.result()

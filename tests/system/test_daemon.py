@@ -363,6 +363,31 @@ def test_a_failing_account_backs_off_and_the_others_go_on(
     assert len(read_messages(blocked, "maildir")) == 2
 
 
+def test_a_poll_after_a_clean_one_connects_before_it_opens_the_state(
+    tmp_path: Path, home: Cli, server: Pop3Server, ca_file: Path, running: list[Running]
+) -> None:
+    """Seen from the server: a poll that fails opening its destination has already connected
+    (the kept hints let it start before the state and the destination are opened); it
+    drops that session without a login, and the next poll, careful again, delivers."""
+    work = tmp_path / "work"
+    home.write_config(_account(server, ca_file, "work", "alice", work))
+    daemon = Running(home, "--every", "1s")
+    running.append(daemon)
+    daemon.expect(r"^work: 5 new messages", "out")
+    daemon.expect(r"^work: no new mail, 5 on server$", "out")
+    work.rename(tmp_path / "moved")
+    work.write_text("a file where the Maildir should be\n")
+    daemon.expect(r"^error: work: ", "err")
+    work.unlink()
+    (tmp_path / "moved").rename(work)
+    daemon.expect(r"^work: working again after 1 failure$", "err")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.finish() == 0
+    not_logged_in = [s for s in server.transcript if not any(c.startswith("USER") for c in s)]
+    assert len(not_logged_in) == 1, server.transcript  # the failing poll's, dropped unused
+    assert len(read_messages(work, "maildir")) == 5
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

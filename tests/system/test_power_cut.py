@@ -50,7 +50,8 @@ MESSAGES = [
     b"From: c@example.org\nSubject: three\n\n" + b"line of text\n" * 300,
     b"From: d@example.org\nSubject: four\n\n>From quoted\nlast line without a newline",
 ]
-#: Set to 1 to cut before every counted operation, not only where the outcome can differ.
+#: Cut before every counted operation, not only where the outcome can differ: "1" for every
+#: configuration, or a comma-separated list of configuration ids ("maildir-keep-first-run").
 EVERY_VARIABLE = "POP3S_FETCH_POWER_CUT_EVERY"
 #: The operations after which a cut can leave a different durable image.
 SYNCS = frozenset({"fsync", "fdatasync", "fsyncdir"})
@@ -295,16 +296,21 @@ class Rig:
         return read_messages(self.destination, self.fmt)
 
 
-def cut_points(trace: list[str]) -> list[int]:
+def cuts_every_operation(configuration: str) -> bool:
+    """Whether :data:`EVERY_VARIABLE` asks for every k in this configuration."""
+    value = os.environ.get(EVERY_VARIABLE, "")
+    return value == "1" or configuration in value.split(",")
+
+
+def cut_points(trace: list[str], *, every: bool = False) -> list[int]:
     """The k worth cutting before, given the operations of an uncut sync.
 
     What survives a cut before op k is fixed by the fsyncs before k, so it changes only just
     after an fsync; the server changes only at QUIT, once, in one direction. Between two
     fsyncs, the first and the last cut therefore leave every (durable image, server) pair that
-    any cut between them can leave. Those are tried, and 1; every k with
-    ``POP3S_FETCH_POWER_CUT_EVERY=1``.
+    any cut between them can leave. Those are tried, and 1; every k with ``every``.
     """
-    if os.environ.get(EVERY_VARIABLE) == "1":
+    if every:
         return list(range(1, len(trace) + 1))
     points = {1}
     for k, operation in enumerate(trace, start=1):
@@ -313,14 +319,14 @@ def cut_points(trace: list[str]) -> list[int]:
     return sorted(k for k in points if k <= len(trace))
 
 
-def run_every_cut(rig: Rig, name: str) -> Table:
+def run_every_cut(rig: Rig, name: str, *, every: bool = False) -> Table:
     """The uncut sync (and the cut after it), then a cut before each operation worth it."""
     started = time.monotonic()
     table = Table(name)
     rig.prepare_template()
     last, trace = rig.trial(None)
     table.operations = len(trace)
-    for k in cut_points(trace):
+    for k in cut_points(trace, every=every):
         outcome, _ = rig.trial(k)
         table.outcomes.append(outcome)
     table.outcomes.append(last)
@@ -350,6 +356,7 @@ def test_every_cut_point_then_a_plain_sync_delivers_each_message_once(
 ) -> None:
     rig = Rig(tmp_path, fmt, keep, later, server_ssl_context, ca_file)
     name = f"{fmt} keep={keep} {'later' if later else 'first'} run"
-    table = run_every_cut(rig, name)
+    configuration = f"{fmt}-{'keep' if keep else 'delete'}-{'later' if later else 'first'}-run"
+    table = run_every_cut(rig, name, every=cuts_every_operation(configuration))
     print(table.report())
     assert not any(o.bad() for o in table.outcomes), table.report()

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.dovecot import DovecotServer
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,3 +140,20 @@ def account_toml(
     if ca_file is not None:
         lines.append(f'ca_file = "{ca_file}"')
     return "\n".join(lines) + "\n\n"
+
+
+def dovecot_account(cli: Cli, dovecot: DovecotServer, username: str, prefix: str) -> str:
+    """Write a config with one Maildir account on ``dovecot``; returns its name, unique
+    (``prefix`` + random): a Secret Service's items outlive a test."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    cli.write_config(
+        account_toml(
+            name,
+            host=dovecot.host,
+            port=dovecot.port,
+            username=username,
+            destination=cli.home / "Maildir",
+            ca_file=dovecot.ca_file,
+        )
+    )
+    return name

@@ -8,13 +8,12 @@ with the same error texts. ``--debug`` says which way the password was read.
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import Cli, account_toml, make_cli
+from tests.support.cli import Cli, dovecot_account, make_cli
 from tests.support.dovecot import DovecotServer, DovecotUser
 from tests.support.secret_service import SecretService
 
@@ -35,18 +34,7 @@ def keyring_cli(tmp_path: Path, secret_service: SecretService) -> Cli:
 
 def configure(cli: Cli, dovecot: DovecotServer, user: DovecotUser) -> str:
     """An account with a name of its own: the keyring outlives a test."""
-    name = f"fast-{secrets.token_hex(4)}"
-    cli.write_config(
-        account_toml(
-            name,
-            host=dovecot.host,
-            port=dovecot.port,
-            username=user.name,
-            destination=cli.home / "Maildir",
-            ca_file=dovecot.ca_file,
-        )
-    )
-    return name
+    return dovecot_account(cli, dovecot, user.name, "fast")
 
 
 def store_password(cli: Cli, name: str, password: str) -> None:

@@ -21,7 +21,7 @@ import secretstorage
 import secretstorage.util
 
 from pop3s_fetch import credentials
-from tests.support.cli import account_toml, make_cli
+from tests.support.cli import dovecot_account, make_cli
 from tests.support.dovecot import DovecotServer
 from tests.support.secret_service import SecretService
 from tests.system.test_daemon import Running
@@ -168,17 +168,7 @@ def test_the_daemon_keeps_one_link_and_uses_a_new_password_at_the_next_poll(
     home = env.pop("HOME")
     cli = make_cli(tmp_path, env)
     cli.env["HOME"] = home
-    name = f"daemon-{secrets.token_hex(4)}"
-    cli.write_config(
-        account_toml(
-            name,
-            host=dovecot.host,
-            port=dovecot.port,
-            username=user.name,
-            destination=cli.home / "Maildir",
-            ca_file=dovecot.ca_file,
-        )
-    )
+    name = dovecot_account(cli, dovecot, user.name, "daemon")
     wrong = secrets.token_urlsafe(12)
     assert cli.run("password", "set", name, input=wrong + "\n").code == 0
     daemon = Running(cli, "--debug", "--every", "1s")

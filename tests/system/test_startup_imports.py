@@ -10,14 +10,13 @@ when nothing of that happens. The CLI runs as a process with ``PYTHONPROFILEIMPO
 from __future__ import annotations
 
 import re
-import secrets
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import Cli, account_toml, make_cli
+from tests.support.cli import Cli, account_toml, dovecot_account, make_cli
 from tests.support.dovecot import DovecotServer
 from tests.support.rig import BuiltinMaildrop, builtin_login, serve
 from tests.support.secret_service import SecretService
@@ -57,17 +56,7 @@ def test_the_default_path_imports_nothing_it_does_not_use(
     cli = make_cli(tmp_path, env)
     cli.env["HOME"] = secret_service.env["HOME"]
     user = dovecot.add_user([b"Subject: one\n\nbody\n"])
-    name = f"idle-{secrets.token_hex(4)}"
-    cli.write_config(
-        account_toml(
-            name,
-            host=dovecot.host,
-            port=dovecot.port,
-            username=user.name,
-            destination=cli.home / "Maildir",
-            ca_file=dovecot.ca_file,
-        )
-    )
+    name = dovecot_account(cli, dovecot, user.name, "idle")
     stored = cli.run("password", "set", name, input=user.password + "\n")
     assert stored.code == 0, stored.output
 

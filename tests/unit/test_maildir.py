@@ -98,6 +98,32 @@ def test_file_fsync_runs_off_the_calling_thread(
     assert [name != caller for name in threads] == [True, True, False]
 
 
+def test_the_files_of_consecutive_messages_are_fsynced_at_once(
+    maildir: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Overlapping fsyncs share one journal commit: four files must be able to sync together."""
+    together = threading.Barrier(4, timeout=10)
+    real_fsync = os.fsync
+
+    def fsync_in_step(fd: int) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            together.wait()  # breaks (and fails the batch) unless four fsyncs are under way
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_in_step)
+    staged = []
+    for number in range(4):
+        writer = maildir.open_message()
+        writer.write(MESSAGE + b"%d\n" % number)
+        staged.append(writer.finish())
+    placements = maildir.publish(staged, lambda placements: None)
+
+    assert not together.broken
+    assert sorted((maildir.path / "new" / p.target).read_bytes() for p in placements) == [
+        MESSAGE + b"%d\n" % number for number in range(4)
+    ]
+
+
 def test_a_taken_name_is_replaced_before_it_is_journalled(
     maildir: Maildir, maildir_path: Path
 ) -> None:

@@ -124,3 +124,15 @@ def test_timeline_names_every_step_of_a_sync_in_order() -> None:
         "QUIT sent",
         "exit",
     ], done.stdout
+
+
+@pytest.mark.dovecot
+def test_ab_runs_a_revision_and_a_directory_in_turn() -> None:
+    done = run_benchmark(
+        "benchmarks.ab", "HEAD", str(REPO_ROOT), "--small", "--count", "5", "--rounds", "2"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "5 small messages, first download, medians of 2 (wall, cpu seconds):"
+    assert [line.split()[0] for line in lines[1:]] == ["HEAD", str(REPO_ROOT)]
+    assert all(line.count("walls:") == 1 and len(line.split()) == 8 for line in lines[1:])

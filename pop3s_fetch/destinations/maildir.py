@@ -56,9 +56,10 @@ from pop3s_fetch.errors import DeliveryError
 SUBDIRECTORIES = ("tmp", "new", "cur")
 
 # Writing and fsyncing files blocks; workers do it while the reading thread decodes the next
-# messages. Four, because fsyncs that overlap are committed together (ext4 and XFS journal them
-# as one): a first download of 3,000 small messages took 5.4 s with one worker, 2.8 s with two
-# and 2.2 s with four; eight were no faster (benchmarks/README.md, "fsync workers").
+# messages. Four, because fsyncs that overlap are served together (a journalling file system
+# commits them in one transaction; a disk's cache flush covers every write before it): a first
+# download of 3,000 small messages took 5.4 s with one worker, 2.8 s with two and 2.2 s with
+# four; eight were no faster (benchmarks/README.md, "fsync workers").
 FILE_WORKERS = 4
 #: What :func:`inventory` reads of a message file at a time.
 READ_BLOCK = 256 * 1024

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import pty
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
+
+import trustme
 
 from pop3s_fetch import __version__
 from tests.support.cli import Cli, account_toml
@@ -250,3 +253,46 @@ def _read_pty(fd: int) -> bytes:
         return os.read(fd, 4096)
     except OSError:  # EIO: the other side is closed
         return b""
+
+
+def write_ca_account(cli: Cli, ca_file: Path) -> None:
+    """An account that gets past the password (a command) and stops at its ``ca_file``."""
+    settings = {"host": "127.0.0.1", "port": closed_port(), "username": "alice"}
+    toml = account_toml("work", **settings, destination=cli.home / "Maildir", ca_file=ca_file)
+    cli.write_config(toml + 'password_command = ["echo", "not-the-password"]\n')
+
+
+def test_a_ca_file_in_der_form_says_how_to_convert_it(cli: Cli, tmp_path: Path) -> None:
+    der = tmp_path / "home-ca.crt"
+    der.write_bytes(ssl.PEM_cert_to_DER_cert(trustme.CA().cert_pem.bytes().decode()))
+    write_ca_account(cli, der)
+    result = cli.run("sync")
+    assert (result.code, result.stderr) == (
+        69,
+        f"error: work: cannot load CA certificates from {der}: it holds a DER (binary) "
+        f"certificate, not PEM (convert it: openssl x509 -inform der -in {der} -out {der}.pem, "
+        f'then set ca = "{der}.pem")\n',
+    )
+
+
+def test_a_key_or_other_text_as_ca_file_is_named_as_such(cli: Cli, tmp_path: Path) -> None:
+    key = tmp_path / "server-key.pem"
+    trustme.CA().issue_cert("localhost").private_key_pem.write_to_path(str(key))
+    write_ca_account(cli, key)
+    result = cli.run("check")
+    assert (result.code, result.stderr) == (
+        69,
+        f"error: work: cannot load CA certificates from {key}: it holds a private key, not a "
+        "certificate (set ca to the CA's certificate (-----BEGIN CERTIFICATE-----), never a "
+        "key)\n",
+    )
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my CA is at https://ca.example.org\n")
+    write_ca_account(cli, notes)
+    result = cli.run("sync")
+    assert (result.code, result.stderr) == (
+        69,
+        f"error: work: cannot load CA certificates from {notes}: it holds no PEM certificate "
+        "(-----BEGIN CERTIFICATE-----) (ca must name a readable PEM file (or directory of "
+        "them) holding CA certificates)\n",
+    )

@@ -154,7 +154,8 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int, debug: bool)
 
     \b
     Start with:   pop3s-fetch demo
-    Then:         pop3s-fetch password set ACCOUNT && pop3s-fetch sync
+    Then:         pop3s-fetch init   (asks for the server, login and password)
+    And fetch:    pop3s-fetch sync
     """
     ctx.obj = _Globals(config_path, debug, verbose)
     _setup_logging(ctx.obj)
@@ -605,8 +606,7 @@ def config_path(g: _Globals) -> None:
     _echo(str(path))
     if not path.exists():
         _echo(
-            "(it does not exist yet: run pop3s-fetch init, or: "
-            f"pop3s-fetch config example > {path})",
+            f"(it does not exist yet: run pop3s-fetch init, or: {config.example_command(path)})",
             err=True,
         )
 
@@ -617,6 +617,7 @@ def config_example() -> None:
 
     \b
     Start a configuration from it:
+        mkdir -p ~/.config/pop3s-fetch
         pop3s-fetch config example > ~/.config/pop3s-fetch/config.toml
     """
     from pop3s_fetch import starter
@@ -863,7 +864,7 @@ def init(g: _Globals) -> None:
     if not sys.stdin.isatty():
         raise ConfigError(
             "init asks questions and needs a terminal",
-            hint=f"start from the annotated example: pop3s-fetch config example > {path}",
+            hint=f"start from the annotated example: {config.example_command(path)}",
         )
     existing = path.read_text(encoding="utf-8") if path.exists() else None
     taken = set(config.load(path).accounts) if existing is not None else set()

@@ -275,6 +275,20 @@ def default_config_path(environ: Mapping[str, str]) -> Path:
     return home_path / ".config" / CONFIG_RELATIVE_PATH
 
 
+def example_command(path: Path) -> str:
+    """The shell command that starts ``path`` from the annotated example, ready to paste.
+
+    With ``mkdir -p`` first when the directory is missing, as it is on a fresh account:
+    the shell's redirection would otherwise fail before pop3s-fetch even runs.
+    """
+    import shlex  # only on this error path: an ordinary run must not pay for the import
+
+    command = f"pop3s-fetch config example > {shlex.quote(str(path))}"
+    if path.parent.is_dir():
+        return command
+    return f"mkdir -p {shlex.quote(str(path.parent))} && {command}"
+
+
 def find_config_path(explicit: Path | None, environ: Mapping[str, str]) -> Path:
     """Return the file to load: ``--config``, then ``$POP3S_FETCH_CONFIG``, then the default."""
     if explicit is not None:
@@ -300,7 +314,7 @@ def load(path: Path) -> Config:
                 f"pop3s-fetch looked for --config, then ${CONFIG_ENV_VAR}, then "
                 f"$XDG_CONFIG_HOME/{CONFIG_RELATIVE_PATH.as_posix()} (default "
                 f"~/.config/{CONFIG_RELATIVE_PATH.as_posix()}); run: pop3s-fetch init, or start "
-                f"from the annotated example: pop3s-fetch config example > {path}"
+                f"from the annotated example: {example_command(path)}"
             ),
         ) from None
     except OSError as err:

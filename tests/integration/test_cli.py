@@ -296,3 +296,40 @@ def test_a_key_or_other_text_as_ca_file_is_named_as_such(cli: Cli, tmp_path: Pat
         "(-----BEGIN CERTIFICATE-----) (ca must name a readable PEM file (or directory of "
         "them) holding CA certificates)\n",
     )
+
+
+def test_the_example_command_in_hints_works_on_a_fresh_home(cli: Cli, tmp_path: Path) -> None:
+    """The hint is pasted into a shell where ~/.config/pop3s-fetch does not exist yet: a bare
+    ``> path`` redirection failed there before pop3s-fetch ran, so the hint says mkdir -p."""
+    fresh = cli.home / ".config" / "pop3s fetch" / "config.toml"  # a space, to be quoted
+    environment = {"POP3S_FETCH_CONFIG": str(fresh)}
+    command = f"mkdir -p '{fresh.parent}' && pop3s-fetch config example > '{fresh}'"
+    shown = cli.run("config", "path", extra_env=environment)
+    assert (shown.code, shown.stdout, shown.stderr) == (
+        0,
+        f"{fresh}\n",
+        f"(it does not exist yet: run pop3s-fetch init, or: {command})\n",
+    )
+    missing = cli.run("sync", extra_env=environment)
+    assert missing.code == 78
+    assert missing.stderr.endswith(f"start from the annotated example: {command})\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "pop3s-fetch"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pop3s_fetch "$@"\n')
+    shim.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{cli.env['PATH']}"
+    subprocess.run(["sh", "-c", command], env={**cli.env, "PATH": path}, check=True)
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    assert fresh.read_bytes() == example.read_bytes()
+    assert cli.run("config", "path", extra_env=environment).stderr == ""
+
+
+def test_top_level_help_walks_through_init(cli: Cli) -> None:
+    """Without init there is no account to set a password for: help named init nowhere."""
+    text = cli.run("--help").stdout
+    assert (
+        "  Start with:   pop3s-fetch demo\n"
+        "  Then:         pop3s-fetch init   (asks for the server, login and password)\n"
+        "  And fetch:    pop3s-fetch sync\n"
+    ) in text

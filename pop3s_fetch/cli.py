@@ -811,7 +811,7 @@ def _rebuild_lines(name: str, shown: str, report: statetools.Rebuilt) -> list[st
 
 @cli.command("import")
 @click.argument("peer", type=click.Choice(["fetchmail", "getmail", "mpop"]))
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-n", "--dry-run", is_flag=True, help="Only print what would be written.")
 @click.option("--prefix", default="", help="Put this before every imported account's name.")
 @click.option(
@@ -833,11 +833,17 @@ def import_command(
 ) -> None:
     """Import accounts and their UIDL state from fetchmail, getmail6 or mpop.
 
+    \b
+    pop3s-fetch import mpop --dry-run            show what would be written
+    pop3s-fetch import getmail ~/.getmail/       every rc file in that directory
+    pop3s-fetch import fetchmail ~/old/fetchmailrc
+
     Reads the peer's configuration (FILE..., or where the peer looks: ~/.fetchmailrc;
     ~/.config/getmail/ or ~/.getmail/; ~/.config/mpop/config or ~/.mpoprc) and the UIDLs it
     recorded as fetched, adds the accounts to the configuration, marks those UIDLs delivered,
     and puts passwords found into the OS keyring. The first sync then fetches only what the
-    peer had not. Every option it cannot translate is listed.
+    peer had not. Every option it cannot translate is listed. A file that is missing or
+    wrong, or an account name already configured, is exit 78 and nothing is written.
     """
     from pop3s_fetch import config
     from pop3s_fetch.migrate import importer

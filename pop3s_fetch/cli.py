@@ -1067,7 +1067,9 @@ def serverinfo(g: _Globals, account: str, login: bool) -> None:
 
     selected = _load_config(g).select([account])[0]
     secret = functools.partial(credentials.login_secret, selected) if login else None
-    for line in info_module.render(info_module.gather(selected, secret)):
+    with _speaking_for(g, selected.name):
+        info = info_module.gather(selected, secret)
+    for line in info_module.render(info):
         _echo(line)
 
 

@@ -333,3 +333,16 @@ def test_top_level_help_walks_through_init(cli: Cli) -> None:
         "  Then:         pop3s-fetch init   (asks for the server, login and password)\n"
         "  And fetch:    pop3s-fetch sync\n"
     ) in text
+
+
+def test_serverinfo_names_the_account_in_its_error_as_sync_does(cli: Cli) -> None:
+    port = closed_port()
+    write_account(cli, port=port)
+    for args in (["serverinfo", "work"], ["serverinfo", "--login", "work"]):
+        result = cli.run(*args)
+        assert (result.code, result.stdout, result.stderr) == (
+            75,
+            "",
+            f"error: work: cannot connect to 127.0.0.1:{port}: Connection refused "
+            "(check host and port, and that the server is up)\n",
+        ), args

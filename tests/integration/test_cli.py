@@ -12,8 +12,10 @@ from pathlib import Path
 
 import trustme
 
-from pop3s_fetch import __version__
+from pop3s_fetch import __version__, tls
+from tests.support.certs import ServerCert
 from tests.support.cli import Cli, account_toml
+from tests.support.rig import serve
 
 
 def write_account(cli: Cli, port: int = 995, **overrides: object) -> None:
@@ -346,3 +348,29 @@ def test_serverinfo_names_the_account_in_its_error_as_sync_does(cli: Cli) -> Non
             f"error: work: cannot connect to 127.0.0.1:{port}: Connection refused "
             "(check host and port, and that the server is up)\n",
         ), args
+
+
+def test_a_backup_by_host_names_its_options_in_the_tls_fix(
+    cli: Cli, server_ssl_context: ssl.SSLContext, server_cert: ServerCert
+) -> None:
+    """No configuration holds a server named on the command line: 'set ca = ...' would send
+    the user looking for a file to edit; the fix names --ca and --fingerprint."""
+    pin = tls.fingerprint(
+        ssl.PEM_cert_to_DER_cert(server_cert.leaf.cert_chain_pems[0].bytes().decode())
+    )
+    with serve(server_ssl_context, [b"Subject: x\n\nhi\n"], user="alice", password="pw") as drop:
+        port = drop.server.port
+        args = ["127.0.0.1", "--port", str(port), "--user", "alice"]
+        result = cli.run(
+            "backup", *args, "--to", str(cli.home / "copy"), "--password-command", "echo pw"
+        )
+    assert result.code == 69, result.output
+    assert result.stderr.endswith(
+        f"(its issuer is not in certifi's CA bundle: give --ca /path/to/issuer-ca.pem or pin it "
+        f"with --fingerprint {pin} (check the fingerprint with the server's administrator "
+        "first))\n"
+    )
+    assert result.stderr.startswith(
+        f"error: alice@127.0.0.1: refused the TLS connection to 127.0.0.1:{port} (unknown issuer)"
+    )
+    assert len(result.stderr.splitlines()) == 1

@@ -514,7 +514,7 @@ def backup(
                 f"{extra[0]} is for a server named on the command line (with --user); "
                 f'account "{host}" takes it from the configuration'
             )
-        account = _load_config(g).select([host])[0]
+        account = _backup_account(g, host, target)
         plan = backup_module.for_account(account, target, chosen, cwd=Path.cwd())
     else:
         plan = backup_module.for_server(
@@ -556,6 +556,34 @@ def backup(
         sys.exit(int(outcome.error.exit_code))
     assert outcome.verdict is not None
     output.info(outcome.verdict.line())
+
+
+def _backup_account(g: _Globals, name: str, target: str) -> Account:
+    """The configured account ``backup NAME`` names; a name that is none (a host, most
+    likely, given without --user) is a usage error saying so, not 'no configuration file'."""
+    from pop3s_fetch import backup as backup_module
+    from pop3s_fetch import config
+
+    path = config.find_config_path(g.config_path, os.environ)
+    if path.exists():
+        loaded = config.load(path)
+        if name in loaded.accounts:
+            return loaded.accounts[name]
+        why = f"{path} defines: {', '.join(loaded.accounts) or 'no account'}"
+    else:
+        why = f"there is no configuration file at {path}"
+    raise backup_module.BadOption(
+        f"{_quoted(name)} is not a configured account: {why}",
+        hint=f"to back up a server by its host name, give the login name: pop3s-fetch backup "
+        f"{_quoted(name)} --user NAME --to {_quoted(target)}",
+    )
+
+
+def _quoted(word: str) -> str:
+    """``word`` as a shell reads it back, quoted only when it must be."""
+    import shlex
+
+    return shlex.quote(word)
 
 
 def _ask_password(prompt: str) -> str:

@@ -374,3 +374,27 @@ def test_a_backup_by_host_names_its_options_in_the_tls_fix(
         f"error: alice@127.0.0.1: refused the TLS connection to 127.0.0.1:{port} (unknown issuer)"
     )
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_backup_of_a_host_without_user_asks_for_user_not_for_a_configuration(
+    cli: Cli,
+) -> None:
+    """The one-off backup needs no configuration; forgetting --user made it say 'no
+    configuration file ... run: pop3s-fetch init', the wrong way out."""
+    result = cli.run("backup", "pop.example.com", "--to", "my copy")
+    assert (result.code, result.stdout, result.stderr) == (
+        64,
+        "",
+        "error: pop.example.com is not a configured account: there is no configuration file "
+        f"at {cli.config_path} (to back up a server by its host name, give the login name: "
+        "pop3s-fetch backup pop.example.com --user NAME --to 'my copy')\n",
+    )
+    write_account(cli)
+    result = cli.run("backup", "pop.example.com", "--to", "copy")
+    assert (result.code, result.stderr) == (
+        64,
+        f"error: pop.example.com is not a configured account: {cli.config_path} defines: work "
+        "(to back up a server by its host name, give the login name: "
+        "pop3s-fetch backup pop.example.com --user NAME --to copy)\n",
+    )
+    assert not (cli.home / "copy").exists()

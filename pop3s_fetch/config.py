@@ -497,22 +497,47 @@ def _expect_path(value: object, base: Path) -> Path:
     return base / expanded  # an absolute `expanded` replaces `base`
 
 
+def _meant(value: str | None) -> str:
+    """`` (did you mean VALUE?)`` for a mistake with one obvious reading, else nothing."""
+    return f" (did you mean {value}?)" if value is not None else ""
+
+
+def _in_other_case(value: object, choices: Sequence[str]) -> str | None:
+    """The choice ``value`` spells in other letter case (``"Maildir"``), as TOML writes it."""
+    if isinstance(value, str) and value.strip().lower() in choices:
+        return _toml_string(value.strip().lower())
+    return None
+
+
+#: A number written as a string, as many other programs' config files take them: "995", "60s".
+_QUOTED_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds|m|min|minutes|h)?\s*")
+_UNIT_SECONDS = {"m": 60, "min": 60, "minutes": 60, "h": 3600}
+
+
 def _expect_format(value: object, _base: Path) -> MailFormat:
     if value not in ("maildir", "mbox", "mda"):
-        raise _Invalid(f'expected "maildir", "mbox" or "mda", got {_toml_value(value)}')
+        guess = _meant(_in_other_case(value, ("maildir", "mbox", "mda")))
+        raise _Invalid(f'expected "maildir", "mbox" or "mda", got {_toml_value(value)}{guess}')
     return value
 
 
 def _expect_port(value: object, _base: Path) -> int:
     # bool is a subclass of int, but `port = true` is a mistake, not port 1.
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise _Invalid(f"expected an integer 1-65535, got {_toml_value(value)}")
+        digits = value.strip() if isinstance(value, str) else ""
+        guess = _meant(f"{int(digits)}, without quotes" if digits.isdigit() else None)
+        raise _Invalid(f"expected an integer 1-65535, got {_toml_value(value)}{guess}")
     return value
 
 
 def _expect_bool(value: object, _base: Path) -> bool:
     if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_toml_value(value)}")
+        guess = None
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on"):
+            guess = "true"
+        elif isinstance(value, str) and value.strip().lower() in ("false", "no", "off"):
+            guess = "false"
+        raise _Invalid(f"expected true or false, got {_toml_value(value)}{_meant(guess)}")
     return value
 
 
@@ -523,16 +548,31 @@ def _expect_timeout(value: object, _base: Path) -> float:
         or not isinstance(value, int | float)
         or not 0 < value <= MAX_TIMEOUT
     ):
+        match = _QUOTED_NUMBER.fullmatch(value) if isinstance(value, str) else None
+        guess = None
+        if match:
+            seconds = float(match[1]) * _UNIT_SECONDS.get(match[2] or "", 1)
+            spelt = f"{seconds:g}" if match[2] else f"{seconds:g}, without quotes"
+            guess = spelt if 0 < seconds <= MAX_TIMEOUT else None
         raise _Invalid(
             f"expected a number of seconds above 0 and at most {MAX_TIMEOUT:g}, "
-            f"got {_toml_value(value)}"
+            f"got {_toml_value(value)}{_meant(guess)}"
         )
     return float(value)
 
 
+#: What other programs call our two modes: fetchmail's "ssl", mpop's "tls_starttls".
+_TLS_SYNONYMS = {"ssl": "implicit", "tls": "implicit", "pop3s": "implicit", "stls": "starttls"}
+
+
 def _expect_tls_mode(value: object, _base: Path) -> TlsMode:
     if value not in TLS_MODES:
-        raise _Invalid(f'expected "implicit" or "starttls", got {_toml_value(value)}')
+        guess = _in_other_case(value, TLS_MODES)
+        if guess is None and isinstance(value, str) and value.strip().lower() in _TLS_SYNONYMS:
+            guess = _toml_string(_TLS_SYNONYMS[value.strip().lower()])
+        raise _Invalid(
+            f'expected "implicit" or "starttls", got {_toml_value(value)}{_meant(guess)}'
+        )
     return value
 
 

@@ -627,9 +627,33 @@ def _expect_argv(value: object, _base: Path) -> tuple[str, ...]:
     ):
         raise _Invalid(
             'expected an array of non-empty strings such as ["pass", "show", "mail/work"] '
-            f"(it is run without a shell), got {_toml_value(value)}"
+            f"(it is run without a shell), got {_toml_value(value)}{_argv_guess(value)}"
         )
     return tuple(value)
+
+
+#: Characters that make a command line mean more than its words: no array can hold that.
+#: Not braces: ``{sender}`` is a placeholder of ``mda`` and ``filter``, and sh has no {a,b}.
+_SHELL_SYNTAX = frozenset("|&;<>()$`*?[]~\\")
+
+
+def _argv_guess(value: object) -> str:
+    """For a command written as one string, the array that runs what it says.
+
+    Only words: the words. Shell syntax (a pipe, ``$VAR``, ``~``, a glob), which split into
+    words would run something else than meant: the line handed to ``sh -c``.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return ""
+    if _SHELL_SYNTAX & set(value):
+        return _meant(f'["sh", "-c", {_toml_string(value)}]')
+    import shlex  # only on this error path
+
+    try:
+        words = shlex.split(value)
+    except ValueError:  # an unclosed quote
+        return ""
+    return _meant("[" + ", ".join(_toml_string(word) for word in words) + "]")
 
 
 def _expect_hook(value: object, base: Path) -> tuple[str, ...]:
@@ -638,7 +662,7 @@ def _expect_hook(value: object, base: Path) -> tuple[str, ...]:
     except _Invalid:
         raise _Invalid(
             'expected an array of non-empty strings such as ["notmuch", "new"] '
-            f"(it is run without a shell), got {_toml_value(value)}"
+            f"(it is run without a shell), got {_toml_value(value)}{_argv_guess(value)}"
         ) from None
 
 
@@ -843,7 +867,7 @@ def _expect_program(value: object, example: str) -> tuple[str, ...]:
     ):
         raise _Invalid(
             f"expected an array of non-empty strings such as [{example}] "
-            f"(it is run without a shell), got {_toml_value(value)}"
+            f"(it is run without a shell), got {_toml_value(value)}{_argv_guess(value)}"
         )
     for index, arg in enumerate(value):
         for name in _PLACEHOLDER.findall(arg):

@@ -1135,7 +1135,20 @@ AUTH_CHOICES = (
             f'accounts.work.auth: expected one of {AUTH_CHOICES}, got "digest-md5"',
         ),
         ("auth = 1", f"accounts.work.auth: expected one of {AUTH_CHOICES}, got 1"),
-        ('password_command = "pass show mail"', f'{BAD_ARGV}"pass show mail"'),
+        (
+            'password_command = "pass show mail"',
+            f'{BAD_ARGV}"pass show mail" (did you mean ["pass", "show", "mail"]?)',
+        ),
+        (
+            "password_command = \"gpg -d 'my pw.gpg'\"",
+            f'{BAD_ARGV}"gpg -d \'my pw.gpg\'" (did you mean ["gpg", "-d", "my pw.gpg"]?)',
+        ),
+        (
+            'password_command = "pass show mail | head -n 1"',
+            f'{BAD_ARGV}"pass show mail | head -n 1" '
+            '(did you mean ["sh", "-c", "pass show mail | head -n 1"]?)',
+        ),
+        ('password_command = "gpg -d \'x"', f'{BAD_ARGV}"gpg -d \'x"'),
         ("password_command = []", f"{BAD_ARGV}[]"),
         ('password_command = ["pass", ""]', f'{BAD_ARGV}["pass", ""]'),
         ('password_command = ["pass", 1]', f'{BAD_ARGV}["pass", 1]'),

@@ -965,7 +965,11 @@ def _settle_trust(answers: Starter, path: Path) -> Starter:
         try:
             info = info_module.gather(account)
         except TLSError as err:
-            _echo(f"the TLS check failed: {err.message}", err=True)
+            failure = err.message
+            # A refusal describes the certificate and the choice below is its fix; a CA file
+            # that would not load (DER, a key) says nothing of the server: show its fix.
+            fix = "" if "sha256:" in failure or not err.hint else f" ({err.hint})"
+            _echo(f"the TLS check failed: {failure}{fix}", err=True)
         except Pop3sFetchError as err:
             _echo(f"could not check the server now ({err.message}); writing it anyway", err=True)
             return answers
@@ -988,10 +992,11 @@ def _settle_trust(answers: Starter, path: Path) -> Starter:
             )
         except Pop3sFetchError:
             return answers
-        _echo(
-            f"its certificate: {summary.subject}; issuer {summary.issuer}; {summary.sha256}",
-            err=True,
-        )
+        if summary.sha256 not in failure:  # else said just above, in the refusal
+            _echo(
+                f"its certificate: {summary.subject}; issuer {summary.issuer}; {summary.sha256}",
+                err=True,
+            )
         choice = click.prompt(
             "Trust it by a CA file (c), pin this certificate (p), or write it as is (w)?",
             type=click.Choice(["c", "p", "w"]),

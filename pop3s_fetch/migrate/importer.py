@@ -332,7 +332,10 @@ def describe(imported: Plan, done: Done | None, *, store_passwords: bool) -> lis
         )
         lines += [f"    {line}" for line in imported.blocks[account.name].splitlines()[1:]]
         count = len(account.uidls)
-        files = ", ".join(str(p) for p in account.state_files) or "no UIDL file found"
+        looked = " or ".join(str(p) for p in account.state_looked)
+        files = ", ".join(str(p) for p in account.state_files) or (
+            f"no UIDL file at {looked}" if looked else "no UIDL file found"
+        )
         if would:
             lines.append(f"  state: would mark {count} UIDLs delivered ({files})")
         else:
@@ -341,6 +344,12 @@ def describe(imported: Plan, done: Done | None, *, store_passwords: bool) -> lis
             lines.append(
                 f"  state: {count} UIDLs the peer fetched marked delivered "
                 f"({added} added to the state; {files})"
+            )
+        if not count and account.keys.get("keep") is not False:  # else the peer deleted them
+            lines.append(
+                "  nothing recorded as fetched: the first sync downloads every message now on "
+                "the server; if the peer fetched them already, run pop3s-fetch state seed "
+                f"{account.name} before it (it marks them all delivered, downloading nothing)"
             )
         if count and account.keys.get("keep") is False:
             lines.append(

@@ -105,3 +105,28 @@ def test_a_directory_for_mpop_or_fetchmail_is_named(cli: Cli) -> None:
         f"error: {directory} is a directory, not mpop's configuration file "
         "(name the file: pop3s-fetch import mpop FILE)",
     )
+
+
+def test_no_uidl_file_names_where_it_looked_and_the_way_to_start_from_now(cli: Cli) -> None:
+    """0 UIDLs imported means the first sync downloads everything again: say where the
+    UIDLs were looked for, and that state seed avoids the duplicates."""
+    (cli.home / ".mpoprc").write_text(
+        "account work\nhost pop.example.org\nuser u\ntls on\ntls_starttls off\nkeep on\n"
+        "account gone\nhost pop.example.org\nuser v\ntls on\ntls_starttls off\nkeep off\n"
+    )
+    data = cli.home / "data"
+    result = cli.run("import", "mpop", "--dry-run", extra_env={"XDG_DATA_HOME": str(data)})
+    assert result.code == 0, result.output
+    lines = result.stdout.splitlines()
+    looked = (
+        f"{data}/mpop/uidls/u_at_pop.example.org or {data}/mpop/uidls or "
+        f"{cli.home}/.mpop_uidls/u_at_pop.example.org"
+    )
+    at = lines.index(f"  state: would mark 0 UIDLs delivered (no UIDL file at {looked})")
+    assert lines[at + 1] == (
+        "  nothing recorded as fetched: the first sync downloads every message now on the "
+        "server; if the peer fetched them already, run pop3s-fetch state seed work before it "
+        "(it marks them all delivered, downloading nothing)"
+    )
+    # keep off (mpop's default): mpop deleted what it fetched, so the server's mail is new.
+    assert sum("nothing recorded as fetched" in line for line in lines) == 1

@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shlex
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class Plan:
     shown: str  # the target as the user typed it, for the verdict
     keyring_names: tuple[str, ...]  # entries to try, in order (none: the account's own source)
     store_as: str | None  # keep a typed password under this keyring name
+    by_options: bool = False  # the server came from the command line: fixes name its options
 
 
 def keyring_name(username: str, host: str) -> str:
@@ -151,7 +153,48 @@ def for_server(
             if a.host.lower() == host.lower() and a.username == username and _uses_keyring(a)
         ]
         names = (*same, own)
-    return Plan(account, target, names, own if names else None)
+    return Plan(account, target, names, own if names else None, by_options=True)
+
+
+#: ``key = "value"`` (or a number) in a hint, for the keys a backup takes as options.
+_KEY_IN_HINT = re.compile(r'\b(ca|fingerprint|tls|port) = (?:"([^"]*)"|(\d+))')
+
+
+def in_options(err: Pop3sFetchError) -> Pop3sFetchError:
+    """Make ``err``'s fix name the backup's options (``--ca FILE``), not configuration keys.
+
+    A server named on the command line has no configuration to edit: "set ca =
+    "/path/to/ca.pem"" would send the user looking for a file that does not exist.
+    """
+    if err.hint:
+        err.hint = _KEY_IN_HINT.sub(
+            lambda m: f"--{m[1]} {shlex.quote(m[2] if m[2] is not None else m[3])}", err.hint
+        ).replace("set --", "give --")
+    return err
+
+
+class _OptionHints:
+    """A Reporter that passes everything on, with a failed sync's fix in the backup's options."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self._inner = inner
+
+    def started(self, account: str, phase: str) -> None:
+        self._inner.started(account, phase)
+
+    def listed(self, account: str, messages: int, octets: int) -> None:
+        self._inner.listed(account, messages, octets)
+
+    def fetched(self, account: str, message_octets: int) -> None:
+        self._inner.fetched(account, message_octets)
+
+    def warned(self, account: str, text: str, *, loud: bool = False) -> None:
+        self._inner.warned(account, text, loud=loud)
+
+    def finished(self, result: AccountResult) -> None:
+        if result.error is not None:
+            in_options(result.error)
+        self._inner.finished(result)
 
 
 def for_account(account: Account, target: str, fmt: Format, *, cwd: Path) -> Plan:
@@ -260,6 +303,28 @@ def run(
 
     Failures are returned in the outcome (the sync's are reported through ``reporter``).
     """
+    outcome = _run(
+        plan,
+        secret,
+        state_root,
+        _OptionHints(reporter) if plan.by_options else reporter,
+        verify_only=verify_only,
+        wait=wait,
+    )
+    if plan.by_options and outcome.error is not None:
+        in_options(outcome.error)
+    return outcome
+
+
+def _run(
+    plan: Plan,
+    secret: Secret,
+    state_root: Path,
+    reporter: Reporter,
+    *,
+    verify_only: bool,
+    wait: float,
+) -> Outcome:
     account = plan.account
     location = state_location(state_root, account)
     outcome = Outcome()

@@ -154,7 +154,8 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int, debug: bool)
 
     \b
     Start with:   pop3s-fetch demo
-    Then:         pop3s-fetch password set ACCOUNT && pop3s-fetch sync
+    Then:         pop3s-fetch init   (asks for the server, login and password)
+    And fetch:    pop3s-fetch sync
     """
     ctx.obj = _Globals(config_path, debug, verbose)
     _setup_logging(ctx.obj)
@@ -513,7 +514,7 @@ def backup(
                 f"{extra[0]} is for a server named on the command line (with --user); "
                 f'account "{host}" takes it from the configuration'
             )
-        account = _load_config(g).select([host])[0]
+        account = _backup_account(g, host, target)
         plan = backup_module.for_account(account, target, chosen, cwd=Path.cwd())
     else:
         plan = backup_module.for_server(
@@ -555,6 +556,34 @@ def backup(
         sys.exit(int(outcome.error.exit_code))
     assert outcome.verdict is not None
     output.info(outcome.verdict.line())
+
+
+def _backup_account(g: _Globals, name: str, target: str) -> Account:
+    """The configured account ``backup NAME`` names; a name that is none (a host, most
+    likely, given without --user) is a usage error saying so, not 'no configuration file'."""
+    from pop3s_fetch import backup as backup_module
+    from pop3s_fetch import config
+
+    path = config.find_config_path(g.config_path, os.environ)
+    if path.exists():
+        loaded = config.load(path)
+        if name in loaded.accounts:
+            return loaded.accounts[name]
+        why = f"{path} defines: {', '.join(loaded.accounts) or 'no account'}"
+    else:
+        why = f"there is no configuration file at {path}"
+    raise backup_module.BadOption(
+        f"{_quoted(name)} is not a configured account: {why}",
+        hint=f"to back up a server by its host name, give the login name: pop3s-fetch backup "
+        f"{_quoted(name)} --user NAME --to {_quoted(target)}",
+    )
+
+
+def _quoted(word: str) -> str:
+    """``word`` as a shell reads it back, quoted only when it must be."""
+    import shlex
+
+    return shlex.quote(word)
 
 
 def _ask_password(prompt: str) -> str:
@@ -605,8 +634,7 @@ def config_path(g: _Globals) -> None:
     _echo(str(path))
     if not path.exists():
         _echo(
-            "(it does not exist yet: run pop3s-fetch init, or: "
-            f"pop3s-fetch config example > {path})",
+            f"(it does not exist yet: run pop3s-fetch init, or: {config.example_command(path)})",
             err=True,
         )
 
@@ -617,6 +645,7 @@ def config_example() -> None:
 
     \b
     Start a configuration from it:
+        mkdir -p ~/.config/pop3s-fetch
         pop3s-fetch config example > ~/.config/pop3s-fetch/config.toml
     """
     from pop3s_fetch import starter
@@ -810,7 +839,7 @@ def _rebuild_lines(name: str, shown: str, report: statetools.Rebuilt) -> list[st
 
 @cli.command("import")
 @click.argument("peer", type=click.Choice(["fetchmail", "getmail", "mpop"]))
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-n", "--dry-run", is_flag=True, help="Only print what would be written.")
 @click.option("--prefix", default="", help="Put this before every imported account's name.")
 @click.option(
@@ -832,11 +861,17 @@ def import_command(
 ) -> None:
     """Import accounts and their UIDL state from fetchmail, getmail6 or mpop.
 
+    \b
+    pop3s-fetch import mpop --dry-run            show what would be written
+    pop3s-fetch import getmail ~/.getmail/       every rc file in that directory
+    pop3s-fetch import fetchmail ~/old/fetchmailrc
+
     Reads the peer's configuration (FILE..., or where the peer looks: ~/.fetchmailrc;
     ~/.config/getmail/ or ~/.getmail/; ~/.config/mpop/config or ~/.mpoprc) and the UIDLs it
     recorded as fetched, adds the accounts to the configuration, marks those UIDLs delivered,
     and puts passwords found into the OS keyring. The first sync then fetches only what the
-    peer had not. Every option it cannot translate is listed.
+    peer had not. Every option it cannot translate is listed. A file that is missing or
+    wrong, or an account name already configured, is exit 78 and nothing is written.
     """
     from pop3s_fetch import config
     from pop3s_fetch.migrate import importer
@@ -863,7 +898,7 @@ def init(g: _Globals) -> None:
     if not sys.stdin.isatty():
         raise ConfigError(
             "init asks questions and needs a terminal",
-            hint=f"start from the annotated example: pop3s-fetch config example > {path}",
+            hint=f"start from the annotated example: {config.example_command(path)}",
         )
     existing = path.read_text(encoding="utf-8") if path.exists() else None
     taken = set(config.load(path).accounts) if existing is not None else set()
@@ -930,7 +965,11 @@ def _settle_trust(answers: Starter, path: Path) -> Starter:
         try:
             info = info_module.gather(account)
         except TLSError as err:
-            _echo(f"the TLS check failed: {err.message}", err=True)
+            failure = err.message
+            # A refusal describes the certificate and the choice below is its fix; a CA file
+            # that would not load (DER, a key) says nothing of the server: show its fix.
+            fix = "" if "sha256:" in failure or not err.hint else f" ({err.hint})"
+            _echo(f"the TLS check failed: {failure}{fix}", err=True)
         except Pop3sFetchError as err:
             _echo(f"could not check the server now ({err.message}); writing it anyway", err=True)
             return answers
@@ -953,10 +992,11 @@ def _settle_trust(answers: Starter, path: Path) -> Starter:
             )
         except Pop3sFetchError:
             return answers
-        _echo(
-            f"its certificate: {summary.subject}; issuer {summary.issuer}; {summary.sha256}",
-            err=True,
-        )
+        if summary.sha256 not in failure:  # else said just above, in the refusal
+            _echo(
+                f"its certificate: {summary.subject}; issuer {summary.issuer}; {summary.sha256}",
+                err=True,
+            )
         choice = click.prompt(
             "Trust it by a CA file (c), pin this certificate (p), or write it as is (w)?",
             type=click.Choice(["c", "p", "w"]),
@@ -1060,7 +1100,9 @@ def serverinfo(g: _Globals, account: str, login: bool) -> None:
 
     selected = _load_config(g).select([account])[0]
     secret = functools.partial(credentials.login_secret, selected) if login else None
-    for line in info_module.render(info_module.gather(selected, secret)):
+    with _speaking_for(g, selected.name):
+        info = info_module.gather(selected, secret)
+    for line in info_module.render(info):
         _echo(line)
 
 

@@ -275,6 +275,20 @@ def default_config_path(environ: Mapping[str, str]) -> Path:
     return home_path / ".config" / CONFIG_RELATIVE_PATH
 
 
+def example_command(path: Path) -> str:
+    """The shell command that starts ``path`` from the annotated example, ready to paste.
+
+    With ``mkdir -p`` first when the directory is missing, as it is on a fresh account:
+    the shell's redirection would otherwise fail before pop3s-fetch even runs.
+    """
+    import shlex  # only on this error path: an ordinary run must not pay for the import
+
+    command = f"pop3s-fetch config example > {shlex.quote(str(path))}"
+    if path.parent.is_dir():
+        return command
+    return f"mkdir -p {shlex.quote(str(path.parent))} && {command}"
+
+
 def find_config_path(explicit: Path | None, environ: Mapping[str, str]) -> Path:
     """Return the file to load: ``--config``, then ``$POP3S_FETCH_CONFIG``, then the default."""
     if explicit is not None:
@@ -300,7 +314,7 @@ def load(path: Path) -> Config:
                 f"pop3s-fetch looked for --config, then ${CONFIG_ENV_VAR}, then "
                 f"$XDG_CONFIG_HOME/{CONFIG_RELATIVE_PATH.as_posix()} (default "
                 f"~/.config/{CONFIG_RELATIVE_PATH.as_posix()}); run: pop3s-fetch init, or start "
-                f"from the annotated example: pop3s-fetch config example > {path}"
+                f"from the annotated example: {example_command(path)}"
             ),
         ) from None
     except OSError as err:
@@ -483,22 +497,47 @@ def _expect_path(value: object, base: Path) -> Path:
     return base / expanded  # an absolute `expanded` replaces `base`
 
 
+def _meant(value: str | None) -> str:
+    """`` (did you mean VALUE?)`` for a mistake with one obvious reading, else nothing."""
+    return f" (did you mean {value}?)" if value is not None else ""
+
+
+def _in_other_case(value: object, choices: Sequence[str]) -> str | None:
+    """The choice ``value`` spells in other letter case (``"Maildir"``), as TOML writes it."""
+    if isinstance(value, str) and value.strip().lower() in choices:
+        return _toml_string(value.strip().lower())
+    return None
+
+
+#: A number written as a string, as many other programs' config files take them: "995", "60s".
+_QUOTED_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds|m|min|minutes|h)?\s*")
+_UNIT_SECONDS = {"m": 60, "min": 60, "minutes": 60, "h": 3600}
+
+
 def _expect_format(value: object, _base: Path) -> MailFormat:
     if value not in ("maildir", "mbox", "mda"):
-        raise _Invalid(f'expected "maildir", "mbox" or "mda", got {_toml_value(value)}')
+        guess = _meant(_in_other_case(value, ("maildir", "mbox", "mda")))
+        raise _Invalid(f'expected "maildir", "mbox" or "mda", got {_toml_value(value)}{guess}')
     return value
 
 
 def _expect_port(value: object, _base: Path) -> int:
     # bool is a subclass of int, but `port = true` is a mistake, not port 1.
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise _Invalid(f"expected an integer 1-65535, got {_toml_value(value)}")
+        digits = value.strip() if isinstance(value, str) else ""
+        guess = _meant(f"{int(digits)}, without quotes" if digits.isdigit() else None)
+        raise _Invalid(f"expected an integer 1-65535, got {_toml_value(value)}{guess}")
     return value
 
 
 def _expect_bool(value: object, _base: Path) -> bool:
     if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_toml_value(value)}")
+        guess = None
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on"):
+            guess = "true"
+        elif isinstance(value, str) and value.strip().lower() in ("false", "no", "off"):
+            guess = "false"
+        raise _Invalid(f"expected true or false, got {_toml_value(value)}{_meant(guess)}")
     return value
 
 
@@ -509,16 +548,31 @@ def _expect_timeout(value: object, _base: Path) -> float:
         or not isinstance(value, int | float)
         or not 0 < value <= MAX_TIMEOUT
     ):
+        match = _QUOTED_NUMBER.fullmatch(value) if isinstance(value, str) else None
+        guess = None
+        if match:
+            seconds = float(match[1]) * _UNIT_SECONDS.get(match[2] or "", 1)
+            spelt = f"{seconds:g}" if match[2] else f"{seconds:g}, without quotes"
+            guess = spelt if 0 < seconds <= MAX_TIMEOUT else None
         raise _Invalid(
             f"expected a number of seconds above 0 and at most {MAX_TIMEOUT:g}, "
-            f"got {_toml_value(value)}"
+            f"got {_toml_value(value)}{_meant(guess)}"
         )
     return float(value)
 
 
+#: What other programs call our two modes: fetchmail's "ssl", mpop's "tls_starttls".
+_TLS_SYNONYMS = {"ssl": "implicit", "tls": "implicit", "pop3s": "implicit", "stls": "starttls"}
+
+
 def _expect_tls_mode(value: object, _base: Path) -> TlsMode:
     if value not in TLS_MODES:
-        raise _Invalid(f'expected "implicit" or "starttls", got {_toml_value(value)}')
+        guess = _in_other_case(value, TLS_MODES)
+        if guess is None and isinstance(value, str) and value.strip().lower() in _TLS_SYNONYMS:
+            guess = _toml_string(_TLS_SYNONYMS[value.strip().lower()])
+        raise _Invalid(
+            f'expected "implicit" or "starttls", got {_toml_value(value)}{_meant(guess)}'
+        )
     return value
 
 
@@ -573,9 +627,33 @@ def _expect_argv(value: object, _base: Path) -> tuple[str, ...]:
     ):
         raise _Invalid(
             'expected an array of non-empty strings such as ["pass", "show", "mail/work"] '
-            f"(it is run without a shell), got {_toml_value(value)}"
+            f"(it is run without a shell), got {_toml_value(value)}{_argv_guess(value)}"
         )
     return tuple(value)
+
+
+#: Characters that make a command line mean more than its words: no array can hold that.
+#: Not braces: ``{sender}`` is a placeholder of ``mda`` and ``filter``, and sh has no {a,b}.
+_SHELL_SYNTAX = frozenset("|&;<>()$`*?[]~\\")
+
+
+def _argv_guess(value: object) -> str:
+    """For a command written as one string, the array that runs what it says.
+
+    Only words: the words. Shell syntax (a pipe, ``$VAR``, ``~``, a glob), which split into
+    words would run something else than meant: the line handed to ``sh -c``.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return ""
+    if _SHELL_SYNTAX & set(value):
+        return _meant(f'["sh", "-c", {_toml_string(value)}]')
+    import shlex  # only on this error path
+
+    try:
+        words = shlex.split(value)
+    except ValueError:  # an unclosed quote
+        return ""
+    return _meant("[" + ", ".join(_toml_string(word) for word in words) + "]")
 
 
 def _expect_hook(value: object, base: Path) -> tuple[str, ...]:
@@ -584,7 +662,7 @@ def _expect_hook(value: object, base: Path) -> tuple[str, ...]:
     except _Invalid:
         raise _Invalid(
             'expected an array of non-empty strings such as ["notmuch", "new"] '
-            f"(it is run without a shell), got {_toml_value(value)}"
+            f"(it is run without a shell), got {_toml_value(value)}{_argv_guess(value)}"
         ) from None
 
 
@@ -789,7 +867,7 @@ def _expect_program(value: object, example: str) -> tuple[str, ...]:
     ):
         raise _Invalid(
             f"expected an array of non-empty strings such as [{example}] "
-            f"(it is run without a shell), got {_toml_value(value)}"
+            f"(it is run without a shell), got {_toml_value(value)}{_argv_guess(value)}"
         )
     for index, arg in enumerate(value):
         for name in _PLACEHOLDER.findall(arg):

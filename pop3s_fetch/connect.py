@@ -55,11 +55,13 @@ def open_session(
     settings = account.tls
     starttls = settings.mode == "starttls"
     wait = account.timeout if timeout is None else timeout
+    # Made before the try: a CA file that cannot be loaded is not a refused handshake.
+    context = context or tls.client_context(settings)
     try:
         session = Pop3Client.connect(
             account.host,
             account.port,
-            context=context or tls.client_context(settings),
+            context=context,
             timeout=wait,
             starttls=starttls,
             # Not before a pin is checked: nothing goes to a server not yet verified.

@@ -39,6 +39,7 @@ import contextlib
 import functools
 import logging
 import os
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -62,6 +63,8 @@ SERVICE = "pop3s-fetch"
 OAUTH2_SERVICE = "pop3s-fetch-oauth2"  # refresh tokens, keyring user name = account name
 PASSWORD_COMMAND_TIMEOUT = 60.0  # seconds; long enough to type a GPG passphrase in pinentry
 CREDENTIALS_DIRECTORY_VAR = "CREDENTIALS_DIRECTORY"
+#: Where systemd-logind puts each logged-in user's runtime directory (and session bus).
+RUN_USER = Path("/run/user")
 
 _T = TypeVar("_T")
 
@@ -736,10 +739,37 @@ def _chained_backends(backend: KeyringBackend) -> list[KeyringBackend] | None:
 
 
 def _no_backend_error(account: str, item: _Item) -> CredentialError:
+    advice = unseen_session_bus(os.environ)
     return CredentialError(
         f"no usable OS keyring for account {_quoted(account)} (keyring found no backend; is a "
         "Secret Service such as gnome-keyring running in this D-Bus session?)",
-        hint=_NO_BACKEND_HINTS[item.kind],
+        hint=f"{advice}; or else: {_NO_BACKEND_HINTS[item.kind]}"
+        if advice
+        else _NO_BACKEND_HINTS[item.kind],
+    )
+
+
+def unseen_session_bus(environ: Mapping[str, str], run_user: Path | None = None) -> str:
+    """The fix when this run was told of no D-Bus session while the user has one running.
+
+    cron starts jobs without ``DBUS_SESSION_BUS_ADDRESS`` or ``XDG_RUNTIME_DIR``, so the
+    Secret Service of a logged-in desktop is not found although its bus socket is in its
+    usual place (``/run/user/UID/bus``, systemd-logind's): one crontab line reaches it.
+    Empty when either variable is set (then that is the bus looked at) or there is no socket.
+    """
+    if environ.get("DBUS_SESSION_BUS_ADDRESS") or environ.get("XDG_RUNTIME_DIR"):
+        return ""
+    bus = (run_user or RUN_USER) / str(os.getuid()) / "bus"
+    try:
+        is_socket = stat.S_ISSOCK(bus.stat().st_mode)
+    except OSError:
+        return ""
+    if not is_socket:
+        return ""
+    return (
+        f"this run was not given your D-Bus session, whose socket is {bus}: put "
+        f"DBUS_SESSION_BUS_ADDRESS=unix:path={bus} in the crontab (the keyring is usable "
+        "while it is unlocked, that is while you are logged in)"
     )
 
 

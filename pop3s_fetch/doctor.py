@@ -278,14 +278,18 @@ def _check_keyring() -> Check:
     if description.startswith(_UNUSABLE_BACKEND_PREFIXES) or description.endswith(
         _EMPTY_CHAINER_SUFFIX
     ):
+        fix = (
+            "run pop3s-fetch inside your desktop session, start a keyring daemon for the job "
+            "(gnome-keyring-daemon --unlock inside dbus-run-session), or choose a backend "
+            "with PYTHON_KEYRING_BACKEND (`keyring --list-backends` lists them)"
+        )
+        advice = credentials.unseen_session_bus(os.environ)
         return Check(
             KEYRING,
             "fail",
             f"no usable keyring backend: keyring chose {description}, which cannot store "
             "passwords (no Secret Service such as gnome-keyring in this D-Bus session?)",
-            "run pop3s-fetch inside your desktop session, start a keyring daemon for the job "
-            "(gnome-keyring-daemon --unlock inside dbus-run-session), or choose a backend "
-            "with PYTHON_KEYRING_BACKEND (`keyring --list-backends` lists them)",
+            f"{advice}; or else: {fix}" if advice else fix,
             ExitCode.NOPERM,
         )
     return _ok(KEYRING, description)

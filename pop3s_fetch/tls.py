@@ -112,7 +112,7 @@ def _context_from_file(path: Path, label: str) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=str(path))
     except (OSError, ssl.SSLError) as err:
-        raise _unloadable_ca(label, err) from err
+        raise _unloadable_ca(label, path, err) from err
 
 
 def _system_context() -> ssl.SSLContext:
@@ -138,7 +138,7 @@ def _context_from_directory(directory: Path) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=str(path))
         except (OSError, ssl.SSLError) as err:
-            raise _unloadable_ca(str(path), err) from err
+            raise _unloadable_ca(str(path), path, err) from err
     if not files and not _has_hashed_links(str(directory)):
         raise TLSError(
             f"ca = {directory}: the directory holds no *.pem or *.crt file",
@@ -153,12 +153,40 @@ def _has_hashed_links(capath: str | None) -> bool:
     return any(_HASHED_LINK.match(entry.name) for entry in Path(capath).iterdir())
 
 
-def _unloadable_ca(label: str, err: OSError | ssl.SSLError) -> TLSError:
-    detail = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-    return TLSError(
-        f"cannot load CA certificates from {label}: {detail}",
-        hint="ca must name a readable PEM file (or directory of them) holding CA certificates",
-    )
+def _unloadable_ca(label: str, path: Path, err: OSError | ssl.SSLError) -> TLSError:
+    """Name the file and what is wrong with it, in words, not in OpenSSL's error string.
+
+    The common mistakes are a certificate saved in DER (binary) form, as browsers and
+    Windows export it, and the wrong PEM file (a key, or some other text): each gets its fix.
+    """
+    hint = "ca must name a readable PEM file (or directory of them) holding CA certificates"
+    if isinstance(err, ssl.SSLError):  # first: an SSLError is an OSError too
+        if err.reason == "NO_CERTIFICATE_OR_CRL_FOUND":
+            detail, hint = _no_certificate_in(path, hint)
+        else:
+            detail = str(err)
+    else:
+        detail = err.strerror or str(err)
+    return TLSError(f"cannot load CA certificates from {label}: {detail}", hint=hint)
+
+
+def _no_certificate_in(path: Path, hint: str) -> tuple[str, str]:
+    """What a CA file that OpenSSL found no certificate in holds instead, and the fix."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(4096)
+    except OSError:
+        return "it holds no PEM certificate", hint
+    if head.startswith(b"\x30\x82"):  # an ASN.1 SEQUENCE: a certificate in DER form
+        return "it holds a DER (binary) certificate, not PEM", (
+            f"convert it: openssl x509 -inform der -in {path} -out {path}.pem, "
+            f'then set ca = "{path}.pem"'
+        )
+    if b"PRIVATE KEY-----" in head:
+        return "it holds a private key, not a certificate", (
+            "set ca to the CA's certificate (-----BEGIN CERTIFICATE-----), never a key"
+        )
+    return "it holds no PEM certificate (-----BEGIN CERTIFICATE-----)", hint
 
 
 def _apply_strictness(context: ssl.SSLContext, *, strict: bool) -> None:

@@ -80,7 +80,8 @@ def run(
         report.lines.append(
             "demo: every message landed byte for byte, and the second sync fetched nothing. "
             "Next: pop3s-fetch init sets up your first account (or start from the annotated "
-            "example: pop3s-fetch config example > ~/.config/pop3s-fetch/config.toml, then "
+            "example: mkdir -p ~/.config/pop3s-fetch && "
+            "pop3s-fetch config example > ~/.config/pop3s-fetch/config.toml, then "
             "pop3s-fetch password set ACCOUNT), then run pop3s-fetch sync"
         )
     return report

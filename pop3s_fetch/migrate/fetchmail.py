@@ -412,8 +412,10 @@ def accounts(rc: RcFile, ids_path: Path | None, destination: str) -> list[PeerAc
             _translate(account, entry, user, options, destination)
             uidls = seen.get(f"{user.remote}@{entry.label}", set())
             account.uidls = dict.fromkeys(sorted(uidls))
-            if ids_path is not None and ids_path.exists():
-                account.state_files.append(ids_path)
+            if ids_path is not None:
+                account.state_looked.append(ids_path)
+                if ids_path.exists():
+                    account.state_files.append(ids_path)
             found.append(account)
     for key, (_value, line) in rc.settings.items():
         if key not in {"idfile"} and found:

@@ -175,6 +175,7 @@ def parse(text: str, path: Path) -> PeerAccount:
             )
     oldmail = path.parent / oldmail_name(server, port or default_port, username)
     account.uidls = read_oldmail(oldmail)
+    account.state_looked.append(oldmail)
     if oldmail.exists():
         account.state_files.append(oldmail)
     return account

@@ -70,26 +70,69 @@ class Plan:
 
 
 def default_files(peer: str, environ: Mapping[str, str]) -> list[Path]:
-    """The peer's own configuration files, where it looks for them by default."""
+    """The peer's own configuration files, where it looks for them by default.
+
+    Raises:
+        ConfigError: none is there; the message names every place looked in.
+    """
     home = Path(environ.get("HOME") or Path.home())
     xdg = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
     if peer == "fetchmail":
         fetchmail_home = environ.get("FETCHMAILHOME")
-        return [Path(fetchmail_home) / "fetchmailrc" if fetchmail_home else home / ".fetchmailrc"]
-    if peer == "mpop":
-        return [next((p for p in (xdg / "mpop" / "config", home / ".mpoprc") if p.exists()),
-                     home / ".mpoprc")]  # fmt: skip
+        places = [Path(fetchmail_home) / "fetchmailrc" if fetchmail_home else home / ".fetchmailrc"]
+    elif peer == "mpop":
+        places = [xdg / "mpop" / "config", home / ".mpoprc"]
+    else:
+        places = [xdg / "getmail", home / ".getmail"]
+        found = [p for d in places if d.is_dir() for p in _getmail_rc_files(d)]
+        if found:
+            return found
+        raise ConfigError(
+            f"found no getmail rc file (one with a [retriever] section) in {places[0]}/ "
+            f"or {places[1]}/",
+            hint="name the rc files: pop3s-fetch import getmail FILE...",
+        )
+    for place in places:
+        if place.exists():
+            return [place]
+    raise ConfigError(
+        f"found no {peer} configuration at {' or '.join(str(p) for p in places)}",
+        hint=f"name the file: pop3s-fetch import {peer} FILE",
+    )
+
+
+def given_files(peer: str, files: Sequence[Path]) -> list[Path]:
+    """The files named on the command line; a directory is getmail's --getmaildir.
+
+    Raises:
+        ConfigError: a directory for fetchmail or mpop, or one holding no getmail rc file.
+    """
     found: list[Path] = []
-    for directory in (xdg / "getmail", home / ".getmail"):
-        if directory.is_dir():
-            found += sorted(
-                p
-                for p in directory.iterdir()
-                if p.is_file() and not p.name.startswith(("oldmail-", ".")) and _has_retriever(p)
+    for path in files:
+        if not path.is_dir():
+            found.append(path)
+        elif peer != "getmail":
+            raise ConfigError(
+                f"{path} is a directory, not {peer}'s configuration file",
+                hint=f"name the file: pop3s-fetch import {peer} FILE",
             )
-    if not found:
-        return [home / ".getmail" / "getmailrc"]
+        elif rc_files := _getmail_rc_files(path):
+            found += rc_files
+        else:
+            raise ConfigError(
+                f"found no getmail rc file (one with a [retriever] section) in {path}",
+                hint="name the rc files: pop3s-fetch import getmail FILE...",
+            )
     return found
+
+
+def _getmail_rc_files(directory: Path) -> list[Path]:
+    """getmail's rc files in its directory: not its oldmail- state files, not hidden ones."""
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and not p.name.startswith(("oldmail-", ".")) and _has_retriever(p)
+    )
 
 
 def _has_retriever(path: Path) -> bool:
@@ -99,13 +142,14 @@ def _has_retriever(path: Path) -> bool:
         return False
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, peer: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"{path} does not exist",
-            hint="name the peer's configuration file: pop3s-fetch import PEER FILE",
+            hint=f"check the name, or leave it out: pop3s-fetch import {peer} reads {peer}'s "
+            "own configuration where it keeps it",
         ) from None
     except UnicodeDecodeError:
         raise ConfigError(
@@ -122,7 +166,7 @@ def read_peer(
     accounts: list[PeerAccount] = []
     try:
         for path in files:
-            text = _read(path)
+            text = _read(path, peer)
             if peer == "fetchmail":
                 home = Path(environ.get("HOME") or Path.home())
                 ids_home = Path(environ.get("FETCHMAILHOME") or home)
@@ -158,7 +202,8 @@ def plan(
         ConfigError: a peer file is unreadable or malformed, an imported name is taken, or
             the result would not load (nothing has been written).
     """
-    found, sources = read_peer(peer, files or default_files(peer, environ), environ, destination)
+    chosen = given_files(peer, files) if files else default_files(peer, environ)
+    found, sources = read_peer(peer, chosen, environ, destination)
     accounts = [a for a in found if a.skipped is None]
     skipped = [a for a in found if a.skipped is not None]
     existing = config_path.read_text(encoding="utf-8") if config_path.exists() else None
@@ -287,7 +332,10 @@ def describe(imported: Plan, done: Done | None, *, store_passwords: bool) -> lis
         )
         lines += [f"    {line}" for line in imported.blocks[account.name].splitlines()[1:]]
         count = len(account.uidls)
-        files = ", ".join(str(p) for p in account.state_files) or "no UIDL file found"
+        looked = " or ".join(str(p) for p in account.state_looked)
+        files = ", ".join(str(p) for p in account.state_files) or (
+            f"no UIDL file at {looked}" if looked else "no UIDL file found"
+        )
         if would:
             lines.append(f"  state: would mark {count} UIDLs delivered ({files})")
         else:
@@ -296,6 +344,12 @@ def describe(imported: Plan, done: Done | None, *, store_passwords: bool) -> lis
             lines.append(
                 f"  state: {count} UIDLs the peer fetched marked delivered "
                 f"({added} added to the state; {files})"
+            )
+        if not count and account.keys.get("keep") is not False:  # else the peer deleted them
+            lines.append(
+                "  nothing recorded as fetched: the first sync downloads every message now on "
+                "the server; if the peer fetched them already, run pop3s-fetch state seed "
+                f"{account.name} before it (it marks them all delivered, downloading nothing)"
             )
         if count and account.keys.get("keep") is False:
             lines.append(

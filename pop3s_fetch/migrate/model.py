@@ -58,6 +58,7 @@ class PeerAccount:
     password_where: str | None = None
     uidls: dict[str, float | None] = field(default_factory=dict)
     state_files: list[Path] = field(default_factory=list)
+    state_looked: list[Path] = field(default_factory=list)  # where the UIDLs were looked for
     notes: list[Note] = field(default_factory=list)
     skipped: str | None = None  # why this account cannot be imported at all (IMAP, ...)
 

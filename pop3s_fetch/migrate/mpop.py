@@ -259,6 +259,7 @@ def _translate(block: Block, path: Path, environ: Mapping[str, str]) -> PeerAcco
     _delivery(account, take("delivery"))
     uidls = take("uidls_file")
     candidates = uidls_path(uidls.value if uidls else None, host.value, user.value, environ)
+    account.state_looked += candidates
     for candidate in candidates:
         if candidate.is_dir():
             continue

@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import pty
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
-from pop3s_fetch import __version__
+import trustme
+
+from pop3s_fetch import __version__, tls
+from tests.support.certs import ServerCert
 from tests.support.cli import Cli, account_toml
+from tests.support.rig import serve
 
 
 def write_account(cli: Cli, port: int = 995, **overrides: object) -> None:
@@ -250,3 +255,146 @@ def _read_pty(fd: int) -> bytes:
         return os.read(fd, 4096)
     except OSError:  # EIO: the other side is closed
         return b""
+
+
+def write_ca_account(cli: Cli, ca_file: Path) -> None:
+    """An account that gets past the password (a command) and stops at its ``ca_file``."""
+    settings = {"host": "127.0.0.1", "port": closed_port(), "username": "alice"}
+    toml = account_toml("work", **settings, destination=cli.home / "Maildir", ca_file=ca_file)
+    cli.write_config(toml + 'password_command = ["echo", "not-the-password"]\n')
+
+
+def test_a_ca_file_in_der_form_says_how_to_convert_it(cli: Cli, tmp_path: Path) -> None:
+    der = tmp_path / "home-ca.crt"
+    der.write_bytes(ssl.PEM_cert_to_DER_cert(trustme.CA().cert_pem.bytes().decode()))
+    write_ca_account(cli, der)
+    result = cli.run("sync")
+    assert (result.code, result.stderr) == (
+        69,
+        f"error: work: cannot load CA certificates from {der}: it holds a DER (binary) "
+        f"certificate, not PEM (convert it: openssl x509 -inform der -in {der} -out {der}.pem, "
+        f'then set ca = "{der}.pem")\n',
+    )
+
+
+def test_a_key_or_other_text_as_ca_file_is_named_as_such(cli: Cli, tmp_path: Path) -> None:
+    key = tmp_path / "server-key.pem"
+    trustme.CA().issue_cert("localhost").private_key_pem.write_to_path(str(key))
+    write_ca_account(cli, key)
+    result = cli.run("check")
+    assert (result.code, result.stderr) == (
+        69,
+        f"error: work: cannot load CA certificates from {key}: it holds a private key, not a "
+        "certificate (set ca to the CA's certificate (-----BEGIN CERTIFICATE-----), never a "
+        "key)\n",
+    )
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my CA is at https://ca.example.org\n")
+    write_ca_account(cli, notes)
+    result = cli.run("sync")
+    assert (result.code, result.stderr) == (
+        69,
+        f"error: work: cannot load CA certificates from {notes}: it holds no PEM certificate "
+        "(-----BEGIN CERTIFICATE-----) (ca must name a readable PEM file (or directory of "
+        "them) holding CA certificates)\n",
+    )
+
+
+def test_the_example_command_in_hints_works_on_a_fresh_home(cli: Cli, tmp_path: Path) -> None:
+    """The hint is pasted into a shell where ~/.config/pop3s-fetch does not exist yet: a bare
+    ``> path`` redirection failed there before pop3s-fetch ran, so the hint says mkdir -p."""
+    fresh = cli.home / ".config" / "pop3s fetch" / "config.toml"  # a space, to be quoted
+    environment = {"POP3S_FETCH_CONFIG": str(fresh)}
+    command = f"mkdir -p '{fresh.parent}' && pop3s-fetch config example > '{fresh}'"
+    shown = cli.run("config", "path", extra_env=environment)
+    assert (shown.code, shown.stdout, shown.stderr) == (
+        0,
+        f"{fresh}\n",
+        f"(it does not exist yet: run pop3s-fetch init, or: {command})\n",
+    )
+    missing = cli.run("sync", extra_env=environment)
+    assert missing.code == 78
+    assert missing.stderr.endswith(f"start from the annotated example: {command})\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "pop3s-fetch"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pop3s_fetch "$@"\n')
+    shim.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{cli.env['PATH']}"
+    subprocess.run(["sh", "-c", command], env={**cli.env, "PATH": path}, check=True)
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    assert fresh.read_bytes() == example.read_bytes()
+    assert cli.run("config", "path", extra_env=environment).stderr == ""
+
+
+def test_top_level_help_walks_through_init(cli: Cli) -> None:
+    """Without init there is no account to set a password for: help named init nowhere."""
+    text = cli.run("--help").stdout
+    assert (
+        "  Start with:   pop3s-fetch demo\n"
+        "  Then:         pop3s-fetch init   (asks for the server, login and password)\n"
+        "  And fetch:    pop3s-fetch sync\n"
+    ) in text
+
+
+def test_serverinfo_names_the_account_in_its_error_as_sync_does(cli: Cli) -> None:
+    port = closed_port()
+    write_account(cli, port=port)
+    for args in (["serverinfo", "work"], ["serverinfo", "--login", "work"]):
+        result = cli.run(*args)
+        assert (result.code, result.stdout, result.stderr) == (
+            75,
+            "",
+            f"error: work: cannot connect to 127.0.0.1:{port}: Connection refused "
+            "(check host and port, and that the server is up)\n",
+        ), args
+
+
+def test_a_backup_by_host_names_its_options_in_the_tls_fix(
+    cli: Cli, server_ssl_context: ssl.SSLContext, server_cert: ServerCert
+) -> None:
+    """No configuration holds a server named on the command line: 'set ca = ...' would send
+    the user looking for a file to edit; the fix names --ca and --fingerprint."""
+    pin = tls.fingerprint(
+        ssl.PEM_cert_to_DER_cert(server_cert.leaf.cert_chain_pems[0].bytes().decode())
+    )
+    with serve(server_ssl_context, [b"Subject: x\n\nhi\n"], user="alice", password="pw") as drop:
+        port = drop.server.port
+        args = ["127.0.0.1", "--port", str(port), "--user", "alice"]
+        result = cli.run(
+            "backup", *args, "--to", str(cli.home / "copy"), "--password-command", "echo pw"
+        )
+    assert result.code == 69, result.output
+    assert result.stderr.endswith(
+        f"(its issuer is not in certifi's CA bundle: give --ca /path/to/issuer-ca.pem or pin it "
+        f"with --fingerprint {pin} (check the fingerprint with the server's administrator "
+        "first))\n"
+    )
+    assert result.stderr.startswith(
+        f"error: alice@127.0.0.1: refused the TLS connection to 127.0.0.1:{port} (unknown issuer)"
+    )
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_backup_of_a_host_without_user_asks_for_user_not_for_a_configuration(
+    cli: Cli,
+) -> None:
+    """The one-off backup needs no configuration; forgetting --user made it say 'no
+    configuration file ... run: pop3s-fetch init', the wrong way out."""
+    result = cli.run("backup", "pop.example.com", "--to", "my copy")
+    assert (result.code, result.stdout, result.stderr) == (
+        64,
+        "",
+        "error: pop.example.com is not a configured account: there is no configuration file "
+        f"at {cli.config_path} (to back up a server by its host name, give the login name: "
+        "pop3s-fetch backup pop.example.com --user NAME --to 'my copy')\n",
+    )
+    write_account(cli)
+    result = cli.run("backup", "pop.example.com", "--to", "copy")
+    assert (result.code, result.stderr) == (
+        64,
+        f"error: pop.example.com is not a configured account: {cli.config_path} defines: work "
+        "(to back up a server by its host name, give the login name: "
+        "pop3s-fetch backup pop.example.com --user NAME --to copy)\n",
+    )
+    assert not (cli.home / "copy").exists()

@@ -6,9 +6,12 @@ backend class globally, its own discovery never picks them for other tests.
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import keyring
 import keyring.errors
@@ -409,3 +412,28 @@ def test_refresh_token_failure_never_echoes_the_token(
     )
     assert err.__cause__ is None
     assert err.__context__ is None
+
+
+def test_no_backend_under_cron_gives_the_session_bus_first(
+    use_backend: Callable[[KeyringBackend], None],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cron runs without DBUS_SESSION_BUS_ADDRESS while the desktop's bus is at its usual
+    place: the fix that reaches the keyring comes before the others."""
+    run_user = tmp_path / "run-user"
+    (run_user / str(os.getuid())).mkdir(parents=True)
+    bus = run_user / str(os.getuid()) / "bus"
+    monkeypatch.setattr(credentials, "RUN_USER", run_user)
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    use_backend(fail.Keyring())  # type: ignore[no-untyped-call]
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(bus))
+        err = failure_of(OPERATIONS["read"])
+    assert str(err) == NO_BACKEND_MESSAGE
+    assert err.hint == (
+        f"this run was not given your D-Bus session, whose socket is {bus}: put "
+        f"DBUS_SESSION_BUS_ADDRESS=unix:path={bus} in the crontab (the keyring is usable while "
+        f"it is unlocked, that is while you are logged in); or else: {NO_BACKEND_HINT}"
+    )

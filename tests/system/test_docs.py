@@ -377,3 +377,17 @@ def test_built_wheel_contains_both_man_pages(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         for page in MAN_PAGES:
             assert archive.read(f"{data}/{man_data_path(page)}") == page.read_bytes()
+
+
+def test_the_man_examples_after_config_example_name_an_example_account() -> None:
+    """EXAMPLES' hand-made start runs password set on an account of config.example.toml
+    (it named "work", which the example does not define: unknown account, exit 78)."""
+    source = MAN1.read_text()
+    examples = source[source.index(".Sh EXAMPLES") :]
+    examples = examples[: examples.index(".Sh ", 1)]
+    start = examples.index("pop3s-fetch config example >")
+    named = re.findall(r"pop3s-fetch password set (\S+)", examples[start:])
+    defined = tomllib.loads((REPO_ROOT / "config.example.toml").read_text())["accounts"]
+    assert named
+    assert [name for name in named if name not in defined] == []
+    assert "mkdir -p ~/.config/pop3s-fetch" in examples[:start]

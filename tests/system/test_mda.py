@@ -307,7 +307,7 @@ def test_a_destination_inherited_from_defaults_is_not_used(tmp_path: Path) -> No
             [
                 "accounts.work.mda: expected an array of non-empty strings such as "
                 '["/usr/bin/procmail", "-f", "{sender}"] (it is run without a shell), '
-                'got "procmail -f {sender}"'
+                'got "procmail -f {sender}" (did you mean ["procmail", "-f", "{sender}"]?)'
             ],
         ),
         (

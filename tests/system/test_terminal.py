@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from pop3s_fetch import tls
 from pop3s_fetch.demo.server import Faults, MailStore, Pop3Server
+from tests.support.certs import ServerCert
 from tests.support.cli import Cli, account_toml, make_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
@@ -235,6 +237,56 @@ def test_init_tries_the_server_and_offers_to_pin_a_refused_certificate(
     assert f'destination = "{here / "Mail" / "x2"}"' in text  # from where the user stood
     assert 'fingerprint = "sha256:' in text
     assert "ca_file" not in text
+
+
+def test_init_shows_the_certificate_once_and_why_a_ca_file_did_not_load(
+    tmp_path: Path,
+    tmux: Tmux,
+    server_ssl_context: ssl.SSLContext,
+    server_cert: ServerCert,
+    ca_file: Path,
+) -> None:
+    """The refusal already describes the certificate (an 'its certificate:' line right after
+    repeated it); a CA file in DER form says so and how to convert it, then init asks again."""
+    cli = make_cli(tmp_path, {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    der = tmp_path / "ca.der"
+    der.write_bytes(ssl.PEM_cert_to_DER_cert(ca_file.read_text()))
+    leaf = server_cert.leaf.cert_chain_pems[0].bytes().decode()
+    pin = tls.fingerprint(ssl.PEM_cert_to_DER_cert(leaf))
+    with Pop3Server(server_ssl_context, {"alice": (PASSWORD, MailStore([]))}) as server:
+        final = run_init(
+            tmux,
+            cli.env,
+            tmp_path,
+            [
+                ("Account name", "x3"),
+                ("POP3S server", "127.0.0.1"),
+                ("Port", str(server.port)),
+                ("User name", "alice"),
+                ("Deliver to", "Mail/x3"),
+                ("Format", ""),
+                ("Keep messages", "y"),
+                ("Trust it by a CA file", "c"),
+                ("CA file", str(der)),
+                ("Trust it by a CA file", "c"),
+                ("CA file", str(ca_file)),
+                ("Store the password", "n"),
+            ],
+        )
+    assert "[exit 0]" in final, final
+    joined = "".join(final.splitlines())  # the pane wraps long lines
+    # Described once after the refusal (in it) and once after the CA file failed (which
+    # says nothing of the server): never twice in a row.
+    assert joined.count(pin) == 2
+    assert joined.count("its certificate:") == 1
+    assert joined.index("cannot load CA certificates") < joined.index("its certificate:")
+    assert (
+        f"the TLS check failed: cannot load CA certificates from {der}: it holds a DER (binary) "
+        f"certificate, not PEM (convert it: openssl x509 -inform der -in {der} -out {der}.pem, "
+        f'then set ca = "{der}.pem")'
+    ) in joined
+    assert "(verified)" in joined
+    assert f'ca = "{ca_file}"' in cli.config_path.read_text()
 
 
 def test_init_adds_an_account_to_an_existing_file_and_keeps_the_rest(

@@ -377,8 +377,36 @@ def test_error_message_for_one_problem_is_singular(cfg_path: Path) -> None:
         ('format = "mh"', 'accounts.work.format: expected "maildir", "mbox" or "mda", got "mh"'),
         (
             'format = "Maildir"',
-            'accounts.work.format: expected "maildir", "mbox" or "mda", got "Maildir"',
+            'accounts.work.format: expected "maildir", "mbox" or "mda", got "Maildir" '
+            '(did you mean "maildir"?)',
         ),
+        (
+            'port = "995"',
+            'accounts.work.port: expected an integer 1-65535, got "995" '
+            "(did you mean 995, without quotes?)",
+        ),
+        (
+            'timeout = "60s"',
+            "accounts.work.timeout: expected a number of seconds above 0 and at most 3600, "
+            'got "60s" (did you mean 60?)',
+        ),
+        (
+            'timeout = "2m"',
+            "accounts.work.timeout: expected a number of seconds above 0 and at most 3600, "
+            'got "2m" (did you mean 120?)',
+        ),
+        (
+            'timeout = "2h"',
+            "accounts.work.timeout: expected a number of seconds above 0 and at most 3600, "
+            'got "2h"',
+        ),
+        (
+            'tls = "STARTTLS"',
+            'accounts.work.tls: expected "implicit" or "starttls", got "STARTTLS" '
+            '(did you mean "starttls"?)',
+        ),
+        ('tls = "none"', 'accounts.work.tls: expected "implicit" or "starttls", got "none"'),
+        ("x509_strict = 1", "accounts.work.x509_strict: expected true or false, got 1"),
         ('keep = "yes"', f'accounts.work.keep: {KEEP_EXPECTED}, got "yes" (did you mean true?)'),
         ("keep = 0", f"accounts.work.keep: {KEEP_EXPECTED}, got 0 (did you mean false?)"),
         (
@@ -411,7 +439,7 @@ def test_error_message_for_one_problem_is_singular(cfg_path: Path) -> None:
         (
             'timeout = "30"',
             "accounts.work.timeout: expected a number of seconds above 0 and at most 3600, "
-            'got "30"',
+            'got "30" (did you mean 30, without quotes?)',
         ),
         ('ca_file = ""', 'accounts.work.ca_file: expected a non-empty path, got ""'),
         ("ca_file = false", "accounts.work.ca_file: expected a non-empty path, got false"),
@@ -1052,7 +1080,11 @@ AUTH_CHOICES = (
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('tls = "ssl"', 'accounts.work.tls: expected "implicit" or "starttls", got "ssl"'),
+        (
+            'tls = "ssl"',
+            'accounts.work.tls: expected "implicit" or "starttls", got "ssl" '
+            '(did you mean "implicit"?)',
+        ),
         ("tls = true", 'accounts.work.tls: expected "implicit" or "starttls", got true'),
         (
             "ca = 5",
@@ -1092,7 +1124,10 @@ AUTH_CHOICES = (
             'accounts.work.tls_min_version: expected "1.2" or "1.3", got 1.0',
         ),
         ("tls_min_version = 1", 'accounts.work.tls_min_version: expected "1.2" or "1.3", got 1'),
-        ('x509_strict = "no"', 'accounts.work.x509_strict: expected true or false, got "no"'),
+        (
+            'x509_strict = "no"',
+            'accounts.work.x509_strict: expected true or false, got "no" (did you mean false?)',
+        ),
         ('client_cert = ""', 'accounts.work.client_cert: expected a non-empty path, got ""'),
         ("client_key = 3", "accounts.work.client_key: expected a non-empty path, got 3"),
         (
@@ -1100,7 +1135,20 @@ AUTH_CHOICES = (
             f'accounts.work.auth: expected one of {AUTH_CHOICES}, got "digest-md5"',
         ),
         ("auth = 1", f"accounts.work.auth: expected one of {AUTH_CHOICES}, got 1"),
-        ('password_command = "pass show mail"', f'{BAD_ARGV}"pass show mail"'),
+        (
+            'password_command = "pass show mail"',
+            f'{BAD_ARGV}"pass show mail" (did you mean ["pass", "show", "mail"]?)',
+        ),
+        (
+            "password_command = \"gpg -d 'my pw.gpg'\"",
+            f'{BAD_ARGV}"gpg -d \'my pw.gpg\'" (did you mean ["gpg", "-d", "my pw.gpg"]?)',
+        ),
+        (
+            'password_command = "pass show mail | head -n 1"',
+            f'{BAD_ARGV}"pass show mail | head -n 1" '
+            '(did you mean ["sh", "-c", "pass show mail | head -n 1"]?)',
+        ),
+        ('password_command = "gpg -d \'x"', f'{BAD_ARGV}"gpg -d \'x"'),
         ("password_command = []", f"{BAD_ARGV}[]"),
         ('password_command = ["pass", ""]', f'{BAD_ARGV}["pass", ""]'),
         ('password_command = ["pass", 1]', f'{BAD_ARGV}["pass", 1]'),

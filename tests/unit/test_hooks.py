@@ -202,7 +202,7 @@ def test_config_inherits_on_new_mail_from_defaults_and_refuses_a_string(tmp_path
     problems = [p.split(": ", 1)[1] for p in refused.value.problems]
     assert problems == [
         'accounts.work.on_new_mail: expected an array of non-empty strings such as ["notmuch", '
-        '"new"] (it is run without a shell), got "notmuch new"',
+        '"new"] (it is run without a shell), got "notmuch new" (did you mean ["notmuch", "new"]?)',
         "accounts.work.on_new_mail_timeout: expected a number of seconds above 0 and at most "
         "3600, got 0",
     ]

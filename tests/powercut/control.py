@@ -48,8 +48,18 @@ class PowerCut:
         self.backing = backing
         self.mount = mount
         self._log = log.open("ab")
+        #: Readable once the power is cut (armed, or by :meth:`cut`): wait on it with select.
+        self.cut_signal, cut_end = os.pipe()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.powercut.filesystem", str(backing), str(mount)],
+            [
+                sys.executable,
+                "-m",
+                "tests.powercut.filesystem",
+                str(backing),
+                str(mount),
+                str(cut_end),
+            ],
+            pass_fds=(cut_end,),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -57,6 +67,7 @@ class PowerCut:
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             cwd=REPO_ROOT,
         )
+        os.close(cut_end)
         self._answer()  # {"mounted": ...}
 
     def _answer(self) -> dict[str, Any]:
@@ -120,6 +131,7 @@ class PowerCut:
         for stream in (self._process.stdin, self._process.stdout):
             if stream is not None:
                 stream.close()
+        os.close(self.cut_signal)
         self._log.close()
 
     def __enter__(self) -> PowerCut:

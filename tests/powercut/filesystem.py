@@ -7,8 +7,10 @@ after the "power cut" (an EIO would let it go on and, say, send QUIT). A process
 FUSE request cannot die before the request is answered, so the harness SIGKILLs it first and
 then has the blocked operations answered with EIO ("release").
 
-Run as ``python -m tests.powercut.filesystem BACKING MOUNT`` (libfuse takes over signals and
-the main thread); driven by one-line commands on stdin, one JSON line back for each:
+Run as ``python -m tests.powercut.filesystem BACKING MOUNT CUT_FD`` (libfuse takes over signals
+and the main thread); writes a line to file descriptor CUT_FD when an armed cut fires, so that
+the controller can wait for it instead of asking; driven by one-line commands on stdin, one
+JSON line back for each:
 ``arm K`` (cut just before the K-th counted operation), ``cut``, ``count``, ``trace``,
 ``release``, ``restore DIR``. Counted are the operations that change something: create,
 mkdir, symlink, link, unlink, rmdir, rename, write, truncate, open with O_TRUNC, chmod, chown,
@@ -44,8 +46,9 @@ class PassthroughWithModel:
 
     use_ns = True  # times as integer nanoseconds (mfusepy warns otherwise)
 
-    def __init__(self, backing: Path) -> None:
+    def __init__(self, backing: Path, cut_fd: int | None = None) -> None:
         self.backing = str(backing)
+        self.cut_fd = cut_fd
         self.model = DurabilityModel.of_directory(backing)
         self.counted = 0
         self.cut_at: int | None = None
@@ -64,7 +67,7 @@ class PassthroughWithModel:
         if not self.model.frozen and counted and not (path or "").endswith(_UNCOUNTED_SUFFIX):
             self.counted += 1
             if self.counted == self.cut_at:
-                self.model.freeze()
+                self.freeze()
             else:
                 self.trace.append(f"{name} {path}")
         if self.model.frozen:
@@ -72,9 +75,17 @@ class PassthroughWithModel:
             self._released.wait()
             raise _Cut
 
+    def freeze(self) -> None:
+        """Cut the power (lock held), and tell whoever waits for the cut."""
+        self.model.freeze()
+        if self.cut_fd is not None:
+            os.write(self.cut_fd, b"cut\n")
+            os.close(self.cut_fd)
+            self.cut_fd = None
+
     def cut_power(self) -> None:
         with self._lock:
-            self.model.freeze()
+            self.freeze()
 
     def unblock(self) -> None:
         self._released.set()
@@ -299,7 +310,7 @@ def _serve_commands(fs: PassthroughWithModel, mount: str) -> None:
             with fs._lock:
                 fs.cut_at = int(argument)
                 if fs.counted >= fs.cut_at:
-                    fs.model.freeze()
+                    fs.freeze()
         elif command == "cut":
             fs.cut_power()
         elif command == "count":
@@ -338,8 +349,8 @@ class _Ready:
 def main(argv: list[str]) -> int:
     from mfusepy import FUSE
 
-    backing, mount = argv
-    fs = PassthroughWithModel(Path(backing))
+    backing, mount, cut_fd = argv
+    fs = PassthroughWithModel(Path(backing), int(cut_fd))
     fs.init = _Ready(fs, mount)  # type: ignore[attr-defined]
     FUSE(fs, mount, foreground=True, nothreads=False, hard_remove=True, fsname="powercut")
     return 0

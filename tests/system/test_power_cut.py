@@ -21,9 +21,8 @@ from __future__ import annotations
 import collections
 import os
 import shutil
+import signal
 import ssl
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import pytest
 from pop3s_fetch.demo.server import MailStore, Pop3Server
 from pop3s_fetch.destinations import read_messages
 from tests.powercut.control import PowerCut, unavailable_reason
+from tests.powercut.forkserver import ForkServer
 from tests.support import server_unavailable
 from tests.support.cli import Cli, account_toml, make_cli
 from tests.support.mail import as_stored
@@ -57,7 +57,6 @@ EVERY_VARIABLE = "POP3S_FETCH_POWER_CUT_EVERY"
 SYNCS = frozenset({"fsync", "fdatasync", "fsyncdir"})
 #: A sync, or a frozen one reaching its cut, that takes longer than this is taken as stuck.
 RUN_TIMEOUT = 60.0
-POLL_INTERVAL = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +151,11 @@ class Rig:
         )
         self.destination = self.mount / ("Maildir" if fmt == "maildir" else "mail/inbox")
         self.trials = 0
+        #: Starts each trial's syncs as ``python -m pop3s_fetch sync`` from pre-imported code.
+        self.runner = ForkServer("pop3s_fetch", self.cli.env, root / "forkserver.log")
+
+    def close(self) -> None:
+        self.runner.close()
 
     # --- the server -------------------------------------------------------------------
 
@@ -236,9 +240,11 @@ class Rig:
             server.wait_idle()
             outcome = Outcome(k if k is not None else len(trace) + 1, trace[-1] if trace else "")
             self._judge_restored(outcome, store)
-            recovered = self.cli.run("sync")
-            if recovered.code != 0:
-                outcome.recovery_failed = f"the sync after the cut failed: {recovered.output}"
+            output = self.root / "recovery.output"
+            output.unlink(missing_ok=True)
+            code = self.runner.run("pop3s_fetch", ["sync"], output, RUN_TIMEOUT)
+            if code != 0:
+                outcome.recovery_failed = f"the sync after the cut failed: {output.read_text()}"
             self._judge_recovered(outcome)
         finally:
             server.stop()
@@ -247,27 +253,23 @@ class Rig:
         return outcome, trace
 
     def _run_until_cut(self, power: PowerCut, k: int | None) -> list[str]:
-        with (self.root / "sync.stderr").open("ab") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pop3s_fetch", "sync"],
-                env=self.cli.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        deadline = time.monotonic() + RUN_TIMEOUT
+        """Run a sync on the mount until it exits, or is frozen at armed cut ``k`` and killed."""
+        stderr = self.root / "sync.stderr"
+        pid = self.runner.start("pop3s_fetch", ["sync"], Path(os.devnull), stderr)
         try:
-            while process.poll() is None and not (k is not None and power.is_cut()):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the sync neither exited nor reached cut {k} in time")
-                time.sleep(POLL_INTERVAL)  # polling another process, with a deadline
-        finally:
-            if process.poll() is None:
-                process.kill()  # frozen in the file system: dies once released
+            code = self.runner.wait(RUN_TIMEOUT, unless=None if k is None else power.cut_signal)
+        except TimeoutError:
+            os.kill(pid, signal.SIGKILL)
             power.release()
-            process.wait(timeout=RUN_TIMEOUT)
+            self.runner.wait(RUN_TIMEOUT)
+            pytest.fail(f"the sync neither exited nor reached cut {k} in time")
+        if code is None:  # frozen in the file system at the cut: dies once released
+            os.kill(pid, signal.SIGKILL)
+        power.release()
+        if code is None:
+            code = self.runner.wait(RUN_TIMEOUT)
         if not power.is_cut():
-            assert process.returncode == 0, (self.root / "sync.stderr").read_text()
+            assert code == 0, stderr.read_text()
             power.cut()
         return power.trace()
 
@@ -357,6 +359,9 @@ def test_every_cut_point_then_a_plain_sync_delivers_each_message_once(
     rig = Rig(tmp_path, fmt, keep, later, server_ssl_context, ca_file)
     name = f"{fmt} keep={keep} {'later' if later else 'first'} run"
     configuration = f"{fmt}-{'keep' if keep else 'delete'}-{'later' if later else 'first'}-run"
-    table = run_every_cut(rig, name, every=cuts_every_operation(configuration))
+    try:
+        table = run_every_cut(rig, name, every=cuts_every_operation(configuration))
+    finally:
+        rig.close()
     print(table.report())
     assert not any(o.bad() for o in table.outcomes), table.report()

@@ -19,11 +19,13 @@ messages, so that even every cut point takes minutes. Select with ``-m power_cut
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shutil
 import signal
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,9 +155,14 @@ class Rig:
         self.trials = 0
         #: Starts each trial's syncs as ``python -m pop3s_fetch sync`` from pre-imported code.
         self.runner = ForkServer("pop3s_fetch", self.cli.env, root / "forkserver.log")
+        #: One file-system process for every trial's mount (each mount a fresh file system).
+        self.power = PowerCut(self.mount, root / "powercut.log")
 
     def close(self) -> None:
-        self.runner.close()
+        try:
+            self.power.close()
+        finally:
+            self.runner.close()
 
     # --- the server -------------------------------------------------------------------
 
@@ -208,16 +215,22 @@ class Rig:
         for entry in self.mount.iterdir():
             shutil.move(entry, self.template / entry.name)
 
-    def mounted(self) -> PowerCut:
+    @contextlib.contextmanager
+    def mounted(self) -> Iterator[PowerCut]:
+        """A fresh power-cut file system over a copy of the template, at the mount."""
         self.trials += 1
         backing = self.root / "backing"
         shutil.rmtree(backing, ignore_errors=True)
         shutil.copytree(self.template, backing, symlinks=True)
         try:
-            return PowerCut(backing, self.mount, self.root / "powercut.log")
+            self.power.mount_over(backing)
         except RuntimeError as err:
             log = (self.root / "powercut.log").read_text(errors="replace")
             server_unavailable(f"cannot mount the power-cut file system: {err}: {log[-500:]}")
+        try:
+            yield self.power
+        finally:
+            self.power.unmount()
 
     # --- one trial --------------------------------------------------------------------
 

@@ -38,18 +38,24 @@ def unavailable_reason() -> str | None:
 
 
 class PowerCut:
-    """A mounted power-cut file system over ``backing`` at ``mount``; a context manager.
+    """The power-cut file system's process for mounts at ``mount``; a context manager.
 
-    Nothing may touch the mount between :meth:`cut` (or an armed cut firing) and
-    :meth:`release`: it would block like the process under test.
+    One process serves one mount after another (:meth:`mount_over`, :meth:`unmount`), each a
+    fresh file system over its backing directory with nothing cut. Nothing may touch the
+    mount between :meth:`cut` (or an armed cut firing) and :meth:`release`: it would block
+    like the process under test.
     """
 
-    def __init__(self, backing: Path, mount: Path, log: Path) -> None:
-        self.backing = backing
+    def __init__(self, mount: Path, log: Path) -> None:
         self.mount = mount
+        self.mounted = False
         self._log = log.open("ab")
+        #: Readable once the power is cut (armed, or by :meth:`cut`): wait on it with select.
+        self.cut_signal, cut_end = os.pipe()
+        os.set_blocking(self.cut_signal, False)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.powercut.filesystem", str(backing), str(mount)],
+            [sys.executable, "-m", "tests.powercut.filesystem", str(mount), str(cut_end)],
+            pass_fds=(cut_end,),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -57,7 +63,7 @@ class PowerCut:
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             cwd=REPO_ROOT,
         )
-        self._answer()  # {"mounted": ...}
+        os.close(cut_end)
 
     def _answer(self) -> dict[str, Any]:
         assert self._process.stdout is not None
@@ -79,6 +85,11 @@ class PowerCut:
         self._process.stdin.write(text + "\n")
         self._process.stdin.flush()
         return self._answer()
+
+    def mount_over(self, backing: Path) -> None:
+        """Mount a fresh power-cut file system over ``backing``: all of it durable, no cut."""
+        self.command(f"mount {backing}")
+        self.mounted = True
 
     def arm(self, k: int) -> None:
         """Cut just before the k-th counted operation (1-based)."""
@@ -106,11 +117,32 @@ class PowerCut:
         self.command(f"restore {target}")
 
     def unmount(self) -> None:
-        """Release anything blocked, unmount, and wait for the file system to exit."""
+        """Release anything blocked and unmount; the process stays for the next mount."""
+        if not self.mounted:
+            return
+        self.mounted = False
+        try:
+            self.command("unmount")
+        except (RuntimeError, BrokenPipeError):
+            subprocess.run(["umount", "-l", str(self.mount)], check=False)
+            raise
+        finally:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self.cut_signal, 4096):  # this mount's cut, if any
+                    pass
+
+    def close(self) -> None:
+        """Unmount, and end the file system's process."""
+        try:
+            self.unmount()
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
         if self._process.poll() is None:
-            with contextlib.suppress(RuntimeError, BrokenPipeError):
-                self.release()
-            subprocess.run(["umount", str(self.mount)], check=False, capture_output=True)
+            assert self._process.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                self._process.stdin.close()  # it unmounts lazily and exits
             try:
                 self._process.wait(timeout=COMMAND_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -119,11 +151,13 @@ class PowerCut:
                 self._process.wait()
         for stream in (self._process.stdin, self._process.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
+        os.close(self.cut_signal)
         self._log.close()
 
     def __enter__(self) -> PowerCut:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.unmount()
+        self.close()

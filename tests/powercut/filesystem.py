@@ -7,14 +7,19 @@ after the "power cut" (an EIO would let it go on and, say, send QUIT). A process
 FUSE request cannot die before the request is answered, so the harness SIGKILLs it first and
 then has the blocked operations answered with EIO ("release").
 
-Run as ``python -m tests.powercut.filesystem BACKING MOUNT`` (libfuse takes over signals and
-the main thread); driven by one-line commands on stdin, one JSON line back for each:
-``arm K`` (cut just before the K-th counted operation), ``cut``, ``count``, ``trace``,
-``release``, ``restore DIR``. Counted are the operations that change something: create,
-mkdir, symlink, link, unlink, rmdir, rename, write, truncate, open with O_TRUNC, chmod, chown,
-fsync and fsyncdir; not those on SQLite's ``-shm`` file, which the kernel writes back from
-mmap at moments of its own (SQLite rebuilds it after a crash). Operations run one at a time,
-so the model and the backing directory always agree. Must not know pop3s-fetch or pytest.
+Run as ``python -m tests.powercut.filesystem MOUNT CUT_FD`` (libfuse takes over signals and
+the main thread). One process mounts at MOUNT again and again, a fresh file system and model
+each time, so that a test pays for starting Python and loading libfuse once, not per mount.
+It writes a line to file descriptor CUT_FD when the power is cut, so that the controller can
+wait for that instead of asking. Driven by one-line commands on stdin, one JSON line back for
+each: ``mount BACKING`` (answered once mounted), ``unmount`` (answered once unmounted, every
+blocked operation released first), ``arm K`` (cut just before the K-th counted operation),
+``cut``, ``count``, ``trace``, ``release``, ``restore DIR``. Counted are the operations that
+change something: create, mkdir, symlink, link, unlink, rmdir, rename, write, truncate, open
+with O_TRUNC, chmod, chown, fsync and fsyncdir; not those on SQLite's ``-shm`` file, which
+the kernel writes back from mmap at moments of its own (SQLite rebuilds it after a crash).
+Operations run one at a time, so the model and the backing directory always agree. Must not
+know pop3s-fetch or pytest.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -44,8 +50,9 @@ class PassthroughWithModel:
 
     use_ns = True  # times as integer nanoseconds (mfusepy warns otherwise)
 
-    def __init__(self, backing: Path) -> None:
+    def __init__(self, backing: Path, cut_fd: int | None = None) -> None:
         self.backing = str(backing)
+        self.cut_fd = cut_fd
         self.model = DurabilityModel.of_directory(backing)
         self.counted = 0
         self.cut_at: int | None = None
@@ -64,7 +71,7 @@ class PassthroughWithModel:
         if not self.model.frozen and counted and not (path or "").endswith(_UNCOUNTED_SUFFIX):
             self.counted += 1
             if self.counted == self.cut_at:
-                self.model.freeze()
+                self.freeze()
             else:
                 self.trace.append(f"{name} {path}")
         if self.model.frozen:
@@ -72,9 +79,17 @@ class PassthroughWithModel:
             self._released.wait()
             raise _Cut
 
+    def freeze(self) -> None:
+        """Cut the power (lock held), and tell whoever waits for the cut."""
+        if self.model.frozen:
+            return
+        self.model.freeze()
+        if self.cut_fd is not None:
+            os.write(self.cut_fd, b"cut\n")
+
     def cut_power(self) -> None:
         with self._lock:
-            self.model.freeze()
+            self.freeze()
 
     def unblock(self) -> None:
         self._released.set()
@@ -290,16 +305,41 @@ class PassthroughWithModel:
         return self._run("fsyncdir", path, True, act)
 
 
-def _serve_commands(fs: PassthroughWithModel, mount: str) -> None:
+class _Mounts:
+    """The main thread's mounts, and the one the commands act on (None between mounts)."""
+
+    def __init__(self, mount: str, cut_fd: int) -> None:
+        self.mount = mount
+        self.cut_fd = cut_fd
+        self.current: PassthroughWithModel | None = None
+        self.requests: queue.Queue[str | None] = queue.Queue()  # backing directories; None: stop
+
+    def unmount(self, *, lazy: bool = False) -> None:
+        """Release what blocks in the file system and unmount it; the main thread answers."""
+        if self.current is not None:
+            self.current.unblock()
+        subprocess.run(["umount", *(["-l"] if lazy else []), self.mount], check=False)
+
+
+def _serve_commands(mounts: _Mounts) -> None:
     """Answer the controller, one JSON line per command, until it closes stdin."""
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
         reply: dict[str, Any] = {"ok": True}
-        if command == "arm":
+        fs = mounts.current
+        if command == "mount":
+            mounts.requests.put(argument)  # answered by init, or by the main thread's error
+            continue
+        if command == "unmount" and fs is not None:
+            mounts.unmount()  # answered by the main thread once libfuse returns
+            continue
+        if fs is None:
+            reply = {"ok": False, "error": f"{command!r} with nothing mounted"}
+        elif command == "arm":
             with fs._lock:
                 fs.cut_at = int(argument)
                 if fs.counted >= fs.cut_at:
-                    fs.model.freeze()
+                    fs.freeze()
         elif command == "cut":
             fs.cut_power()
         elif command == "count":
@@ -319,29 +359,38 @@ def _serve_commands(fs: PassthroughWithModel, mount: str) -> None:
             reply = {"ok": False, "error": f"unknown command {command!r}"}
         print(json.dumps(reply), flush=True)
     # The controller went away: let nothing hang on this mount, and take it down.
-    fs.unblock()
-    subprocess.run(["umount", "-l", mount], check=False)
+    mounts.requests.put(None)
+    mounts.unmount(lazy=True)
 
 
 class _Ready:
     """mfusepy calls ``init`` once the kernel has the mount: tell the controller."""
 
-    def __init__(self, fs: PassthroughWithModel, mount: str) -> None:
-        self.fs = fs
+    def __init__(self, mount: str) -> None:
         self.mount = mount
 
     def __call__(self, path: str) -> None:
         print(json.dumps({"ok": True, "mounted": self.mount}), flush=True)
-        threading.Thread(target=_serve_commands, args=(self.fs, self.mount), daemon=True).start()
 
 
 def main(argv: list[str]) -> int:
     from mfusepy import FUSE
 
-    backing, mount = argv
-    fs = PassthroughWithModel(Path(backing))
-    fs.init = _Ready(fs, mount)  # type: ignore[attr-defined]
-    FUSE(fs, mount, foreground=True, nothreads=False, hard_remove=True, fsname="powercut")
+    mount, cut_fd = argv
+    mounts = _Mounts(mount, int(cut_fd))
+    threading.Thread(target=_serve_commands, args=(mounts,), daemon=True).start()
+    while (backing := mounts.requests.get()) is not None:
+        try:
+            fs = PassthroughWithModel(Path(backing), mounts.cut_fd)
+            fs.init = _Ready(mount)  # type: ignore[attr-defined]
+            mounts.current = fs
+            FUSE(fs, mount, foreground=True, nothreads=False, hard_remove=True, fsname="powercut")
+        except Exception as err:  # reported to the controller, which waits for an answer
+            reply = {"ok": False, "error": f"mount failed: {err}"}
+        else:
+            reply = {"ok": True, "unmounted": mount}
+        mounts.current = None
+        print(json.dumps(reply), flush=True)
     return 0
 
 

@@ -66,8 +66,9 @@ class _Handoff:
 class FileWriterPool:
     """A few worker threads; every step of one file is done by the same worker, in order.
 
-    The threads start with the first file: a run with nothing new (a daemon's idle poll)
-    starts none, instead of paying a clone and a GIL hand-off for each.
+    Files are dealt to the workers in turn, and a worker starts with the first file dealt to
+    it: a run with nothing new (a daemon's idle poll) starts none, and a run with one new
+    message starts one, instead of paying a clone and a GIL hand-off for each.
     """
 
     def __init__(self, workers: int, thread_name: str = "file-writer") -> None:
@@ -78,7 +79,7 @@ class FileWriterPool:
         self._waiting = False
         self._room = threading.Condition()
         self._thread_name = thread_name
-        self._threads: list[threading.Thread] = []  # started by the first adopt()
+        self._threads: list[threading.Thread] = []  # worker i starts with its first file
 
     @property
     def pending_bytes(self) -> int:
@@ -89,8 +90,8 @@ class FileWriterPool:
 
     def adopt(self, fd: int, path: str) -> FileJob:
         """Take over ``fd``, a new empty file at ``path``: from now on the pool closes it."""
-        if not self._threads:
-            self._start_workers()
+        if self._next == len(self._threads):
+            self._start_worker(self._next)
         job = FileJob(fd, path)
         self._assigned[job] = self._queues[self._next]
         self._next = (self._next + 1) % len(self._queues)
@@ -130,15 +131,15 @@ class FileWriterPool:
         for thread in self._threads:
             thread.join()
 
-    def _start_workers(self) -> None:
-        self._threads = [
-            threading.Thread(
-                target=self._work, args=(q,), name=f"{self._thread_name}-{i}", daemon=True
-            )
-            for i, q in enumerate(self._queues)
-        ]
-        for thread in self._threads:
-            thread.start()
+    def _start_worker(self, index: int) -> None:
+        thread = threading.Thread(
+            target=self._work,
+            args=(self._queues[index],),
+            name=f"{self._thread_name}-{index}",
+            daemon=True,
+        )
+        thread.start()
+        self._threads.append(thread)
 
     def _hand_over(self, job: FileJob, *, finish: bool, abort: bool) -> None:
         octets, chunks = job._gathered, job._chunks

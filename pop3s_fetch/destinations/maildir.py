@@ -56,11 +56,12 @@ from pop3s_fetch.errors import DeliveryError
 SUBDIRECTORIES = ("tmp", "new", "cur")
 
 # Writing and fsyncing files blocks; workers do it while the reading thread decodes the next
-# messages. Four, because fsyncs that overlap are served together (a journalling file system
-# commits them in one transaction; a disk's cache flush covers every write before it): a first
-# download of 3,000 small messages took 5.4 s with one worker, 2.8 s with two and 2.2 s with
-# four; eight were no faster (benchmarks/README.md, "fsync workers").
-FILE_WORKERS = 4
+# messages. Up to eight, because fsyncs that overlap are served together (a journalling file
+# system commits them in one transaction; a disk's cache flush covers every write before it).
+# A first download of 3,000 small messages, in three runs of benchmarks/ab.py: one worker
+# 2.08 s, two 1.72 s, four 1.61 s, eight 1.42 s (benchmarks/README.md, "fsync workers").
+# A worker starts with the first file it gets, so a run with one new message starts one.
+FILE_WORKERS = 8
 #: What :func:`inventory` reads of a message file at a time.
 READ_BLOCK = 256 * 1024
 

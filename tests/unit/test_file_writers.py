@@ -114,8 +114,9 @@ def test_an_unexpected_failure_in_a_worker_is_reported_not_hung_on(
     assert os.listdir(tmp_path) == []
 
 
-def test_workers_start_with_the_first_file_not_before(tmp_path: Path) -> None:
-    # A daemon's idle poll opens its Maildir and writes nothing: no thread to start and stop.
+def test_a_worker_starts_with_the_first_file_it_gets_not_before(tmp_path: Path) -> None:
+    # A daemon's idle poll writes nothing, and a poll with one new message writes one file:
+    # no more threads to start and stop than there are files.
     def workers() -> list[str]:
         return [t.name for t in threading.enumerate() if t.name.startswith("lazy-writer")]
 
@@ -123,12 +124,17 @@ def test_workers_start_with_the_first_file_not_before(tmp_path: Path) -> None:
     assert workers() == []
     idle.shutdown()
 
-    busy = FileWriterPool(2, thread_name="lazy-writer")
+    busy = FileWriterPool(3, thread_name="lazy-writer")
     job = busy.adopt(*new_file(tmp_path, "f"))
-    assert sorted(workers()) == ["lazy-writer-0", "lazy-writer-1"]
+    assert workers() == ["lazy-writer-0"]  # one file, one worker
     busy.write(job, b"mail\n")
     busy.finish(job)
     assert job.wait() == job.path
+    more = [busy.adopt(*new_file(tmp_path, f"g{i}")) for i in range(3)]
+    assert sorted(workers()) == ["lazy-writer-0", "lazy-writer-1", "lazy-writer-2"]
+    for other in more:
+        busy.finish(other)
     busy.shutdown()
     assert workers() == []
     assert Path(job.path).read_bytes() == b"mail\n"
+    assert all(Path(other.wait()).read_bytes() == b"" for other in more)

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from pop3s_fetch.destinations import DEFAULT_OWNER, Placement, open_destination, staging_prefix
-from pop3s_fetch.destinations.maildir import Maildir, sanitise_hostname, unique_name
+from pop3s_fetch.destinations.maildir import (
+    FILE_WORKERS,
+    Maildir,
+    sanitise_hostname,
+    unique_name,
+)
 from pop3s_fetch.errors import DeliveryError
 from tests.unit.test_delivery import deliver, stage
 
@@ -101,18 +106,18 @@ def test_file_fsync_runs_off_the_calling_thread(
 def test_the_files_of_consecutive_messages_are_fsynced_at_once(
     maildir: Maildir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Overlapping fsyncs share one journal commit: four files must be able to sync together."""
-    together = threading.Barrier(4, timeout=10)
+    """Overlapping fsyncs are served together: FILE_WORKERS files must be able to sync at once."""
+    together = threading.Barrier(FILE_WORKERS, timeout=10)
     real_fsync = os.fsync
 
     def fsync_in_step(fd: int) -> None:
         if threading.current_thread() is not threading.main_thread():
-            together.wait()  # breaks (and fails the batch) unless four fsyncs are under way
+            together.wait()  # breaks (and fails the batch) unless all those fsyncs are under way
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync_in_step)
     staged = []
-    for number in range(4):
+    for number in range(FILE_WORKERS):
         writer = maildir.open_message()
         writer.write(MESSAGE + b"%d\n" % number)
         staged.append(writer.finish())
@@ -120,8 +125,9 @@ def test_the_files_of_consecutive_messages_are_fsynced_at_once(
 
     assert not together.broken
     assert sorted((maildir.path / "new" / p.target).read_bytes() for p in placements) == [
-        MESSAGE + b"%d\n" % number for number in range(4)
+        MESSAGE + b"%d\n" % number for number in range(FILE_WORKERS)
     ]
+    assert FILE_WORKERS >= 4
 
 
 def test_a_taken_name_is_replaced_before_it_is_journalled(

@@ -521,11 +521,20 @@ def _expect_format(value: object, _base: Path) -> MailFormat:
     return value
 
 
+def _unquoted(value: object, lowest: int, highest: int | None = None) -> str | None:
+    """``995, without quotes`` for ``"995"`` when 995 is in range; other programs quote numbers."""
+    digits = value.strip() if isinstance(value, str) else ""
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    number = int(digits)
+    in_range = number >= lowest and (highest is None or number <= highest)
+    return f"{number}, without quotes" if in_range else None
+
+
 def _expect_port(value: object, _base: Path) -> int:
     # bool is a subclass of int, but `port = true` is a mistake, not port 1.
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        digits = value.strip() if isinstance(value, str) else ""
-        guess = _meant(f"{int(digits)}, without quotes" if digits.isdigit() else None)
+        guess = _meant(_unquoted(value, 1, 65535))
         raise _Invalid(f"expected an integer 1-65535, got {_toml_value(value)}{guess}")
     return value
 
@@ -770,7 +779,8 @@ def _expect_size(value: object, _base: Path) -> int:
 
 def _expect_count(value: object, _base: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _Invalid(f"expected a whole number of at least 1, got {_toml_value(value)}")
+        guess = _meant(_unquoted(value, 1))
+        raise _Invalid(f"expected a whole number of at least 1, got {_toml_value(value)}{guess}")
     return value
 
 

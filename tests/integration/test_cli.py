@@ -79,6 +79,19 @@ def test_config_mistakes_are_all_reported(cli: Cli) -> None:
     assert "hunter2" not in result.output
 
 
+def test_a_quoted_count_gets_the_number_to_write(cli: Cli) -> None:
+    write_account(cli)
+    cli.write_config(cli.config_path.read_text() + 'max_messages = "500"\n')
+    result = cli.run("sync")
+    assert result.code == 78
+    path = cli.config_path
+    assert result.stderr.splitlines() == [
+        f"error: {path}: 1 problem in the configuration",
+        f"  {path}: accounts.work.max_messages: expected a whole number of at least 1, "
+        'got "500" (did you mean 500, without quotes?)',
+    ]
+
+
 def test_unknown_account_names_the_known_ones(cli: Cli) -> None:
     write_account(cli)
     result = cli.run("sync", "wrok")

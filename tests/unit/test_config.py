@@ -385,6 +385,7 @@ def test_error_message_for_one_problem_is_singular(cfg_path: Path) -> None:
             'accounts.work.port: expected an integer 1-65535, got "995" '
             "(did you mean 995, without quotes?)",
         ),
+        ('port = "99999"', 'accounts.work.port: expected an integer 1-65535, got "99999"'),
         (
             'timeout = "60s"',
             "accounts.work.timeout: expected a number of seconds above 0 and at most 3600, "

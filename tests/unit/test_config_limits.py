@@ -130,7 +130,13 @@ def test_oversize_and_counts() -> None:
     [
         ('oversize = "drop"', 'oversize: expected "skip" or "delete", got "drop"'),
         ("max_messages = 0", "max_messages: expected a whole number of at least 1, got 0"),
-        ('max_messages = "10"', 'max_messages: expected a whole number of at least 1, got "10"'),
+        (
+            'max_messages = "10"',
+            'max_messages: expected a whole number of at least 1, got "10" '
+            "(did you mean 10, without quotes?)",
+        ),
+        ('max_messages = "0"', 'max_messages: expected a whole number of at least 1, got "0"'),
+        ('max_messages = "-3"', 'max_messages: expected a whole number of at least 1, got "-3"'),
         ("max_messages = 2.5", "max_messages: expected a whole number of at least 1, got 2.5"),
         ("max_size = 5", 'max_size: unknown key (did you mean "max_message_size"?)'),
         ("limit = 5", "limit: unknown key (did you mean max_message_size?)"),

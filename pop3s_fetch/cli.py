@@ -937,7 +937,7 @@ def init(g: _Globals) -> None:
         starter.replace(path, text)
         _echo(f"added account {answers.name} to {path}", err=True)
     if click.confirm("Store the password in the OS keyring now?", default=True, err=True):
-        credentials.require_keyring(answers.name)
+        credentials.require_keyring(answers.name, retry=f"pop3s-fetch password set {answers.name}")
         credentials.set_password(answers.name, _read_password(answers.name))
         _echo(f'password for account "{answers.name}" stored in the keyring', err=True)
         _echo(f"next: pop3s-fetch sync {answers.name}", err=True)
@@ -1170,7 +1170,10 @@ def password_set(g: _Globals, account: str) -> None:
     from pop3s_fetch import credentials
 
     name = _load_config(g).select([account])[0].name
-    credentials.require_keyring(name)  # before asking: a typed password must have a home
+    # Before asking: a typed password must have a home. At a terminal a missing session bus
+    # is fixed in that shell; from a pipe (perhaps a cron job) the crontab wording stays.
+    retry = f"pop3s-fetch password set {name}" if sys.stdin.isatty() else None
+    credentials.require_keyring(name, retry=retry)
     secret = _read_password(name)
     credentials.set_password(name, secret)
     _echo(f'password for account "{name}" stored in the keyring', err=True)

@@ -696,13 +696,17 @@ def _delete(account: str, item: _Item) -> None:
     _call(account, "delete", delete, item=item)
 
 
-def require_keyring(account: str) -> None:
+def require_keyring(account: str, *, retry: str | None = None) -> None:
     """Fail now if no keyring can hold a password: before the user types it, twice.
+
+    ``retry`` is the command to run once the keyring is reachable, given by a caller at a
+    terminal (init, password set): the session-bus fix is then worded for the shell there,
+    not for a crontab.
 
     Raises:
         CredentialError: no usable backend (the same text get_password would give).
     """
-    _usable_backend(account, _PASSWORD)
+    _usable_backend(account, _PASSWORD, retry=retry)
 
 
 def _active_backend() -> KeyringBackend:
@@ -711,7 +715,7 @@ def _active_backend() -> KeyringBackend:
     return keyring.get_keyring()
 
 
-def _usable_backend(account: str, item: _Item) -> KeyringBackend:
+def _usable_backend(account: str, item: _Item, *, retry: str | None = None) -> KeyringBackend:
     """Return the active backend, or raise if it is one that can never hold a password.
 
     keyring falls back to ``fail.Keyring`` when it finds nothing, and a chainer with nothing to
@@ -725,7 +729,7 @@ def _usable_backend(account: str, item: _Item) -> KeyringBackend:
     if isinstance(backend, fail.Keyring | null.Keyring) or (
         isinstance(backend, chainer.ChainerBackend) and not chained
     ):
-        raise _no_backend_error(account, item)
+        raise _no_backend_error(account, item, retry=retry)
     return backend
 
 
@@ -738,8 +742,8 @@ def _chained_backends(backend: KeyringBackend) -> list[KeyringBackend] | None:
     return list(backend.backends)
 
 
-def _no_backend_error(account: str, item: _Item) -> CredentialError:
-    advice = unseen_session_bus(os.environ)
+def _no_backend_error(account: str, item: _Item, *, retry: str | None = None) -> CredentialError:
+    advice = unseen_session_bus(os.environ, retry=retry)
     return CredentialError(
         f"no usable OS keyring for account {_quoted(account)} (keyring found no backend; is a "
         "Secret Service such as gnome-keyring running in this D-Bus session?)",
@@ -749,12 +753,16 @@ def _no_backend_error(account: str, item: _Item) -> CredentialError:
     )
 
 
-def unseen_session_bus(environ: Mapping[str, str], run_user: Path | None = None) -> str:
+def unseen_session_bus(
+    environ: Mapping[str, str], run_user: Path | None = None, *, retry: str | None = None
+) -> str:
     """The fix when this run was told of no D-Bus session while the user has one running.
 
     cron starts jobs without ``DBUS_SESSION_BUS_ADDRESS`` or ``XDG_RUNTIME_DIR``, so the
     Secret Service of a logged-in desktop is not found although its bus socket is in its
     usual place (``/run/user/UID/bus``, systemd-logind's): one crontab line reaches it.
+    At a terminal (a shell over ssh, su, a console) the same variable is exported in that
+    shell instead, and ``retry`` run again; the caller says so by giving ``retry``.
     Empty when either variable is set (then that is the bus looked at) or there is no socket.
     """
     if environ.get("DBUS_SESSION_BUS_ADDRESS") or environ.get("XDG_RUNTIME_DIR"):
@@ -766,6 +774,12 @@ def unseen_session_bus(environ: Mapping[str, str], run_user: Path | None = None)
         return ""
     if not is_socket:
         return ""
+    if retry is not None:
+        return (
+            f"this shell has no D-Bus session set, while yours is at {bus}: run "
+            f"`export DBUS_SESSION_BUS_ADDRESS=unix:path={bus}` in this shell, then {retry} "
+            "(the keyring is usable while it is unlocked, that is while you are logged in)"
+        )
     return (
         f"this run was not given your D-Bus session, whose socket is {bus}: put "
         f"DBUS_SESSION_BUS_ADDRESS=unix:path={bus} in the crontab (the keyring is usable "

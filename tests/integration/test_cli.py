@@ -263,6 +263,99 @@ def test_password_set_without_a_keyring_says_so_before_asking(cli: Cli) -> None:
     assert text.startswith('error: no usable OS keyring for account "work"')
 
 
+#: python -m pop3s_fetch with credentials.RUN_USER moved to the first argument.
+_MOVED_RUN_USER = (
+    "import sys; from pathlib import Path; from pop3s_fetch import credentials, cli; "
+    "credentials.RUN_USER = Path(sys.argv.pop(1)); cli.main()"
+)
+
+
+def _at_terminal_with_a_bus(cli: Cli, tmp_path: Path, args: list[str], typed: list[str]) -> str:
+    """Run pop3s-fetch on a pty, lines typed ahead, with no session variables set and a
+    listening bus socket in a /run/user of the test's own; the exit status must be 77."""
+    run_user = tmp_path / "run-user"
+    (run_user / str(os.getuid())).mkdir(parents=True)
+    env = {k: v for k, v in cli.env.items() if k != "XDG_RUNTIME_DIR"}
+    primary, secondary = pty.openpty()
+    with (
+        socket.socket(socket.AF_UNIX) as listener,
+        subprocess.Popen(
+            [sys.executable, "-c", _MOVED_RUN_USER, str(run_user), *args],
+            stdin=secondary,
+            stdout=secondary,
+            stderr=secondary,
+            env=env,
+        ) as process,
+    ):
+        listener.bind(str(run_user / str(os.getuid()) / "bus"))
+        os.close(secondary)
+        os.write(primary, "".join(f"{line}\n" for line in typed).encode())
+        seen = b""
+        while chunk := _read_pty(primary):  # until the command exits and the pty closes
+            seen += chunk
+        assert process.wait() == 77, seen.decode(errors="replace")
+    os.close(primary)
+    return seen.decode().replace("\r\n", "\n")
+
+
+def _export_advice(tmp_path: Path) -> str:
+    bus = tmp_path / "run-user" / str(os.getuid()) / "bus"
+    return (
+        'error: no usable OS keyring for account "work" (keyring found no backend; is a Secret '
+        "Service such as gnome-keyring running in this D-Bus session?) (this shell has no D-Bus "
+        f"session set, while yours is at {bus}: run `export DBUS_SESSION_BUS_ADDRESS=unix:path="
+        f"{bus}` in this shell, then pop3s-fetch password set work (the keyring is usable while "
+        "it is unlocked, that is while you are logged in); or else: cron jobs and systemd "
+        "services run outside the desktop session, so they cannot reach its keyring; run "
+        "pop3s-fetch where the keyring is unlocked, choose a backend with the "
+        "PYTHON_KEYRING_BACKEND environment variable (`keyring --list-backends` shows them), or "
+        'set password_command = ["pass", "show", "mail/work"] or password_credential = "NAME" '
+        "(a systemd LoadCredentialEncrypted= credential) in the account instead)\n"
+    )
+
+
+def test_init_without_a_keyring_says_to_export_the_bus_in_this_shell(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """At a terminal whose shell lacks the session bus, init's fix is an export, not cron's."""
+    typed = ["work", "127.0.0.1", str(closed_port()), "alice", str(cli.home / "Mail"), "", "", ""]
+    text = _at_terminal_with_a_bus(cli, tmp_path, ["init"], typed)
+    assert f"wrote {cli.config_path}\n" in text
+    prompt = "Store the password in the OS keyring now? [Y/n]: "
+    assert text.split(prompt)[-1] == _export_advice(tmp_path)
+
+
+def test_password_set_at_a_terminal_says_to_export_the_bus_in_this_shell(
+    cli: Cli, tmp_path: Path
+) -> None:
+    write_account(cli)
+    text = _at_terminal_with_a_bus(cli, tmp_path, ["password", "set", "work"], [])
+    assert text == _export_advice(tmp_path)
+
+
+def test_password_set_from_a_pipe_keeps_the_crontab_line(cli: Cli, tmp_path: Path) -> None:
+    """A pipe may well be a cron job's: there the crontab line is the fix."""
+    write_account(cli)
+    run_user = tmp_path / "run-user"
+    (run_user / str(os.getuid())).mkdir(parents=True)
+    bus = run_user / str(os.getuid()) / "bus"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(bus))
+        done = subprocess.run(
+            [sys.executable, "-c", _MOVED_RUN_USER, str(run_user), "password", "set", "work"],
+            input="secret\n",
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in cli.env.items() if k != "XDG_RUNTIME_DIR"},
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 77
+    assert (
+        f"put DBUS_SESSION_BUS_ADDRESS=unix:path={bus} in the crontab (the keyring" in done.stderr
+    )
+
+
 def _read_pty(fd: int) -> bytes:
     try:
         return os.read(fd, 4096)

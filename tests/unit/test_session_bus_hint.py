@@ -1,6 +1,7 @@
 """Under cron the user's logged-in D-Bus session exists but the job is not told of it.
 
-The keyring error then gives the one crontab line that reaches it, and only then.
+The keyring error then gives the one crontab line that reaches it, and only then; at a
+terminal (init, password set) it says to export the variable in that shell instead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ def test_cron_without_the_session_variables_is_told_the_crontab_line(run_user: P
         f"this run was not given your D-Bus session, whose socket is {bus}: put "
         f"DBUS_SESSION_BUS_ADDRESS=unix:path={bus} in the crontab (the keyring is usable "
         "while it is unlocked, that is while you are logged in)"
+    )
+
+
+def test_at_a_terminal_the_fix_is_an_export_in_that_shell(run_user: Path) -> None:
+    """init and password set run in a shell the user is typing in: no crontab there."""
+    bus = run_user / str(os.getuid()) / "bus"
+    advice = credentials.unseen_session_bus({}, run_user, retry="pop3s-fetch password set work")
+    assert advice == (
+        f"this shell has no D-Bus session set, while yours is at {bus}: run "
+        f"`export DBUS_SESSION_BUS_ADDRESS=unix:path={bus}` in this shell, then "
+        "pop3s-fetch password set work (the keyring is usable while it is unlocked, that is "
+        "while you are logged in)"
     )
 
 

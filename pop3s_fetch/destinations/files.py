@@ -56,11 +56,11 @@ def refuse_foreign_links(*paths: Path) -> None:
 
 def delivery_error(err: OSError, action: str, path: Path) -> DeliveryError:
     """Turn an OSError into one sentence naming the path and the cause, plus a hint."""
-    cause, hint = _describe_os_error(err, path)
+    cause, hint = _describe_os_error(err, path, creating=action.startswith("create"))
     return DeliveryError(f"cannot {action} {path}: {cause}", hint=hint)
 
 
-def _describe_os_error(err: OSError, path: Path) -> tuple[str, str]:
+def _describe_os_error(err: OSError, path: Path, *, creating: bool) -> tuple[str, str]:
     code = err.errno
     if code == errno.ENOSPC:
         return "disk full (ENOSPC)", f"free some space on the file system that holds {path}"
@@ -78,8 +78,25 @@ def _describe_os_error(err: OSError, path: Path) -> tuple[str, str]:
             "read-only file system",
             f"choose a destination on a writable file system instead of {path}",
         )
+    # What the call failed on (os.mkdir of one level, say), which may be above ``path``.
+    failed = Path(err.filename) if isinstance(err.filename, str) else path
     if code == errno.ENOENT:
+        if creating and failed.parent != failed and failed.parent.is_dir():
+            # Its directory is there, so nothing leading to it is missing: /proc and other
+            # virtual file systems answer a creation with ENOENT. (A rename or a read gets
+            # ENOENT for an entry that went away: not this.)
+            return (
+                "no such file or directory",
+                f"{failed.parent} exists, but its file system refused to create {failed.name} "
+                "there, as virtual ones such as /proc do; choose a place on an ordinary disk",
+            )
         return "no such file or directory", f"check that the directories leading to {path} exist"
+    if code == errno.ENOTDIR or (code == errno.EEXIST and failed in path.parents):
+        # mkdir of a level above ``path`` that is a file is EEXIST; below a file, ENOTDIR.
+        # (EEXIST on ``path`` itself is an O_EXCL creation meeting a file: not this.)
+        blocker = nearest_existing(failed)
+        if os.path.lexists(blocker) and not blocker.is_dir():
+            return "not a directory", f"{blocker} is a file, not a directory: choose another path"
     name = errno.errorcode.get(code, "unknown error") if code is not None else "unknown error"
     reason = err.strerror or str(err)
     return f"{reason.lower()} ({name})", f"check {path} and the file system that holds it"

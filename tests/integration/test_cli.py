@@ -10,11 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trustme
 
 from pop3s_fetch import __version__, tls
 from tests.support.certs import ServerCert
-from tests.support.cli import Cli, account_toml
+from tests.support.cli import Cli, Result, account_toml
 from tests.support.rig import serve
 
 
@@ -504,3 +505,39 @@ def test_a_backup_of_a_host_without_user_asks_for_user_not_for_a_configuration(
         "pop3s-fetch backup pop.example.com --user NAME --to copy)\n",
     )
     assert not (cli.home / "copy").exists()
+
+
+def _backup_to(cli: Cli, target: Path, fmt: str) -> Result:
+    """A backup that stops at its destination: nothing listens on port 1, never reached."""
+    return cli.run(
+        "backup", "127.0.0.1", "--user", "a", "--password-command", "echo x", "--port", "1",
+        "--to", str(target), "--format", fmt,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["maildir", "mbox"])
+def test_backup_into_proc_says_its_file_system_refused_not_that_a_directory_is_missing(
+    cli: Cli, fmt: str
+) -> None:
+    """/proc exists: "check that the directories leading to it exist" sent the user astray."""
+    result = _backup_to(cli, Path("/proc/pop3s-fetch-backup"), fmt)
+    what = "the Maildir" if fmt == "maildir" else "the mbox"
+    assert (result.code, result.stderr) == (
+        74,
+        f"error: a@127.0.0.1: cannot create {what} /proc/pop3s-fetch-backup: no such file or "
+        "directory (/proc exists, but its file system refused to create pop3s-fetch-backup "
+        "there, as virtual ones such as /proc do; choose a place on an ordinary disk)\n",
+    )
+
+
+@pytest.mark.parametrize(("fmt", "below"), [("maildir", "x"), ("mbox", "x"), ("maildir", "x/y")])
+def test_backup_below_a_file_names_the_file(cli: Cli, tmp_path: Path, fmt: str, below: str) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    result = _backup_to(cli, a_file / below, fmt)
+    what = "the Maildir" if fmt == "maildir" else "the mbox"
+    assert (result.code, result.stderr) == (
+        74,
+        f"error: a@127.0.0.1: cannot create {what} {a_file / below}: not a directory "
+        f"({a_file} is a file, not a directory: choose another path)\n",
+    )

@@ -157,3 +157,38 @@ def test_a_failed_run_never_removes_a_destination_that_existed(
         )
     assert failed.error is not None
     assert sorted(p.name for p in destination.iterdir()) == ["cur", "new", "tmp"]
+
+
+def test_a_missing_directory_still_gets_the_leading_directories_hint(tmp_path: Path) -> None:
+    """Where a directory on the way really is missing, that remains the advice."""
+    target = tmp_path / "gone" / "Mail"
+    err = delivery_error(
+        FileNotFoundError(errno.ENOENT, "No such file or directory", str(target)),
+        "create the mbox",
+        target,
+    )
+    assert str(err) == f"cannot create the mbox {target}: no such file or directory"
+    assert err.hint == f"check that the directories leading to {target} exist"
+
+
+def test_a_vanished_file_is_not_blamed_on_the_file_system(tmp_path: Path) -> None:
+    """ENOENT from a rename names an entry that went away, not a refused creation."""
+    gone = tmp_path / "tmp" / "1.msg"
+    gone.parent.mkdir()
+    err = delivery_error(
+        FileNotFoundError(errno.ENOENT, "No such file or directory", str(gone)),
+        "rename the message file",
+        gone,
+    )
+    assert err.hint == f"check that the directories leading to {gone} exist"
+
+
+def test_an_existing_message_file_is_not_called_a_non_directory(tmp_path: Path) -> None:
+    """EEXIST on the file being created (O_EXCL) says nothing of the directories."""
+    taken = tmp_path / "new" / "1.msg"
+    taken.parent.mkdir()
+    taken.write_text("")
+    err = delivery_error(
+        FileExistsError(errno.EEXIST, "File exists", str(taken)), "create the message file", taken
+    )
+    assert str(err) == f"cannot create the message file {taken}: file exists (EEXIST)"

@@ -138,3 +138,38 @@ def test_a_worker_starts_with_the_first_file_it_gets_not_before(tmp_path: Path) 
     assert workers() == []
     assert Path(job.path).read_bytes() == b"mail\n"
     assert all(Path(other.wait()).read_bytes() == b"" for other in more)
+
+
+def test_pools_side_by_side_share_the_process_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Accounts synced at once each have a pool: together they stay within PROCESS_WORKERS,
+    # each has one worker at least, and a pool grows again once another has shut down.
+    monkeypatch.setattr(file_writers, "PROCESS_WORKERS", 3)
+    monkeypatch.setattr(file_writers, "_running", 0)  # whatever other tests left running
+
+    def workers(prefix: str) -> list[str]:
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith(prefix))
+
+    first = FileWriterPool(8, thread_name="share-a")
+    second = FileWriterPool(8, thread_name="share-b")
+    first_jobs = [first.adopt(*new_file(tmp_path, f"a{i}")) for i in range(4)]
+    second_jobs = [second.adopt(*new_file(tmp_path, f"b{i}")) for i in range(3)]
+    assert workers("share-a") == ["share-a-0", "share-a-1", "share-a-2"]
+    assert workers("share-b") == ["share-b-0"]  # its first, although the three are taken
+
+    for job in first_jobs:
+        first.write(job, b"a\n")
+        first.finish(job)
+    first.shutdown()
+    assert workers("share-a") == []
+    more = [second.adopt(*new_file(tmp_path, f"c{i}")) for i in range(3)]
+    assert workers("share-b") == ["share-b-0", "share-b-1", "share-b-2"]
+
+    for job in second_jobs + more:
+        second.write(job, b"b\n")
+        second.finish(job)
+    second.shutdown()
+    assert [Path(job.wait()).read_bytes() for job in first_jobs] == [b"a\n"] * 4
+    assert [Path(job.wait()).read_bytes() for job in second_jobs + more] == [b"b\n"] * 6
+    assert file_writers._running == 0

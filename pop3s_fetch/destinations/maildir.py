@@ -60,7 +60,8 @@ SUBDIRECTORIES = ("tmp", "new", "cur")
 # system commits them in one transaction; a disk's cache flush covers every write before it).
 # A first download of 3,000 small messages, in three runs of benchmarks/ab.py: one worker
 # 2.08 s, two 1.72 s, four 1.61 s, eight 1.42 s (benchmarks/README.md, "fsync workers").
-# A worker starts with the first file it gets, so a run with one new message starts one.
+# A worker starts with the first file it gets, so a run with one new message starts one;
+# accounts synced side by side share file_writers.PROCESS_WORKERS in all.
 FILE_WORKERS = 8
 #: What :func:`inventory` reads of a message file at a time.
 READ_BLOCK = 256 * 1024
